@@ -1,0 +1,5 @@
+import sys
+
+from unfoldgen.cli import main
+
+sys.exit(main())

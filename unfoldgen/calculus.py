@@ -1,0 +1,150 @@
+"""Symbolic gradients of the smooth part, by the project's own reverse-mode chain rule.
+
+sympy 1.14's matrix calculus cannot differentiate elementwise maps of matrix expressions,
+so the tensor layer is ours: each node's vector-Jacobian product is written once below, and
+the scalar derivative φ′ of every elementwise function comes from sympy (see functions.py).
+"""
+
+from __future__ import annotations
+
+from unfoldgen import ir
+from unfoldgen.functions import FUNCTIONS, elementwise_derivative
+
+
+class NotDifferentiable(Exception):
+    """The expression contains something with no gradient rule; the message says what."""
+
+
+def _materialise(seed: ir.Expr, shape: ir.Shape) -> ir.Expr:
+    """A seed that stands for a broadcast scalar, as a full tensor of ``shape``."""
+    if ir.is_scalar(seed.shape) and not ir.is_scalar(shape):
+        return ir.mul(seed, ir.Ones(shape))
+    return seed
+
+
+def _unbroadcast(adjoint: ir.Expr, operand_shape: ir.Shape) -> ir.Expr:
+    """Sum an adjoint back down to a scalar operand that was broadcast."""
+    if ir.is_scalar(operand_shape) and not ir.is_scalar(adjoint.shape):
+        return ir.Apply("sum", (adjoint,), ir.SCALAR)
+    return adjoint
+
+
+def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> None:
+    """Append to ``out`` the contributions of ``node`` to ∂/∂var, given ∂/∂node = seed."""
+    if not ir.depends_on(node, {var}):
+        return
+    match node:
+        case ir.Ref():
+            out.append(seed)
+        case ir.Binary(op="+", left=left, right=right):
+            _adjoints(left, _unbroadcast(seed, left.shape), var, out)
+            _adjoints(right, _unbroadcast(seed, right.shape), var, out)
+        case ir.Binary(op="-", left=left, right=right):
+            _adjoints(left, _unbroadcast(seed, left.shape), var, out)
+            _adjoints(right, ir.neg(_unbroadcast(seed, right.shape)), var, out)
+        case ir.Binary(op="*", left=left, right=right):
+            _adjoints(left, _unbroadcast(ir.mul(seed, right), left.shape), var, out)
+            _adjoints(right, _unbroadcast(ir.mul(seed, left), right.shape), var, out)
+        case ir.Binary(op="/", left=left, right=right):
+            _adjoints(left, _unbroadcast(ir.div(seed, right), left.shape), var, out)
+            quotient = ir.div(ir.mul(seed, left), ir.power(right, ir.Const(2.0)))
+            _adjoints(right, _unbroadcast(ir.neg(quotient), right.shape), var, out)
+        case ir.Binary(op="@", left=left, right=right):
+            if ir.is_scalar(node.shape) and ir.is_scalar(seed.shape):
+                # a 1×1 product: the seed is a scalar factor
+                _adjoints(left, ir.mul(seed, ir.transpose(right)), var, out)
+                _adjoints(right, ir.mul(seed, ir.transpose(left)), var, out)
+            else:
+                full = _materialise(seed, node.shape)
+                _adjoints(left, ir.matmul(full, ir.transpose(right)), var, out)
+                _adjoints(right, ir.matmul(ir.transpose(left), full), var, out)
+        case ir.Neg(operand=operand):
+            _adjoints(operand, ir.neg(seed), var, out)
+        case ir.Transpose(operand=operand):
+            _adjoints(operand, ir.transpose(seed), var, out)
+        case ir.Power(base=base, exponent=exponent):
+            if ir.depends_on(exponent, {var}):
+                raise NotDifferentiable("a power whose exponent depends on the variable")
+            factor = ir.mul(exponent, ir.power(base, ir.sub(exponent, ir.Const(1.0))))
+            _adjoints(base, ir.mul(seed, factor), var, out)
+        case ir.Apply(func="sum", args=(arg,)):
+            _adjoints(arg, seed, var, out)
+        case ir.Apply(func="logsumexp", args=(arg,)):
+            _adjoints(arg, ir.mul(seed, ir.Apply("softmax", (arg,), arg.shape)), var, out)
+        case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "elementwise" and FUNCTIONS[func].smooth:
+            for extra in args[1:]:
+                if ir.depends_on(extra, {var}):
+                    raise NotDifferentiable(f"a parameter of {func}() that depends on the variable")
+            _adjoints(args[0], ir.mul(seed, elementwise_derivative(func, args)), var, out)
+        case ir.Apply(func=func):
+            raise NotDifferentiable(f"{func}() is not differentiable")
+        case _:
+            raise NotDifferentiable(f"{type(node).__name__.lower()} is not differentiable")
+
+
+def gradient(expr: ir.Expr, var: str, shape: ir.Shape) -> ir.Expr:
+    """∇_var of the scalar ``expr``, simplified, with the variable's shape."""
+    contributions: list[ir.Expr] = []
+    _adjoints(expr, ir.Const(1.0), var, contributions)
+    if not contributions:
+        return ir.mul(ir.Const(0.0), ir.Ones(shape))
+    total = contributions[0]
+    for term in contributions[1:]:
+        total = ir.add(total, term)
+    return _materialise(total, shape)
+
+
+def degree(expr: ir.Expr, variables: frozenset[str]) -> int | None:
+    """0 if ``expr`` does not depend on ``variables``, 1 if affine in them, None otherwise."""
+    if not ir.depends_on(expr, variables):
+        return 0
+    match expr:
+        case ir.Ref():
+            return 1
+        case ir.Binary(op="+" | "-", left=left, right=right):
+            parts = [degree(left, variables), degree(right, variables)]
+            return None if None in parts else max(parts)
+        case ir.Binary(op="*" | "@", left=left, right=right):
+            parts = [degree(left, variables), degree(right, variables)]
+            if None in parts or sum(parts) > 1:
+                return None
+            return sum(parts)
+        case ir.Binary(op="/", left=left, right=right):
+            return degree(left, variables) if degree(right, variables) == 0 else None
+        case ir.Neg(operand=operand) | ir.Transpose(operand=operand):
+            return degree(operand, variables)
+        case ir.Apply(func="sum", args=(arg,)):
+            return degree(arg, variables)
+    return None
+
+
+def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
+    """The part of an affine ``expr`` that is linear in ``var`` (None where it is zero).
+
+    For an affine gradient g(x) = Hx + c this is Hx: the Hessian applied to x.
+    """
+    if not ir.depends_on(expr, {var}):
+        return None
+    match expr:
+        case ir.Ref():
+            return expr
+        case ir.Binary(op="+" | "-" as op, left=left, right=right):
+            lp, rp = linear_part(left, var), linear_part(right, var)
+            if rp is None:
+                return lp
+            if lp is None:
+                return rp if op == "+" else ir.neg(rp)
+            return ir.binary(op, lp, rp)
+        case ir.Binary(op="*" | "@" as op, left=left, right=right):
+            if ir.depends_on(left, {var}):
+                return ir.binary(op, linear_part(left, var), right)
+            return ir.binary(op, left, linear_part(right, var))
+        case ir.Binary(op="/", left=left, right=right):
+            return ir.div(linear_part(left, var), right)
+        case ir.Neg(operand=operand):
+            return ir.neg(linear_part(operand, var))
+        case ir.Transpose(operand=operand):
+            return ir.transpose(linear_part(operand, var))
+        case ir.Apply(func="sum", args=(arg,)):
+            return ir.Apply("sum", (linear_part(arg, var),), ir.SCALAR)
+    raise NotDifferentiable("the gradient is not affine in the variable")

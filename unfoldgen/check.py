@@ -1,0 +1,1027 @@
+"""Check a spec's AST and elaborate it into typed IR.
+
+Names are resolved, shapes inferred and checked (symbolic dims), objective terms classified
+as smooth or non-smooth, constraints matched to projection sets, iteration rules validated.
+Every problem found is a SpecError at the span of the offending node.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import keyword
+import re
+from dataclasses import dataclass, field
+
+from unfoldgen import calculus, ir
+from unfoldgen import syntax as s
+from unfoldgen.errors import Span, SpecError
+from unfoldgen.functions import FUNCTIONS, NONSMOOTH, SPECIAL_CALLS, ShapeError, user_function_names
+from unfoldgen.nets import NET_KINDS
+from unfoldgen.prox import PROX_FUNCTIONS, PROX_TABLE, SET_TABLE, prox_key
+
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+MAX_IDENTIFIER = 64
+MAX_LAYERS = 10_000
+MAX_DIM = 10_000_000
+
+# Names the generated code uses itself, or that nn.Module defines: a spec may not take them.
+GENERATED_NAMES = frozenset(
+    """torch nn np numba math typing Tensor Optional self cls k state inputs batch dtype device
+    layers layer forward objective iterates initial_state prepare_inputs lipschitz outputs
+    result reference value values module modules params export_npz kernels run checkpoint_layers
+    add_module apply bfloat16 buffers call_super_init children compile cpu cuda double dump_patches
+    eval extra_repr float get_buffer get_extra_state get_parameter get_submodule half ipu
+    load_state_dict mtia named_buffers named_children named_modules named_parameters parameters
+    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory
+    state_dict to to_empty train training type xpu zero_grad T_destination""".split()
+)
+
+
+def _helper_names() -> frozenset[str]:
+    names = {op.helper for op in PROX_TABLE.values()} | {op.helper for op in SET_TABLE.values()}
+    names |= {kind.class_name for kind in NET_KINDS.values()}
+    names |= {"huber_elementwise", "sigmoid", "softplus", "softmax", "logsumexp", "hessian_max_eigenvalue"}
+    return frozenset(names)
+
+
+RESERVED = (
+    frozenset(keyword.kwlist)
+    | frozenset(keyword.softkwlist)
+    | frozenset(dir(builtins))
+    | GENERATED_NAMES
+    | _helper_names()
+    | user_function_names()
+    | PROX_FUNCTIONS
+    | frozenset(SET_TABLE)
+    | frozenset({"real", "per", "shared", "from", "problem", "unfold", "subject", "minimize"})
+)
+
+ROLE_WORDS = {
+    "data": "data",
+    "input": "input",
+    "var": "variable",
+    "param": "parameter",
+    "dim": "dimension",
+    "hyper": "hyperparameter",
+    "weight": "weight",
+    "state": "state",
+    "let": "temporary",
+    "net": "net",
+}
+
+
+# ---------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    role: str
+    shape: ir.Shape
+    init: ir.Expr | None
+    span: Span
+    depends_on_inputs: bool = False
+
+
+@dataclass(frozen=True)
+class NonsmoothTerm:
+    coef: ir.Expr
+    func: str
+    arg: ir.Expr
+
+
+@dataclass(frozen=True)
+class VarSet:
+    """The constraint set of one variable, resolved to an entry of SET_TABLE."""
+
+    var: str
+    set: str
+    params: tuple[ir.Expr, ...]
+
+
+@dataclass(frozen=True)
+class DimSource:
+    """Where a dim's size is read: ``tensor.shape[axis]`` in the internal layout."""
+
+    dim: str
+    tensor: str
+    role: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class CheckedProblem:
+    name: str
+    symbols: tuple[Symbol, ...]  # dims, data, inputs, vars, params in declaration order
+    dim_sources: tuple[DimSource, ...]
+    smooth: ir.Expr
+    nonsmooth: tuple[NonsmoothTerm, ...]
+    sets: tuple[VarSet, ...]
+    gradients: tuple[tuple[str, ir.Expr], ...]  # ∇_var of the smooth part, simplified
+    hessians: tuple[tuple[str, ir.Expr], ...]  # Hessian applied to var, where ∇_var is affine
+    span: Span
+
+    def symbol(self, name: str) -> Symbol:
+        return next(sym for sym in self.symbols if sym.name == name)
+
+    def of_role(self, role: str) -> tuple[Symbol, ...]:
+        return tuple(sym for sym in self.symbols if sym.role == role)
+
+    def gradient(self, var: str) -> ir.Expr:
+        return dict(self.gradients)[var]
+
+    def hessian_product(self, var: str) -> ir.Expr | None:
+        return dict(self.hessians).get(var)
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    name: str
+    kind: str
+    options: tuple[tuple[str, int], ...]
+    arg_shapes: tuple[ir.Shape, ...]
+    correction: bool  # added to a classical update: starts at zero output
+
+
+@dataclass(frozen=True)
+class Rule:
+    target: str
+    value: ir.Expr
+    is_let: bool
+
+
+@dataclass(frozen=True)
+class Learn:
+    name: str
+    role: str
+    per_layer: bool
+
+
+@dataclass(frozen=True)
+class CheckedUnfold:
+    name: str
+    problem: CheckedProblem
+    layers: int
+    symbols: tuple[Symbol, ...]  # hypers, weights, states in declaration order
+    nets: tuple[NetInfo, ...]
+    rules: tuple[Rule, ...]
+    learns: tuple[Learn, ...]
+    outputs: tuple[str, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    problems: tuple[CheckedProblem, ...]
+    unfolds: tuple[CheckedUnfold, ...]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def fmt_shape(shape: ir.Shape) -> str:
+    if ir.is_scalar(shape):
+        return "a scalar"
+    rows, cols = shape
+    return f"real[{rows}]" if cols == 1 else f"real[{rows}, {cols}]"
+
+
+def check_identifier(name: s.Name, what: str) -> None:
+    text = name.id
+    if not text.isascii() or not IDENTIFIER.match(text):
+        hint = " (only ASCII letters, digits and '_', starting with a letter)"
+        if text.startswith("_"):
+            hint = " (names may not start with '_'; those are kept for generated code)"
+        raise SpecError(f"{what} name {text!r} is not allowed{hint}", name.span)
+    if len(text) > MAX_IDENTIFIER:
+        raise SpecError(f"{what} name is longer than {MAX_IDENTIFIER} characters", name.span)
+    if text in RESERVED:
+        raise SpecError(f"{what} name {text!r} is reserved (a keyword, builtin, function or generated name)", name.span)
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _flatten_sum(expr: s.Expr, sign: float = 1.0) -> list[tuple[float, s.Expr]]:
+    if isinstance(expr, s.BinOp) and expr.op in "+-":
+        right_sign = sign if expr.op == "+" else -sign
+        return _flatten_sum(expr.left, sign) + _flatten_sum(expr.right, right_sign)
+    return [(sign, expr)]
+
+
+@dataclass
+class _Scope:
+    """Names visible at one point, and what may be called there."""
+
+    symbols: dict[str, Symbol]
+    allow_iteration_calls: bool = False  # grad, prox, proj, nets
+    allow_build_calls: bool = False  # lipschitz
+    target: str | None = None  # the variable an assignment writes (for proj())
+    nets: dict[str, s.NetDecl] = field(default_factory=dict)
+    net_uses: dict[str, list[tuple[ir.Shape, ...]]] = field(default_factory=dict)
+    grad_vars: set[str] = field(default_factory=set)
+    problem: CheckedProblem | None = None
+    lipschitz_vars: set[str] = field(default_factory=set)
+
+
+# ---------------------------------------------------------------------- expressions
+
+
+class _Elaborator:
+    def __init__(self, scope: _Scope):
+        self.scope = scope
+
+    def __call__(self, expr: s.Expr) -> ir.Expr:
+        return self.expr(expr)
+
+    def expr(self, expr: s.Expr) -> ir.Expr:
+        match expr:
+            case s.Number(value=value):
+                return ir.Const(value)
+            case s.Name(id=name, span=span):
+                return self.name(name, span)
+            case s.Neg(operand=operand):
+                return ir.neg(self.expr(operand))
+            case s.Transpose(operand=operand):
+                return ir.transpose(self.expr(operand))
+            case s.BinOp():
+                return self.binop(expr)
+            case s.Call():
+                return self.call(expr)
+        raise SpecError("unsupported expression", getattr(expr, "span", None))
+
+    def name(self, name: str, span: Span) -> ir.Expr:
+        symbol = self.scope.symbols.get(name)
+        if symbol is None:
+            if name in FUNCTIONS or name in SPECIAL_CALLS:
+                raise SpecError(f"{name!r} is a function; call it with arguments, e.g. {name}(x)", span)
+            if name in self.scope.nets:
+                raise SpecError(f"net {name!r} must be called, e.g. {name}(x)", span)
+            hint = _suggest(name, sorted(self.scope.symbols))
+            raise SpecError(f"unknown name {name!r}{hint}", span)
+        if symbol.role == "net":
+            raise SpecError(f"net {name!r} must be called, e.g. {name}(x)", span)
+        return ir.Ref(name, symbol.role, symbol.shape)
+
+    def binop(self, expr: s.BinOp) -> ir.Expr:
+        left, right = self.expr(expr.left), self.expr(expr.right)
+        ls, rs = left.shape, right.shape
+        match expr.op:
+            case "@":
+                if ir.is_scalar(ls) or ir.is_scalar(rs):
+                    raise SpecError(
+                        f"'@' multiplies matrices and vectors, got {fmt_shape(ls)} @ {fmt_shape(rs)}; use '*' for scalars",
+                        expr.span,
+                    )
+                if ls[1] != rs[0]:
+                    raise SpecError(
+                        f"'@' needs the left operand's columns ({ls[1]}) to equal the right operand's rows ({rs[0]}): "
+                        f"{fmt_shape(ls)} @ {fmt_shape(rs)}",
+                        expr.span,
+                    )
+                return ir.matmul(left, right)
+            case "^":
+                if not ir.is_scalar(rs):
+                    raise SpecError("the exponent of '^' must be a scalar", expr.right.span)
+                return ir.power(left, right)
+            case op:
+                if not (ir.is_scalar(ls) or ir.is_scalar(rs) or ls == rs):
+                    verb = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
+                    raise SpecError(
+                        f"cannot {verb} {fmt_shape(ls)} and {fmt_shape(rs)} elementwise; shapes must match",
+                        expr.span,
+                    )
+                return ir.binary(op, left, right)
+
+    # -- calls
+
+    def call(self, expr: s.Call) -> ir.Expr:
+        name = expr.func.id
+        if name in ("grad", "prox", "proj") or name in self.scope.nets:
+            if not self.scope.allow_iteration_calls:
+                raise SpecError(f"{name}() can only be used inside 'iterate'", expr.span)
+        if name == "grad":
+            return self.grad(expr)
+        if name == "prox":
+            return self.prox(expr)
+        if name == "proj":
+            return self.proj(expr)
+        if name in self.scope.nets:
+            return self.net_call(expr)
+        if expr.bracket is not None:
+            raise SpecError(f"only prox, proj and grad take a [bracket]; {name}[...] is not allowed", expr.span)
+        if name == "lipschitz":
+            return self.lipschitz(expr)
+        if name == "eye":
+            dim = self._dims_of(expr, exactly=1)[0]
+            return ir.Eye(dim, (dim, dim))
+        if name in ("zeros", "ones"):
+            dims = self._dims_of(expr, exactly=None)
+            shape: ir.Shape = (dims[0], 1) if len(dims) == 1 else (dims[0], dims[1])
+            return ir.Ones(shape) if name == "ones" else ir.mul(ir.Const(0.0), ir.Ones(shape))
+        entry = FUNCTIONS.get(name)
+        if entry is None or not entry.user:
+            if name in self.scope.symbols:
+                raise SpecError(f"{name!r} is a {ROLE_WORDS[self.scope.symbols[name].role]}, not a function", expr.span)
+            hint = _suggest(name, sorted(user_function_names() | set(self.scope.nets)))
+            raise SpecError(f"unknown function {name!r}{hint}", expr.func.span)
+        low, high = entry.arity
+        if not low <= len(expr.args) <= high:
+            count = str(low) if low == high else f"{low} to {high}"
+            raise SpecError(f"{name}() takes {count} argument(s), got {len(expr.args)}", expr.span)
+        args = tuple(self.expr(arg) for arg in expr.args)
+        try:
+            shape = entry.shape([arg.shape for arg in args])
+        except ShapeError as err:
+            raise SpecError(f"{name}(): {err}", expr.span) from None
+        match name:
+            case "sumsq":
+                return ir.Apply("sum", (ir.power(args[0], ir.Const(2.0)),), ir.SCALAR)
+            case "dot":
+                return ir.Apply("sum", (ir.mul(args[0], args[1]),), ir.SCALAR)
+            case "quad":
+                return ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0])
+            case "huber":
+                return ir.Apply("sum", (ir.Apply("huber_elem", args, args[0].shape),), ir.SCALAR)
+        return ir.Apply(name, args, shape)
+
+    def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
+        if (exactly is not None and len(expr.args) != exactly) or not 1 <= len(expr.args) <= 2:
+            raise SpecError(f"{expr.func.id}() takes {exactly or '1 or 2'} size argument(s)", expr.span)
+        dims: list[ir.Dim] = []
+        for arg in expr.args:
+            if isinstance(arg, s.Number) and arg.value.is_integer() and arg.value >= 1:
+                dims.append(int(arg.value))
+            elif isinstance(arg, s.Name) and arg.id in self.scope.symbols and self.scope.symbols[arg.id].role == "dim":
+                dims.append(arg.id)
+            else:
+                raise SpecError(f"{expr.func.id}() sizes must be dims or positive whole numbers", arg.span)
+        return dims
+
+    def _var_name(self, node: s.Expr, what: str) -> str:
+        if not isinstance(node, s.Name):
+            raise SpecError(f"{what} needs a variable name", node.span)
+        problem = self.scope.problem
+        assert problem is not None
+        variables = [sym.name for sym in problem.of_role("var")]
+        if node.id not in variables:
+            problem_vars = variables
+            raise SpecError(
+                f"{what} needs one of the problem's variables ({', '.join(problem_vars)}), got {node.id!r}", node.span
+            )
+        return node.id
+
+    def grad(self, expr: s.Call) -> ir.Expr:
+        problem = self.scope.problem
+        assert problem is not None
+        if expr.bracket is None:
+            if len(expr.args) != 1:
+                raise SpecError("grad(x) takes one variable", expr.span)
+            var = self._var_name(expr.args[0], "grad(x)")
+            substitutions: tuple[tuple[str, ir.Expr], ...] = ()
+        else:
+            var = self._var_name(expr.bracket, "grad[x](z)")
+            if len(expr.args) != 1:
+                raise SpecError("grad[x](z) takes one point z at which to evaluate the gradient", expr.span)
+            point = self.expr(expr.args[0])
+            if point.shape != problem.symbol(var).shape:
+                raise SpecError(
+                    f"grad[{var}](z) needs z of the variable's shape {fmt_shape(problem.symbol(var).shape)}, "
+                    f"got {fmt_shape(point.shape)}",
+                    expr.args[0].span,
+                )
+            substitutions = ((var, point),)
+        if not ir.depends_on(problem.smooth, {var}):
+            raise SpecError(f"the smooth part of the objective does not depend on {var!r}; grad({var}) is zero", expr.span)
+        self.scope.grad_vars.add(var)
+        return ir.Grad(var, substitutions, problem.symbol(var).shape)
+
+    def lipschitz(self, expr: s.Call) -> ir.Expr:
+        if not self.scope.allow_build_calls:
+            raise SpecError("lipschitz(x) is computed when the model is built; use it in hyper, weight or state", expr.span)
+        if len(expr.args) != 1:
+            raise SpecError("lipschitz(x) takes one variable", expr.span)
+        var = self._var_name(expr.args[0], "lipschitz(x)")
+        problem = self.scope.problem
+        assert problem is not None
+        if not ir.depends_on(problem.smooth, {var}):
+            raise SpecError(f"the smooth part of the objective does not depend on {var!r}", expr.span)
+        if problem.hessian_product(var) is None:
+            raise SpecError(
+                f"no Lipschitz constant is known for grad({var}): the smooth part is not quadratic in the variables; "
+                "give the step size as a number or expression",
+                expr.span,
+            )
+        self.scope.lipschitz_vars.add(var)
+        return ir.Lipschitz(var)
+
+    def _scaled_function(self, expr: s.Expr) -> tuple[str, ir.Expr | None, str | None, Span]:
+        """Split a prox bracket into (function, scale, set)."""
+        match expr:
+            case s.Name(id=name, span=span) if name in PROX_FUNCTIONS or name in FUNCTIONS:
+                return name, None, None, span
+            case s.BinOp(op="+", left=left, right=s.Name(id=set_name, span=span)) if set_name in SET_TABLE:
+                func, scale, inner_set, fspan = self._scaled_function(left)
+                if inner_set is not None:
+                    raise SpecError("prox[...] takes at most one set", span)
+                return func, scale, set_name, fspan
+            case s.BinOp(op="*", left=left, right=right):
+                if _mentions_function(left):
+                    func, scale, set_name, fspan = self._scaled_function(left)
+                    factor = self._scalar(right, "a prox scale")
+                else:
+                    func, scale, set_name, fspan = self._scaled_function(right)
+                    factor = self._scalar(left, "a prox scale")
+                return func, factor if scale is None else ir.mul(factor, scale), set_name, fspan
+            case s.BinOp(op="/", left=left, right=right):
+                func, scale, set_name, fspan = self._scaled_function(left)
+                divisor = self._scalar(right, "a prox scale")
+                return func, ir.div(ir.Const(1.0) if scale is None else scale, divisor), set_name, fspan
+        raise SpecError(
+            "prox[...] expects a scaled function such as prox[t * norm1] "
+            f"(known: {', '.join(sorted(PROX_TABLE))})",
+            expr.span,
+        )
+
+    def _scalar(self, expr: s.Expr, what: str) -> ir.Expr:
+        value = self.expr(expr)
+        if not ir.is_scalar(value.shape):
+            raise SpecError(f"{what} must be a scalar, got {fmt_shape(value.shape)}", expr.span)
+        return value
+
+    def prox(self, expr: s.Call) -> ir.Expr:
+        if expr.bracket is None:
+            raise SpecError("prox needs its function in brackets, e.g. prox[mu * lam * norm1](v)", expr.span)
+        if len(expr.args) != 1:
+            raise SpecError("prox[...](v) takes one argument", expr.span)
+        func, scale, set_name, fspan = self._scaled_function(expr.bracket)
+        key = prox_key(func, set_name)
+        if key not in PROX_TABLE:
+            known = ", ".join(sorted(PROX_TABLE))
+            what = f"{func} + {set_name}" if set_name else func
+            raise SpecError(f"no closed-form proximal operator is known for {what} (known: {known})", fspan)
+        arg = self.expr(expr.args[0])
+        if ir.is_scalar(arg.shape):
+            raise SpecError("prox[...](v) needs a vector or matrix argument", expr.args[0].span)
+        return ir.Prox(key, scale if scale is not None else ir.Const(1.0), arg, arg.shape)
+
+    def proj(self, expr: s.Call) -> ir.Expr:
+        if len(expr.args) != 1:
+            raise SpecError("proj(v) takes one argument", expr.span)
+        arg = self.expr(expr.args[0])
+        if ir.is_scalar(arg.shape):
+            raise SpecError("proj(v) needs a vector or matrix argument", expr.args[0].span)
+        if expr.bracket is None:
+            target = self.scope.target
+            problem = self.scope.problem
+            assert problem is not None
+            sets = {vs.var: vs for vs in problem.sets}
+            if target is None or target not in sets:
+                where = f"variable {target!r}" if target else "this temporary"
+                raise SpecError(
+                    f"proj(v) projects onto the constraint set of the variable being assigned, but {where} has no "
+                    "constraint; add 'subject to' to the problem or name a set, e.g. proj[box(-1, 1)](v)",
+                    expr.span,
+                )
+            var_set = sets[target]
+            if arg.shape != self.scope.symbols[target].shape:
+                raise SpecError(f"proj(v) for {target!r} needs v of shape {fmt_shape(arg.shape)}", expr.args[0].span)
+            return ir.Proj(var_set.set, var_set.params, arg, arg.shape)
+        bracket = expr.bracket
+        match bracket:
+            case s.Name(id=set_name):
+                given: tuple[s.Expr, ...] = ()
+            case s.Call(func=s.Name(id=set_name), args=given, bracket=None):
+                pass
+            case _:
+                raise SpecError(f"proj[...] expects a set: {', '.join(sorted(SET_TABLE))}", bracket.span)
+        entry = SET_TABLE.get(set_name)
+        if entry is None:
+            raise SpecError(
+                f"unknown set {set_name!r} (known: {', '.join(sorted(SET_TABLE))}){_suggest(set_name, list(SET_TABLE))}",
+                bracket.span,
+            )
+        return ir.Proj(set_name, self._set_params(entry, given, bracket.span), arg, arg.shape)
+
+    def _set_params(self, entry, given: tuple[s.Expr, ...], span: Span) -> tuple[ir.Expr, ...]:
+        required = sum(default is None for default in entry.defaults)
+        if not required <= len(given) <= len(entry.params):
+            names = ", ".join(entry.params) or "no parameters"
+            raise SpecError(f"set {entry.name} takes {names}", span)
+        params = [self._scalar(value, f"the {name} of {entry.name}") for value, name in zip(given, entry.params)]
+        params += [ir.Const(default) for default in entry.defaults[len(given) :]]
+        return tuple(params)
+
+    def net_call(self, expr: s.Call) -> ir.Expr:
+        name = expr.func.id
+        if expr.bracket is not None:
+            raise SpecError(f"net {name!r} is called as {name}(args), without brackets", expr.span)
+        if not expr.args:
+            raise SpecError(f"net {name!r} needs at least one argument", expr.span)
+        args = tuple(self.expr(arg) for arg in expr.args)
+        for arg, node in zip(args, expr.args):
+            if ir.is_scalar(arg.shape):
+                raise SpecError(f"net {name!r} takes vectors or matrices, this argument is a scalar", node.span)
+        kind = NET_KINDS[self.scope.nets[name].kind.id]
+        problem = kind.check_args([arg.shape for arg in args])
+        if problem:
+            raise SpecError(f"net {name!r} ({kind.name}): {problem}", expr.span)
+        uses = self.scope.net_uses.setdefault(name, [])
+        shapes = tuple(arg.shape for arg in args)
+        if uses and uses[0] != shapes:
+            raise SpecError(f"net {name!r} is called with differently shaped arguments than before", expr.span)
+        uses.append(shapes)
+        return ir.NetCall(name, args, args[0].shape)
+
+
+def _mentions_function(expr: s.Expr) -> bool:
+    match expr:
+        case s.Name(id=name):
+            return name in PROX_FUNCTIONS or name in FUNCTIONS
+        case s.BinOp(left=left, right=right):
+            return _mentions_function(left) or _mentions_function(right)
+    return False
+
+
+# ---------------------------------------------------------------------- problems
+
+
+def _check_type(spec: s.TypeSpec, dims: dict[str, Symbol], span: Span) -> ir.Shape:
+    if len(spec.dims) > 2:
+        raise SpecError("types have at most two dimensions: real, real[n] or real[m, n]", spec.span)
+    resolved: list[ir.Dim] = []
+    for dim in spec.dims:
+        if isinstance(dim, s.Number):
+            if not 1 <= dim.value <= MAX_DIM:
+                raise SpecError(f"a size must be between 1 and {MAX_DIM}", dim.span)
+            resolved.append(int(dim.value))
+        elif dim.id in dims:
+            resolved.append(dim.id)
+        else:
+            raise SpecError(f"unknown dim {dim.id!r}; declare it with 'dim {dim.id}'", dim.span)
+    if not resolved:
+        return ir.SCALAR
+    if len(resolved) == 1:
+        return (resolved[0], 1)
+    return (resolved[0], resolved[1])
+
+
+def _declare(table: dict[str, Symbol], symbol: Symbol, name: s.Name) -> None:
+    check_identifier(name, ROLE_WORDS[symbol.role])
+    if symbol.name in table:
+        previous = table[symbol.name]
+        raise SpecError(
+            f"{symbol.name!r} is already declared as a {ROLE_WORDS[previous.role]} (line {previous.span.line})",
+            name.span,
+        )
+    table[symbol.name] = symbol
+
+
+def _uses_inputs(expr: ir.Expr | None, table: dict[str, Symbol], problem: CheckedProblem | None = None) -> bool:
+    if expr is None:
+        return False
+    for node in ir.walk(expr):
+        if isinstance(node, ir.Lipschitz) and problem is not None:
+            if _uses_inputs(problem.hessian_product(node.var), table):
+                return True
+    for name in ir.refs(expr):
+        symbol = table.get(name)
+        if symbol is not None and (symbol.role == "input" or symbol.depends_on_inputs):
+            return True
+    return False
+
+
+def _check_init(decl: s.Decl, shape: ir.Shape, scope: _Scope, what: str) -> ir.Expr:
+    assert decl.init is not None
+    value = _Elaborator(scope)(decl.init)
+    if value.shape != shape and not (ir.is_scalar(value.shape) and (ir.is_scalar(shape) or isinstance(value, ir.Const))):
+        raise SpecError(
+            f"{what} {decl.name.id!r} is declared {fmt_shape(shape)} but its value is {fmt_shape(value.shape)}",
+            decl.init.span,
+        )
+    return value
+
+
+def check_problem(problem: s.Problem) -> CheckedProblem:
+    check_identifier(problem.name, "problem")
+    table: dict[str, Symbol] = {}
+    dims: dict[str, Symbol] = {}
+    dim_sources: dict[str, DimSource] = {}
+    pending: list[tuple[s.Decl, ir.Shape]] = []
+    for decl in problem.decls:
+        if decl.kind == "dim":
+            symbol = Symbol(decl.name.id, "dim", ir.SCALAR, None, decl.span)
+            _declare(table, symbol, decl.name)
+            dims[decl.name.id] = symbol
+            continue
+        assert decl.type is not None
+        shape = _check_type(decl.type, dims, decl.span)
+        if decl.kind in ("data", "input"):
+            _declare(table, Symbol(decl.name.id, decl.kind, shape, None, decl.span), decl.name)
+            for axis, dim in zip((-2, -1), shape):
+                if isinstance(dim, str):
+                    source = DimSource(dim, decl.name.id, decl.kind, axis)
+                    current = dim_sources.get(dim)
+                    if current is None or (current.role == "input" and decl.kind == "data"):
+                        dim_sources[dim] = source
+        else:
+            pending.append((decl, shape))
+    # vars and params may refer to data, inputs, dims and each other in order
+    for decl, shape in pending:
+        scope = _Scope(dict(table))
+        if decl.kind == "var" and decl.init is None:
+            init: ir.Expr = ir.Const(0.0)
+        else:
+            init = _check_init(decl, shape, scope, ROLE_WORDS[decl.kind])
+        if decl.kind == "param" and ir.depends_on(init, {n for n, sym in table.items() if sym.role == "var"}):
+            raise SpecError(f"parameter {decl.name.id!r} cannot depend on a variable", decl.init.span)
+        if decl.kind == "param" and _uses_inputs(init, table):
+            raise SpecError(f"parameter {decl.name.id!r} cannot depend on a per-sample input", decl.init.span)
+        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table))
+        _declare(table, symbol, decl.name)
+    if not any(sym.role == "var" for sym in table.values()):
+        raise SpecError(f"problem {problem.name.id!r} declares no variable ('var x : real[n]')", problem.name.span)
+    if not any(sym.role == "input" for sym in table.values()):
+        raise SpecError(
+            f"problem {problem.name.id!r} declares no input; the network needs a per-sample 'input'", problem.name.span
+        )
+    if problem.objective is None:
+        raise SpecError(f"problem {problem.name.id!r} has no 'minimize' statement", problem.name.span)
+    variables = frozenset(n for n, sym in table.items() if sym.role == "var")
+    smooth, nonsmooth = _split_objective(problem.objective, _Scope(dict(table)), variables)
+    gradients = []
+    for var in sorted(variables, key=list(table).index):
+        if ir.depends_on(smooth, {var}):
+            try:
+                gradients.append((var, calculus.gradient(smooth, var, table[var].shape)))
+            except calculus.NotDifferentiable as err:
+                raise SpecError(f"cannot differentiate the smooth part: {err}", problem.objective.span) from None
+    hessians = []
+    for var, grad in gradients:
+        if calculus.degree(grad, variables) is not None:
+            hessians.append((var, calculus.linear_part(grad, var)))
+    sets = _check_constraints(problem.constraints, _Scope(dict(table)), variables, table)
+    for dim, symbol in dims.items():
+        if dim not in dim_sources and not any(dim in sym.shape for sym in table.values()):
+            raise SpecError(f"dim {dim!r} is declared but never used", symbol.span)
+    ordered_sources = tuple(dim_sources[d] for d in dims if d in dim_sources)
+    return CheckedProblem(
+        problem.name.id,
+        tuple(table.values()),
+        ordered_sources,
+        smooth,
+        tuple(nonsmooth),
+        tuple(sets),
+        tuple(gradients),
+        tuple(hessians),
+        problem.span,
+    )
+
+
+def _nonsmooth_in(expr: ir.Expr) -> list[str]:
+    return [node.func for node in ir.walk(expr) if isinstance(node, ir.Apply) and not FUNCTIONS[node.func].smooth]
+
+
+def _split_objective(
+    objective: s.Expr, scope: _Scope, variables: frozenset[str]
+) -> tuple[ir.Expr, list[NonsmoothTerm]]:
+    elaborate = _Elaborator(scope)
+    smooth: ir.Expr = ir.Const(0.0)
+    nonsmooth: list[NonsmoothTerm] = []
+    for sign, term in _flatten_sum(objective):
+        value = elaborate(term)
+        if not ir.is_scalar(value.shape):
+            raise SpecError(f"each objective term must be a scalar, this one is {fmt_shape(value.shape)}", term.span)
+        if not ir.depends_on(value, variables):
+            continue  # a constant shifts the objective, not its minimiser
+        rough = _nonsmooth_in(value)
+        if not rough:
+            smooth = ir.add(smooth, value) if sign > 0 else ir.sub(smooth, value)
+            continue
+        coef, call = _coefficient_and_call(value)
+        if call is None or call.func not in NONSMOOTH or _nonsmooth_in(coef) or _nonsmooth_in(call.args[0]):
+            what = rough[0]
+            raise SpecError(
+                f"{what}() is not smooth: it may appear only as a term 'coefficient * {what}(...)' handled by its prox",
+                term.span,
+            )
+        if ir.depends_on(coef, variables):
+            raise SpecError(f"the coefficient of {call.func}() may not depend on a variable", term.span)
+        if sign < 0:
+            raise SpecError(f"a non-smooth term ({call.func}) must be added, not subtracted", term.span)
+        nonsmooth.append(NonsmoothTerm(coef, call.func, call.args[0]))
+    if not ir.depends_on(smooth, variables) and not nonsmooth:
+        raise SpecError("the objective does not depend on any variable", objective.span)
+    return smooth, nonsmooth
+
+
+def _coefficient_and_call(value: ir.Expr) -> tuple[ir.Expr, ir.Apply | None]:
+    match value:
+        case ir.Apply():
+            return ir.Const(1.0), value
+        case ir.Binary(op="*", left=left, right=ir.Apply() as call):
+            return left, call
+        case ir.Binary(op="*", left=ir.Apply() as call, right=right):
+            return right, call
+        case ir.Binary(op="/", left=ir.Apply() as call, right=right):
+            return ir.div(ir.Const(1.0), right), call
+    return value, None
+
+
+def _check_constraints(
+    constraints: tuple[s.Constraint, ...], scope: _Scope, variables: frozenset[str], table: dict[str, Symbol]
+) -> list[VarSet]:
+    elaborate = _Elaborator(scope)
+    facts: dict[str, list[tuple[str, tuple[ir.Expr, ...], Span]]] = {}
+    for statement in constraints:
+        for comparison in statement.parts:
+            for var, kind, params in _read_comparison(comparison, elaborate, variables):
+                facts.setdefault(var, []).append((kind, params, comparison.span))
+    sets = []
+    for var in sorted(facts, key=list(table).index):
+        sets.append(_combine(var, facts[var]))
+    return sets
+
+
+def _read_comparison(comparison: s.Comparison, elaborate: _Elaborator, variables: frozenset[str]):
+    """Yield (var, kind, params) facts: kind in lower, upper, ball2, ball1, sum."""
+    operands, ops = comparison.operands, comparison.ops
+    if "==" in ops and len(ops) > 1:
+        raise SpecError("an equality cannot be chained", comparison.span)
+    values = [elaborate(op) for op in operands]
+    facts = []
+    for index, op in enumerate(ops):
+        left, right = values[index], values[index + 1]
+        left_node, right_node = operands[index], operands[index + 1]
+        if op == ">=":
+            left, right, left_node, right_node = right, left, right_node, left_node
+            op = "<="
+        left_var = _constrained(left, variables)
+        right_var = _constrained(right, variables)
+        if (left_var is None) == (right_var is None):
+            raise SpecError(
+                "a constraint compares one variable (or sum/norm of one) with a bound that does not depend on variables",
+                comparison.span,
+            )
+        var_expr, bound, bound_node = (left, right, right_node) if left_var else (right, left, left_node)
+        var, func = left_var or right_var
+        if not ir.is_scalar(bound.shape):
+            raise SpecError("a constraint bound must be a scalar", bound_node.span)
+        if op == "==":
+            if func != "sum":
+                raise SpecError("equality constraints are supported as 'sum(x) == s' (with x >= 0: the simplex)", comparison.span)
+            facts.append((var, "sum", (bound,)))
+        elif func is None:
+            facts.append((var, "upper" if left_var else "lower", (bound,)))
+        elif func in ("norm2", "norm1", "norminf") and left_var:
+            facts.append((var, func, (bound,)))
+        else:
+            raise SpecError(
+                "supported constraints: lo <= x <= hi, x >= lo, x <= hi, norm2(x) <= r, norm1(x) <= r, "
+                "norminf(x) <= r, sum(x) == s with x >= 0",
+                comparison.span,
+            )
+        del var_expr
+    return facts
+
+
+def _constrained(expr: ir.Expr, variables: frozenset[str]) -> tuple[str, str | None] | None:
+    match expr:
+        case ir.Ref(name=name) if name in variables:
+            return name, None
+        case ir.Apply(func=func, args=(ir.Ref(name=name),)) if name in variables and func in (
+            "norm1",
+            "norm2",
+            "norminf",
+            "sum",
+        ):
+            return name, func
+    if ir.depends_on(expr, variables):
+        raise ValueError  # handled below
+    return None
+
+
+def _combine(var: str, facts: list[tuple[str, tuple[ir.Expr, ...], Span]]) -> VarSet:
+    kinds = sorted(kind for kind, _, _ in facts)
+    params = {kind: p for kind, p, _ in facts}
+    span = facts[-1][2]
+    zero = ir.Const(0.0)
+    if kinds == ["lower", "upper"]:
+        return VarSet(var, "box", (params["lower"][0], params["upper"][0]))
+    if kinds == ["lower"]:
+        if params["lower"][0] == zero:
+            return VarSet(var, "nonneg", ())
+        return VarSet(var, "box", (params["lower"][0], ir.Const(float("inf"))))
+    if kinds == ["upper"]:
+        return VarSet(var, "box", (ir.Const(float("-inf")), params["upper"][0]))
+    if kinds == ["norm2"]:
+        return VarSet(var, "ball2", params["norm2"])
+    if kinds == ["norm1"]:
+        return VarSet(var, "ball1", params["norm1"])
+    if kinds == ["norminf"]:
+        radius = params["norminf"][0]
+        return VarSet(var, "box", (ir.neg(radius), radius))
+    if kinds == ["lower", "sum"] and params["lower"][0] == zero:
+        return VarSet(var, "simplex", params["sum"])
+    described = " and ".join(kinds)
+    raise SpecError(
+        f"no closed-form projection is known onto the intersection of the constraints on {var!r} ({described})", span
+    )
+
+
+# ---------------------------------------------------------------------- unfolds
+
+
+def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> CheckedUnfold:
+    check_identifier(unfold.name, "unfold")
+    problem = problems.get(unfold.problem.id)
+    if problem is None:
+        hint = _suggest(unfold.problem.id, list(problems))
+        raise SpecError(f"unknown problem {unfold.problem.id!r}{hint}", unfold.problem.span)
+    if unfold.layers is None:
+        raise SpecError(f"unfold {unfold.name.id!r} needs 'layers K' (the number of unfolded iterations)", unfold.name.span)
+    layers, layers_span = unfold.layers
+    if not 1 <= layers <= MAX_LAYERS:
+        raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {layers}", layers_span)
+    if unfold.iterate is None:
+        raise SpecError(f"unfold {unfold.name.id!r} needs an 'iterate {{ ... }}' block", unfold.name.span)
+    if not unfold.iterate:
+        raise SpecError("the 'iterate' block is empty", unfold.iterate_span)
+
+    table: dict[str, Symbol] = {sym.name: sym for sym in problem.symbols}
+    dims = {n: sym for n, sym in table.items() if sym.role == "dim"}
+    nets: dict[str, s.NetDecl] = {}
+    for net in unfold.nets:
+        check_identifier(net.name, "net")
+        if net.name.id in table or net.name.id in nets:
+            raise SpecError(f"{net.name.id!r} is already declared", net.name.span)
+        kind = NET_KINDS.get(net.kind.id)
+        if kind is None:
+            raise SpecError(f"unknown net kind {net.kind.id!r} (known: {', '.join(sorted(NET_KINDS))})", net.kind.span)
+        seen = set()
+        for option, value in net.options:
+            if option.id not in kind.options:
+                raise SpecError(
+                    f"{kind.name} has no option {option.id!r} (options: {', '.join(kind.options)})", option.span
+                )
+            if option.id in seen:
+                raise SpecError(f"option {option.id!r} is given twice", option.span)
+            seen.add(option.id)
+            low, high = kind.options[option.id][1:]
+            if not low <= value <= high:
+                raise SpecError(f"{kind.name} option {option.id} must be between {low} and {high}", option.span)
+        nets[net.name.id] = net
+
+    lipschitz_vars: set[str] = set()
+    symbols: list[Symbol] = []
+    for decl in unfold.decls:
+        assert decl.type is not None
+        shape = _check_type(decl.type, dims, decl.span)
+        scope = _Scope(dict(table), allow_build_calls=True, problem=problem, lipschitz_vars=lipschitz_vars)
+        if decl.kind != "state":
+            # hyperparameters and weights are fixed numbers: they cannot see the iterates
+            scope.symbols = {n: sym for n, sym in table.items() if sym.role not in ("var", "state")}
+        init = _check_init(decl, shape, scope, ROLE_WORDS[decl.kind])
+        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table, problem))
+        _declare(table, symbol, decl.name)
+        symbols.append(symbol)
+    for name, net in nets.items():
+        table[name] = Symbol(name, "net", ir.SCALAR, None, net.span)
+
+    rules: list[Rule] = []
+    net_uses: dict[str, list[tuple[ir.Shape, ...]]] = {}
+    grad_vars: set[str] = set()
+    corrections: set[str] = set()
+    for rule in unfold.iterate:
+        target = rule.target.id
+        existing = table.get(target)
+        if rule.is_let:
+            if existing is not None:
+                raise SpecError(
+                    f"'let {target}' would hide the {ROLE_WORDS[existing.role]} {target!r}; choose another name",
+                    rule.target.span,
+                )
+            check_identifier(rule.target, "temporary")
+        elif existing is None:
+            hint = _suggest(target, sorted(n for n, sym in table.items() if sym.role in ("var", "state")))
+            raise SpecError(
+                f"cannot assign to undeclared {target!r}; declare it as a 'state' or use 'let {target} = ...'{hint}",
+                rule.target.span,
+            )
+        elif existing.role not in ("var", "state"):
+            raise SpecError(
+                f"cannot assign to the {ROLE_WORDS[existing.role]} {target!r}; only variables and states change "
+                "from one iteration to the next (use 'let' for a temporary)",
+                rule.target.span,
+            )
+        scope = _Scope(
+            dict(table),
+            allow_iteration_calls=True,
+            target=None if rule.is_let else target,
+            nets=nets,
+            net_uses=net_uses,
+            grad_vars=grad_vars,
+            problem=problem,
+        )
+        value = _Elaborator(scope)(rule.value)
+        if rule.is_let:
+            table[target] = Symbol(target, "let", value.shape, None, rule.span)
+        elif value.shape != existing.shape and not (ir.is_scalar(value.shape) and ir.is_scalar(existing.shape)):
+            raise SpecError(
+                f"{target!r} is {fmt_shape(existing.shape)} but the new value is {fmt_shape(value.shape)}",
+                rule.value.span,
+            )
+        corrections |= _correction_nets(value)
+        rules.append(Rule(target, value, rule.is_let))
+    for name, net in nets.items():
+        if name not in net_uses:
+            raise SpecError(f"net {name!r} is declared but never called in 'iterate'", net.name.span)
+
+    learns = _check_learns(unfold.learns, table, nets)
+    outputs = tuple(o.id for o in unfold.outputs) or tuple(sym.name for sym in problem.of_role("var"))
+    for output in unfold.outputs:
+        symbol = table.get(output.id)
+        if symbol is None or symbol.role not in ("var", "state"):
+            raise SpecError(f"output {output.id!r} must be a variable or state", output.span)
+    net_infos = tuple(
+        NetInfo(
+            name,
+            net.kind.id,
+            tuple(sorted((o.id, v) for o, v in net.options)),
+            net_uses[name][0],
+            name in corrections,
+        )
+        for name, net in nets.items()
+    )
+    return CheckedUnfold(
+        unfold.name.id, problem, layers, tuple(symbols), net_infos, tuple(rules), learns, outputs, unfold.span
+    )
+
+
+def _correction_nets(value: ir.Expr) -> set[str]:
+    """Nets whose output is added to (or subtracted from) the rest of an update."""
+    if isinstance(value, ir.Binary) and value.op in "+-":
+        found = set()
+        for side in (value.left, value.right):
+            if isinstance(side, ir.NetCall):
+                found.add(side.net)
+            found |= _correction_nets(side)
+        return found
+    return set()
+
+
+LEARNABLE_ROLES = ("data", "param", "hyper", "weight", "net")
+
+
+def _check_learns(learns: tuple[s.Learn, ...], table: dict[str, Symbol], nets: dict[str, s.NetDecl]) -> tuple[Learn, ...]:
+    result: dict[str, Learn] = {}
+    for statement in learns:
+        for name in statement.names:
+            symbol = table.get(name.id)
+            if symbol is None:
+                hint = _suggest(name.id, sorted(n for n, sym in table.items() if sym.role in LEARNABLE_ROLES))
+                raise SpecError(f"cannot learn unknown name {name.id!r}{hint}", name.span)
+            if symbol.role not in LEARNABLE_ROLES:
+                raise SpecError(
+                    f"cannot learn the {ROLE_WORDS[symbol.role]} {name.id!r}; learnable are data, param, hyper, "
+                    "weight and net",
+                    name.span,
+                )
+            if name.id in result:
+                raise SpecError(f"{name.id!r} is learned twice", name.span)
+            if symbol.depends_on_inputs and not ir.is_scalar(symbol.shape):
+                raise SpecError(
+                    f"{name.id!r} depends on a per-sample input, so it cannot be learned as a tensor "
+                    "(per-sample scalars are learned as a per-layer factor)",
+                    name.span,
+                )
+            result[name.id] = Learn(name.id, symbol.role, statement.per_layer)
+    return tuple(result.values())
+
+
+def check_spec(spec: s.SpecFile) -> CheckedSpec:
+    """Check a parsed spec file; raises the first SpecError found."""
+    problems: dict[str, CheckedProblem] = {}
+    for problem in spec.problems:
+        if problem.name.id in problems:
+            raise SpecError(f"problem {problem.name.id!r} is defined twice", problem.name.span)
+        problems[problem.name.id] = check_problem(problem)
+    unfolds: dict[str, CheckedUnfold] = {}
+    folded: dict[str, s.Unfold] = {}
+    for unfold in spec.unfolds:
+        key = unfold.name.id.lower().replace("_", "")
+        if key in folded:
+            raise SpecError(
+                f"unfold {unfold.name.id!r} would generate the same module as {folded[key].name.id!r}", unfold.name.span
+            )
+        folded[key] = unfold
+        unfolds[unfold.name.id] = check_unfold(unfold, problems)
+    if not spec.problems and not spec.unfolds:
+        raise SpecError("the spec is empty: it needs a 'problem' block and an 'unfold' block", Span(1, 1, 1, 2))
+    return CheckedSpec(tuple(problems.values()), tuple(unfolds.values()))

@@ -1,0 +1,117 @@
+"""The command line: `unfoldgen check | compile | explain`. Exit codes: 0 ok, 1 spec errors, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+from unfoldgen import __version__
+from unfoldgen.compiler import compile_text, read_spec, spec_files
+from unfoldgen.errors import SpecError
+from unfoldgen.explain import explain
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unfoldgen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"unfoldgen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="check specs and report errors only")
+    check.add_argument("specs", nargs="+", type=Path)
+    compile_ = commands.add_parser("compile", help="compile specs to generated packages")
+    compile_.add_argument("specs", nargs="+", type=Path, help="spec files or folders of *.unf files")
+    compile_.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    compile_.add_argument("--check", action="store_true", help="exit 1 with a diff if OUTPUT differs")
+    explain_ = commands.add_parser("explain", help="show derived gradients, prox operators and one layer")
+    explain_.add_argument("spec", type=Path)
+    explain_.add_argument("--unfold", help="only this unfold block")
+    return parser
+
+
+def _compile_all(paths: list[Path]) -> dict[str, str]:
+    files: dict[str, str] = {}
+    owners: dict[str, Path] = {}
+    for path in spec_files(paths):
+        compiled = compile_text(read_spec(path), str(path), spec_label=path.name)
+        for relative, text in compiled.files.items():
+            package = relative.split("/")[0]
+            if package in owners and owners[package] != path:
+                raise SpecError(f"unfold {package!r} is defined in both {owners[package]} and {path}", None, "", str(path))
+            owners[package] = path
+            files[relative] = text
+    return files
+
+
+def _inside(root: Path, relative: str) -> Path:
+    target = (root / relative).resolve()
+    if root.resolve() not in target.parents:
+        raise SpecError(f"output path {relative!r} would leave {root}", None)
+    return target
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    files = _compile_all(args.specs)
+    if args.check:
+        differences = []
+        for relative, text in sorted(files.items()):
+            target = _inside(args.output, relative)
+            current = target.read_text() if target.exists() else ""
+            if current != text:
+                differences.extend(
+                    difflib.unified_diff(
+                        current.splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        fromfile=f"{args.output}/{relative} (committed)",
+                        tofile=f"{args.output}/{relative} (fresh compile)",
+                    )
+                )
+        if differences:
+            sys.stdout.writelines(differences)
+            print(f"unfoldgen: {args.output} differs from a fresh compile", file=sys.stderr)
+            return EXIT_SPEC
+        print(f"{args.output}: {len(files)} files match a fresh compile")
+        return EXIT_OK
+    for relative, text in sorted(files.items()):
+        target = _inside(args.output, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    print(f"wrote {len(files)} files to {args.output}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code not in (0, None) else EXIT_OK
+    try:
+        match args.command:
+            case "check":
+                for path in spec_files(args.specs):
+                    from unfoldgen.compiler import check_text
+
+                    check_text(read_spec(path), str(path))
+                return EXIT_OK
+            case "compile":
+                return _run_compile(args)
+            case "explain":
+                print(explain(read_spec(args.spec), str(args.spec), args.unfold))
+                return EXIT_OK
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return EXIT_SPEC
+    except FileNotFoundError as err:
+        print(f"unfoldgen: {err.filename}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    except IsADirectoryError as err:
+        print(f"unfoldgen: {err.filename}: is a folder, expected a spec file", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The pipeline, stage by stage: parse → check → lower → emit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from unfoldgen import emit
+from unfoldgen.check import CheckedSpec, check_spec
+from unfoldgen.errors import SpecError
+from unfoldgen.lower import LoweredUnfold, lower
+from unfoldgen.parse import decode_spec, parse_text
+
+
+@dataclass(frozen=True)
+class CompiledSpec:
+    checked: CheckedSpec
+    lowered: tuple[LoweredUnfold, ...]
+    files: dict[str, str]  # relative path → text
+
+
+def check_text(text: str, filename: str = "<spec>") -> CheckedSpec:
+    """Parse and check a spec; raises a located SpecError."""
+    try:
+        return check_spec(parse_text(text, filename))
+    except SpecError as err:
+        raise err.located(text, filename) from None
+
+
+def compile_text(text: str, filename: str = "<spec>", spec_label: str | None = None) -> CompiledSpec:
+    """Compile a spec's text to the files of one package per unfold block."""
+    checked = check_text(text, filename)
+    label = spec_label or Path(filename).name
+    lowered = tuple(lower(unfold) for unfold in checked.unfolds)
+    files: dict[str, str] = {}
+    for low in lowered:
+        files[f"{low.name}/__init__.py"] = emit.render_init(low, label)
+        files[f"{low.name}/model.py"] = emit.render_model(low, label)
+    return CompiledSpec(checked, lowered, files)
+
+
+def read_spec(path: Path) -> str:
+    return decode_spec(path.read_bytes(), str(path))
+
+
+def spec_files(paths: list[Path]) -> list[Path]:
+    """Expand folders to the ``*.unf`` files inside them, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(path.rglob("*.unf")))
+        else:
+            found.append(path)
+    return found

@@ -1,0 +1,336 @@
+"""The typed intermediate representation: tensor expressions with shapes.
+
+Every quantity is a matrix in the IR (a vector of length n is an n×1 column) or a scalar
+(shape ``()``); shapes hold symbolic dims (names) or integers. Constructors simplify as they
+build (constant folding, scalar factors pulled out of products and transposes), so derived
+gradients come out in the form a person would write: ``A.T @ (A @ x - y)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+Dim = str | int
+Shape = tuple[()] | tuple[Dim, Dim]
+
+SCALAR: Shape = ()
+
+
+def is_scalar(shape: Shape) -> bool:
+    """Scalars and 1×1 results (``x.T @ x``) both act as scalars."""
+    return shape == () or shape == (1, 1)
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float
+    shape: Shape = SCALAR
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A named quantity; ``role`` is data, input, var, param, hyper, weight, state, let or dim."""
+
+    name: str
+    role: str
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Ones:
+    """A tensor of ones (materialised where broadcasting cannot stand in for it)."""
+
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Eye:
+    size: Dim
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Binary:
+    """Elementwise ``+ - * /`` with scalar broadcasting, and ``@`` (matrix product)."""
+
+    op: str
+    left: Expr
+    right: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Power:
+    base: Expr
+    exponent: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Transpose:
+    operand: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Apply:
+    """A function of the language's table (``unfoldgen.functions``)."""
+
+    func: str
+    args: tuple[Expr, ...]
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Prox:
+    """``prox[scale * func (+ set)](arg)``, resolved against the operator table."""
+
+    op: str  # key of unfoldgen.prox.PROX_TABLE
+    scale: Expr
+    arg: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Proj:
+    """Projection onto a set of unfoldgen.prox.SET_TABLE with its parameters."""
+
+    set: str
+    params: tuple[Expr, ...]
+    arg: Expr
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Grad:
+    """∇ of the smooth part w.r.t. ``var``, with variables substituted; expanded by lowering."""
+
+    var: str
+    substitutions: tuple[tuple[str, Expr], ...]
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Lipschitz:
+    """The Lipschitz constant of ∇_var of the smooth part (largest Hessian eigenvalue)."""
+
+    var: str
+    shape: Shape = SCALAR
+
+
+@dataclass(frozen=True)
+class NetCall:
+    net: str
+    args: tuple[Expr, ...]
+    shape: Shape
+
+
+Expr = Const | Ref | Ones | Eye | Binary | Neg | Power | Transpose | Apply | Prox | Proj | Grad | Lipschitz | NetCall
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The sub-expressions of a node, in order."""
+    out: list[Expr] = []
+    for field in fields(expr):
+        value = getattr(expr, field.name)
+        if isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, tuple):  # Grad substitutions
+                    out.append(item[1])
+                elif not isinstance(item, (str, int)):
+                    out.append(item)
+        elif hasattr(value, "__dataclass_fields__"):
+            out.append(value)
+    return tuple(out)
+
+
+def walk(expr: Expr):
+    """Every node of an expression, parents before children."""
+    yield expr
+    for child in children(expr):
+        yield from walk(child)
+
+
+def depends_on(expr: Expr, names: set[str] | frozenset[str]) -> bool:
+    return any(isinstance(node, Ref) and node.name in names for node in walk(expr))
+
+
+def refs(expr: Expr) -> list[str]:
+    """Names referenced, in first-use order, without repeats."""
+    seen: dict[str, None] = {}
+    for node in walk(expr):
+        if isinstance(node, Ref):
+            seen.setdefault(node.name, None)
+    return list(seen)
+
+
+def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
+    """Replace references by expressions, rebuilding (and re-simplifying) the tree."""
+    match expr:
+        case Ref(name=name) if name in mapping:
+            return mapping[name]
+        case Binary(op=op, left=left, right=right):
+            return binary(op, substitute(left, mapping), substitute(right, mapping))
+        case Neg(operand=operand):
+            return neg(substitute(operand, mapping))
+        case Power(base=base, exponent=exponent):
+            return power(substitute(base, mapping), substitute(exponent, mapping))
+        case Transpose(operand=operand):
+            return transpose(substitute(operand, mapping))
+        case Apply(func=func, args=args, shape=shape):
+            return Apply(func, tuple(substitute(a, mapping) for a in args), shape)
+        case Prox(op=op, scale=scale, arg=arg, shape=shape):
+            return Prox(op, substitute(scale, mapping), substitute(arg, mapping), shape)
+        case Proj(set=set_name, params=params, arg=arg, shape=shape):
+            return Proj(set_name, tuple(substitute(p, mapping) for p in params), substitute(arg, mapping), shape)
+        case Grad(var=var, substitutions=subs, shape=shape):
+            return Grad(var, tuple((n, substitute(e, mapping)) for n, e in subs), shape)
+        case NetCall(net=net, args=args, shape=shape):
+            return NetCall(net, tuple(substitute(a, mapping) for a in args), shape)
+    return expr
+
+
+# ------------------------------------------------------------------ simplifying constructors
+
+
+def broadcast(left: Shape, right: Shape) -> Shape:
+    if left == ():
+        return right
+    if right == ():
+        return left
+    if left == (1, 1):
+        return right
+    if right == (1, 1):
+        return left
+    return left
+
+
+def _const(expr: Expr) -> float | None:
+    return expr.value if isinstance(expr, Const) else None
+
+
+def _split_factor(expr: Expr) -> tuple[float, Expr]:
+    """``c * e`` → (c, e) for a constant factor c; else (1, expr)."""
+    if isinstance(expr, Binary) and expr.op == "*" and isinstance(expr.left, Const):
+        return expr.left.value, expr.right
+    if isinstance(expr, Neg):
+        factor, rest = _split_factor(expr.operand)
+        return -factor, rest
+    return 1.0, expr
+
+
+def scale(factor: float, expr: Expr) -> Expr:
+    """``factor * expr`` in simplest form."""
+    inner, rest = _split_factor(expr)
+    factor *= inner
+    if isinstance(rest, Const) and rest.shape == ():
+        return Const(factor * rest.value)
+    if factor == 1.0:
+        return rest
+    if factor == -1.0:
+        return Neg(rest, rest.shape)
+    if factor == 0.0 and rest.shape == ():
+        return Const(0.0)
+    return Binary("*", Const(factor), rest, rest.shape)
+
+
+def add(left: Expr, right: Expr) -> Expr:
+    if _const(left) == 0.0 and left.shape == () and right.shape != ():
+        return right
+    if _const(right) == 0.0 and right.shape == () and left.shape != ():
+        return left
+    if isinstance(left, Const) and isinstance(right, Const):
+        return Const(left.value + right.value)
+    if _const(left) == 0.0:
+        return right
+    if _const(right) == 0.0:
+        return left
+    if isinstance(right, Neg):
+        return sub(left, right.operand)
+    return Binary("+", left, right, broadcast(left.shape, right.shape))
+
+
+def sub(left: Expr, right: Expr) -> Expr:
+    if isinstance(left, Const) and isinstance(right, Const):
+        return Const(left.value - right.value)
+    if _const(right) == 0.0:
+        return left
+    if _const(left) == 0.0:
+        return neg(right)
+    if isinstance(right, Neg):
+        return add(left, right.operand)
+    return Binary("-", left, right, broadcast(left.shape, right.shape))
+
+
+def neg(operand: Expr) -> Expr:
+    if isinstance(operand, Const):
+        return Const(-operand.value, operand.shape)
+    if isinstance(operand, Neg):
+        return operand.operand
+    if isinstance(operand, Binary) and operand.op == "-":
+        return sub(operand.right, operand.left)
+    return scale(-1.0, operand)
+
+
+def mul(left: Expr, right: Expr) -> Expr:
+    if isinstance(left, Const) and left.shape == ():
+        return scale(left.value, right)
+    if isinstance(right, Const) and right.shape == ():
+        return scale(right.value, left)
+    if isinstance(left, Ones) and left.shape == broadcast(left.shape, right.shape):
+        return right if right.shape == left.shape else Binary("*", left, right, left.shape)
+    if isinstance(right, Ones) and right.shape == left.shape:
+        return left
+    lf, lrest = _split_factor(left)
+    rf, rrest = _split_factor(right)
+    if lf * rf != 1.0:
+        return scale(lf * rf, mul(lrest, rrest))
+    return Binary("*", left, right, broadcast(left.shape, right.shape))
+
+
+def div(left: Expr, right: Expr) -> Expr:
+    if isinstance(left, Const) and isinstance(right, Const) and right.value != 0:
+        return Const(left.value / right.value)
+    if _const(right) == 1.0:
+        return left
+    return Binary("/", left, right, broadcast(left.shape, right.shape))
+
+
+def matmul(left: Expr, right: Expr) -> Expr:
+    shape = (left.shape[0], right.shape[1])
+    lf, lrest = _split_factor(left)
+    rf, rrest = _split_factor(right)
+    if lf * rf != 1.0:
+        return scale(lf * rf, Binary("@", lrest, rrest, shape))
+    return Binary("@", left, right, shape)
+
+
+def transpose(operand: Expr) -> Expr:
+    if isinstance(operand, Transpose):
+        return operand.operand
+    if operand.shape == ():
+        return operand
+    factor, rest = _split_factor(operand)
+    if factor != 1.0:
+        return scale(factor, transpose(rest))
+    return Transpose(operand, (operand.shape[1], operand.shape[0]))
+
+
+def power(base: Expr, exponent: Expr) -> Expr:
+    if _const(exponent) == 1.0:
+        return base
+    if _const(exponent) == 0.0:
+        return Const(1.0) if base.shape == () else Ones(base.shape)
+    if isinstance(base, Const) and isinstance(exponent, Const) and base.value > 0:
+        return Const(base.value**exponent.value)
+    return Power(base, exponent, base.shape)
+
+
+def binary(op: str, left: Expr, right: Expr) -> Expr:
+    return {"+": add, "-": sub, "*": mul, "/": div, "@": matmul}[op](left, right)

@@ -1,0 +1,115 @@
+"""Torch proximal operators and projections copied verbatim into generated modules.
+
+Convention: ``v`` has shape ``(..., r, c)``, a batch of r x c blocks (a vector is an
+n x 1 column). Each operator acts on every trailing block independently; vector norms
+run over all r*c entries of a block (Frobenius for matrices). Scalar parameters are
+Python floats or tensors of shape ``()`` or ``(..., 1, 1)`` (one value per block).
+
+Every function is self-contained so the compiler can copy it with
+``inspect.getsource``; the only cross-references are listed in ``DEPENDS`` and the
+copied code needs ``torch`` and ``Tensor`` in scope.
+"""
+
+import torch
+from torch import Tensor
+
+# Functions that call other functions of this module; the compiler copies these too.
+DEPENDS: dict[str, tuple[str, ...]] = {"prox_norminf": ("proj_ball1",)}
+
+
+def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
+    return torch.sign(v) * torch.relu(v.abs() - t)
+
+
+def soft_threshold_nonneg(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_1 + indicator(u >= 0): ``prox(v)_i = max(v_i - t, 0)``."""
+    return torch.relu(v - t)
+
+
+def block_soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_2 over the whole block: ``prox(v) = v max(0, 1 - t / ||v||)``."""
+    norm = torch.linalg.vector_norm(v, dim=(-2, -1), keepdim=True)
+    # (||v|| - t)_+ / ||v|| rather than 1 - t/||v||: stays finite (and so do its
+    # gradients) at v = 0, where the clamped denominator meets a zero numerator.
+    scale = torch.relu(norm - t) / torch.clamp_min(norm, torch.finfo(v.dtype).tiny)
+    return v * scale
+
+
+def prox_norminf(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_inf by Moreau: ``prox(v) = v - proj_{||u||_1 <= t}(v)``."""
+    return v - proj_ball1(v, t)
+
+
+def svt(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^T``.
+
+    Gradients follow torch's SVD backward, which is undefined (NaN) when singular
+    values repeat, e.g. at v = 0; the forward value is always finite.
+    """
+    u, s, vh = torch.linalg.svd(v, full_matrices=False)
+    # s[..., None] is (..., k, 1), so t of shape () or (..., 1, 1) broadcasts and the
+    # thresholded values scale the rows of vh.
+    return u @ (torch.relu(s.unsqueeze(-1) - t) * vh)
+
+
+def hard_threshold(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_0: ``prox(v)_i = v_i if |v_i| > sqrt(2 t) else 0``."""
+    return torch.where(v.abs() > (2 * t) ** 0.5, v, 0.0)
+
+
+def proj_box(v: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
+    """Projection onto {lo <= u <= hi}: ``proj(v)_i = min(max(v_i, lo), hi)``."""
+    lo = torch.as_tensor(lo, dtype=v.dtype, device=v.device)
+    hi = torch.as_tensor(hi, dtype=v.dtype, device=v.device)
+    return torch.minimum(torch.maximum(v, lo), hi)
+
+
+def proj_nonneg(v: Tensor) -> Tensor:
+    """Projection onto {u >= 0}: ``proj(v)_i = max(v_i, 0)``."""
+    return torch.relu(v)
+
+
+def proj_ball2(v: Tensor, r: Tensor | float) -> Tensor:
+    """Projection onto {||u||_2 <= r}: ``proj(v) = v r / max(||v||, r)``."""
+    norm = torch.linalg.vector_norm(v, dim=(-2, -1), keepdim=True)
+    # The tiny clamp only matters for r = 0 at v = 0, where it gives 0 / tiny = 0.
+    denom = torch.clamp_min(torch.clamp_min(norm, r), torch.finfo(v.dtype).tiny)
+    return v * (r / denom)
+
+
+def proj_ball1(v: Tensor, r: Tensor | float) -> Tensor:
+    """Projection onto {||u||_1 <= r} (Duchi et al. 2008).
+
+    ``proj(v)_i = sign(v_i) max(|v_i| - theta, 0)`` with theta = 0 if ||v||_1 <= r,
+    else theta = (sum_{j<=rho} m_j - r) / rho, where m = |v| sorted descending and
+    rho = max{j : m_j > (sum_{i<=j} m_i - r) / j}.
+    """
+    # Blocks become (..., n, 1) columns so r of shape () or (..., 1, 1) broadcasts.
+    x = v.flatten(-2).unsqueeze(-1)
+    a = x.abs()
+    m = torch.sort(a, dim=-2, descending=True).values
+    excess = torch.cumsum(m, dim=-2) - r
+    j = torch.arange(1, x.shape[-2] + 1, device=v.device).unsqueeze(-1)
+    # max(., 1): with r = 0 no j qualifies, and rho = 1 gives theta = max|v|, i.e. u = 0.
+    rho = torch.clamp_min((j * (m * j > excess)).amax(dim=-2, keepdim=True), 1)
+    # theta < 0 exactly when ||v||_1 < r, where v is already inside the ball.
+    theta = torch.relu(excess.gather(-2, rho - 1) / rho)
+    return (torch.sign(x) * torch.relu(a - theta)).reshape(v.shape)
+
+
+def proj_simplex(v: Tensor, s: Tensor | float) -> Tensor:
+    """Projection onto {u >= 0, sum(u) = s} (Duchi et al. 2008), s >= 0.
+
+    ``proj(v)_i = max(v_i - theta, 0)`` with theta = (sum_{j<=rho} m_j - s) / rho,
+    where m = v sorted descending and rho = max{j : m_j > (sum_{i<=j} m_i - s) / j}.
+    """
+    # Blocks become (..., n, 1) columns so s of shape () or (..., 1, 1) broadcasts.
+    x = v.flatten(-2).unsqueeze(-1)
+    m = torch.sort(x, dim=-2, descending=True).values
+    excess = torch.cumsum(m, dim=-2) - s
+    j = torch.arange(1, x.shape[-2] + 1, device=v.device).unsqueeze(-1)
+    # max(., 1): with s = 0 no j qualifies, and rho = 1 gives theta = max(v), i.e. u = 0.
+    rho = torch.clamp_min((j * (m * j > excess)).amax(dim=-2, keepdim=True), 1)
+    theta = excess.gather(-2, rho - 1) / rho
+    return torch.relu(x - theta).reshape(v.shape)

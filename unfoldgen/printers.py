@@ -1,0 +1,143 @@
+"""Printers from IR to code and to readable math.
+
+The torch printer follows the batched convention of the generated code: every quantity is a
+batch of matrices ``(B, r, c)`` (vectors are columns), data broadcasts, scalars are ``()`` or
+``(B, 1, 1)``. Transpose prints as ``.mT`` (a batched transpose), a linear solve as
+``torch.linalg.solve`` (never an inverse).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from unfoldgen import ir
+from unfoldgen.functions import FUNCTIONS
+from unfoldgen.prox import PROX_TABLE, SET_TABLE
+
+ATOM, POWER, UNARY, PRODUCT, SUM = 100, 90, 80, 70, 60
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+
+
+def format_float(value: float) -> str:
+    if value == float("inf"):
+        return 'float("inf")'
+    if value == float("-inf"):
+        return '-float("inf")'
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{value:.1f}"
+    return repr(value)
+
+
+class TorchPrinter:
+    """IR → torch source. ``names`` maps a reference to the local it is bound to."""
+
+    def __init__(self, net_call: Callable[[str], str], lipschitz_call: Callable[[str], str]):
+        self.net_call = net_call
+        self.lipschitz_call = lipschitz_call
+
+    def __call__(self, expr: ir.Expr) -> str:
+        return self.print(expr)[0]
+
+    def print(self, expr: ir.Expr) -> tuple[str, int]:
+        match expr:
+            case ir.Const(value=value):
+                text = format_float(value)
+                return text, (UNARY if text.startswith("-") else ATOM)
+            case ir.Ref(name=name):
+                return name, ATOM
+            case ir.Ones(shape=shape):
+                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
+            case ir.Eye(size=size):
+                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
+            case ir.Binary(op=op, left=left, right=right):
+                prec = SUM if op in "+-" else PRODUCT
+                return f"{self.wrap(left, prec)} {op} {self.wrap(right, prec + 1)}", prec
+            case ir.Neg(operand=operand):
+                return f"-{self.wrap(operand, UNARY)}", UNARY
+            case ir.Power(base=base, exponent=ir.Const(value=value)) if value.is_integer():
+                return f"{self.wrap(base, ATOM)} ** {int(value)}", POWER
+            case ir.Power(base=base, exponent=exponent):
+                return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
+            case ir.Transpose(operand=operand):
+                return f"{self.wrap(operand, ATOM)}.mT", ATOM
+            case ir.Apply(func=func, args=args):
+                return self.apply(FUNCTIONS[func].torch, args), ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg):
+                return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
+            case ir.Proj(set=set_name, params=params, arg=arg):
+                printed = ", ".join([self(arg)] + [self(p) for p in params])
+                return f"{SET_TABLE[set_name].helper}({printed})", ATOM
+            case ir.NetCall(net=net, args=args):
+                return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
+            case ir.Lipschitz(var=var):
+                return self.lipschitz_call(var), ATOM
+        raise TypeError(f"cannot print {type(expr).__name__} as torch code")
+
+    def wrap(self, expr: ir.Expr, needed: int) -> str:
+        text, prec = self.print(expr)
+        return text if prec >= needed else f"({text})"
+
+    def apply(self, template: str, args: tuple[ir.Expr, ...]) -> str:
+        def fill(match: re.Match) -> str:
+            index = int(match.group(1))
+            follows = template[match.end() : match.end() + 1]
+            return self.wrap(args[index], ATOM) if follows == "." else self(args[index])
+
+        return _PLACEHOLDER.sub(fill, template)
+
+
+def _dims(shape: ir.Shape) -> str:
+    return ", ".join(str(d) for d in shape) if shape else ""
+
+
+class MathPrinter:
+    """IR → readable math for `unfoldgen explain` and docstrings."""
+
+    def __call__(self, expr: ir.Expr) -> str:
+        return self.print(expr)[0]
+
+    def print(self, expr: ir.Expr) -> tuple[str, int]:
+        match expr:
+            case ir.Const(value=value):
+                text = f"{value:g}"
+                return text, (UNARY if text.startswith("-") else ATOM)
+            case ir.Ref(name=name):
+                return name, ATOM
+            case ir.Ones(shape=shape):
+                return f"1[{_dims(shape)}]", ATOM
+            case ir.Eye(size=size):
+                return f"I[{size}]", ATOM
+            case ir.Binary(op=op, left=left, right=right):
+                prec = SUM if op in "+-" else PRODUCT
+                symbol = {"@": " ", "*": "·", "/": "/", "+": " + ", "-": " − "}[op]
+                if op in "*/" and ir.is_scalar(left.shape) and ir.is_scalar(right.shape):
+                    symbol = "·" if op == "*" else "/"
+                if op == "*" and not (ir.is_scalar(left.shape) or ir.is_scalar(right.shape)):
+                    symbol = " ⊙ "
+                return f"{self.wrap(left, prec)}{symbol}{self.wrap(right, prec + 1)}", prec
+            case ir.Neg(operand=operand):
+                return f"−{self.wrap(operand, UNARY)}", UNARY
+            case ir.Power(base=base, exponent=exponent):
+                return f"{self.wrap(base, ATOM)}^{self.wrap(exponent, ATOM)}", POWER
+            case ir.Transpose(operand=operand):
+                return f"{self.wrap(operand, ATOM)}ᵀ", ATOM
+            case ir.Apply(func=func, args=args):
+                return FUNCTIONS[func].math.format(*(self(a) for a in args)), ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg):
+                return f"prox[{self(scale)}·{op}]({self(arg)})", ATOM
+            case ir.Proj(set=set_name, params=params, arg=arg):
+                inner = f"({', '.join(self(p) for p in params)})" if params else ""
+                return f"proj[{set_name}{inner}]({self(arg)})", ATOM
+            case ir.Grad(var=var, substitutions=subs):
+                at = f" at {', '.join(f'{n}={self(v)}' for n, v in subs)}" if subs else ""
+                return f"∇{var} f{at}", ATOM
+            case ir.Lipschitz(var=var):
+                return f"L_{var}", ATOM
+            case ir.NetCall(net=net, args=args):
+                return f"{net}({', '.join(self(a) for a in args)})", ATOM
+        raise TypeError(f"cannot print {type(expr).__name__}")
+
+    def wrap(self, expr: ir.Expr, needed: int) -> str:
+        text, prec = self.print(expr)
+        return text if prec >= needed else f"({text})"

@@ -1,0 +1,67 @@
+"""Small torch helpers that generated modules carry with them (copied verbatim).
+
+They validate what a user passes in and compute the exact Lipschitz constant of an affine
+gradient; the generated file must not import unfoldgen.
+"""
+
+import torch
+from torch import Tensor
+
+
+def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+    """A data tensor (no batch) in the internal layout; vectors become columns."""
+    tensor = torch.as_tensor(value)
+    if not (tensor.is_floating_point() or dtype is not None):
+        tensor = tensor.to(torch.get_default_dtype())
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    expected = "(" + ", ".join(str(axis) for axis in axes) + ")"
+    if tensor.dim() != len(axes):
+        raise ValueError(f"data {name}: expected shape {expected}, got {tuple(tensor.shape)}")
+    for axis, size in zip(axes, tensor.shape):
+        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        if size != bound:
+            raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
+    return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
+
+
+def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+    """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
+    expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
+    if value.dim() != len(axes) + 1:
+        raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
+    batch = sizes.setdefault("B", value.shape[0])
+    if value.shape[0] != batch:
+        raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
+    for axis, size in zip(axes, value.shape[1:]):
+        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        if size != bound:
+            raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
+    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    if value.dtype != expected_dtype:
+        raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
+    return value.unsqueeze(-1) if len(axes) == 1 else value
+
+
+def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``."""
+    count = rows * cols
+    return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
+
+
+def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
+    """λ_max of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
+    hessian = columns.flatten(-2).movedim(0, -1)
+    hessian = (hessian + hessian.mT) / 2
+    return torch.linalg.eigvalsh(hessian)[..., -1:].unsqueeze(-1)
+
+
+def size_of(dim: str, sizes: dict) -> int:
+    """A dim the model needs when it is built but no data tensor fixes: the caller passes it."""
+    if dim not in sizes:
+        raise ValueError(f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor")
+    return sizes[dim]
