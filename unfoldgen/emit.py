@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import jinja2
 
-from unfoldgen import __version__, ir, nets_torch, ops_torch, runtime_torch
+from unfoldgen import __version__, ir
 from unfoldgen.check import Symbol, fmt_shape
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
@@ -36,8 +37,27 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _source(module, name: str) -> str:
-    return inspect.getsource(getattr(module, name)).rstrip() + "\n"
+@functools.cache
+def _definitions(module: str) -> dict[str, str]:
+    """Top-level definitions of a helper module, by name, read as text (torch is not imported)."""
+    text = (Path(__file__).parent / f"{module}.py").read_text()
+    tree = ast.parse(text)
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = ast.get_source_segment(text, node) + "\n"
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = ast.get_source_segment(text, node.value)
+    return found
+
+
+def _source(module: str, name: str) -> str:
+    return _definitions(module)[name]
+
+
+def _op_dependencies(name: str) -> tuple[str, ...]:
+    depends = _definitions("ops_torch").get("DEPENDS")
+    return tuple(ast.literal_eval(depends).get(name, ())) if depends else ()
 
 
 # ------------------------------------------------------------ binding of names
@@ -383,7 +403,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     helpers: list[str] = ["as_data", "check_input", "size_of"]
     if low.lipschitz_vars:
         helpers += ["unit_basis", "largest_hessian_eigenvalue"]
-    helper_sources = [_source(runtime_torch, name) for name in helpers]
+    helper_sources = [_source("runtime_torch", name) for name in helpers]
     op_names: list[str] = []
     all_exprs = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
     for expr in all_exprs:
@@ -394,11 +414,11 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
             elif isinstance(node, ir.Proj):
                 name = SET_TABLE[node.set].helper
             if name is not None:
-                for dependency in ops_torch.DEPENDS.get(name, ()) + (name,):
+                for dependency in _op_dependencies(name) + (name,):
                     if dependency not in op_names:
                         op_names.append(dependency)
-    op_sources = [_source(ops_torch, name) for name in op_names]
-    net_sources = [_source(nets_torch, name) for name in net_classes]
+    op_sources = [_source("ops_torch", name) for name in op_names]
+    net_sources = [_source("nets_torch", name) for name in net_classes]
 
     # -- signatures and docs
     def data_param(symbol: Symbol) -> str:
@@ -478,16 +498,25 @@ def _dtype_source(low: LoweredUnfold) -> str:
     return "None"
 
 
+def format_python(text: str) -> str:
+    """Parse (a syntax error here is a compiler bug) and format with the pinned ruff."""
+    ast.parse(text)
+    from ruff.__main__ import find_ruff_bin
+
+    command = [find_ruff_bin(), "format", "--isolated", "--line-length", "100", "--stdin-filename", "model.py", "-"]
+    result = subprocess.run(command, input=text, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ruff could not format generated code: {result.stderr.strip()}")
+    return result.stdout
+
+
 def render_model(low: LoweredUnfold, spec_path: str) -> str:
     context = model_context(low, spec_path)
-    text = _environment().get_template("model.py.j2").render(**context)
-    ast.parse(text)
-    return text
+    return format_python(_environment().get_template("model.py.j2").render(**context))
 
 
 def render_init(low: LoweredUnfold, spec_path: str) -> str:
     text = _environment().get_template("__init__.py.j2").render(
         version=__version__, spec_path=spec_path, class_name=low.class_name, unfold=low.name
     )
-    ast.parse(text)
-    return text
+    return format_python(text)

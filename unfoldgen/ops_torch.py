@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 # Functions that call other functions of this module; the compiler copies these too.
-DEPENDS: dict[str, tuple[str, ...]] = {"prox_norminf": ("proj_ball1",)}
+DEPENDS = {"prox_norminf": ("proj_ball1",)}
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:

@@ -22,7 +22,9 @@ import torch
 from torch import Tensor, nn
 
 
-def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def as_data(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A data tensor (no batch) in the internal layout; vectors become columns."""
     tensor = torch.as_tensor(value)
     if not (tensor.is_floating_point() or dtype is not None):
@@ -35,11 +37,15 @@ def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dty
     for axis, size in zip(axes, tensor.shape):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}"
+            )
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
-def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def check_input(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
     if not isinstance(value, Tensor):
         raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
@@ -48,11 +54,15 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
     batch = sizes.setdefault("B", value.shape[0])
     if value.shape[0] != batch:
-        raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
+        raise ValueError(
+            f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
+        )
     for axis, size in zip(axes, value.shape[1:]):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
+            )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
     expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
@@ -64,14 +74,15 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
 def size_of(dim: str, sizes: dict) -> int:
     """A dim the model needs when it is built but no data tensor fixes: the caller passes it."""
     if dim not in sizes:
-        raise ValueError(f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor")
+        raise ValueError(
+            f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor"
+        )
     return sizes[dim]
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
     return torch.sign(v) * torch.relu(v.abs() - t)
-
 
 
 class Admm(nn.Module):
@@ -82,7 +93,7 @@ class Admm(nn.Module):
     Outputs: z: (B, n).
     """
 
-    PARADIGMS: dict[str, int] = {'rho': 1}
+    PARADIGMS: dict[str, int] = {"rho": 1}
 
     def __init__(
         self,
@@ -132,7 +143,9 @@ class Admm(nn.Module):
         u = torch.full((batch, n, 1), 0.0, dtype=dtype, device=device)
         return {"x": x, "z": z, "u": u}
 
-    def layer(self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    def layer(
+        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         """Layer k (0-based): one iteration of the update rules."""
         A = self.A
         rho = self.rho[k]
@@ -141,7 +154,9 @@ class Admm(nn.Module):
         u = state["u"]
         n = self.A.shape[-1]
         dtype, device = self.A.dtype, self.A.device
-        x = torch.linalg.solve(A.mT @ A + rho * torch.eye(n, dtype=dtype, device=device), A.mT @ y + rho * (z - u))
+        x = torch.linalg.solve(
+            A.mT @ A + rho * torch.eye(n, dtype=dtype, device=device), A.mT @ y + rho * (z - u)
+        )
         lam = self.lam
         z = soft_threshold(x + u, lam / rho)
         u = u + x - z
@@ -170,7 +185,9 @@ class Admm(nn.Module):
         A = self.A
         y = inputs["y"]
         lam = self.lam
-        value = 0.5 * ((A @ x - y) ** 2).sum(dim=(-2, -1), keepdim=True) + lam * x.abs().sum(dim=(-2, -1), keepdim=True)
+        value = 0.5 * ((A @ x - y) ** 2).sum(dim=(-2, -1), keepdim=True) + lam * x.abs().sum(
+            dim=(-2, -1), keepdim=True
+        )
         batch = inputs["y"].shape[0]
         return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
 

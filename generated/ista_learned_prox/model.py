@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 
-def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def as_data(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A data tensor (no batch) in the internal layout; vectors become columns."""
     tensor = torch.as_tensor(value)
     if not (tensor.is_floating_point() or dtype is not None):
@@ -33,11 +35,15 @@ def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dty
     for axis, size in zip(axes, tensor.shape):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}"
+            )
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
-def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def check_input(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
     if not isinstance(value, Tensor):
         raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
@@ -46,11 +52,15 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
     batch = sizes.setdefault("B", value.shape[0])
     if value.shape[0] != batch:
-        raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
+        raise ValueError(
+            f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
+        )
     for axis, size in zip(axes, value.shape[1:]):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
+            )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
     expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
@@ -62,7 +72,9 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
 def size_of(dim: str, sizes: dict) -> int:
     """A dim the model needs when it is built but no data tensor fixes: the caller passes it."""
     if dim not in sizes:
-        raise ValueError(f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor")
+        raise ValueError(
+            f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor"
+        )
     return sizes[dim]
 
 
@@ -82,7 +94,9 @@ def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
 class Mlp(nn.Module):
     """Flatten and concatenate the arguments, ``depth`` hidden ReLU layers of width ``hidden``."""
 
-    def __init__(self, in_features: int, out_features: int, hidden: int, depth: int, zero_init: bool) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, hidden: int, depth: int, zero_init: bool
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -102,7 +116,6 @@ class Mlp(nn.Module):
         return self.body(torch.cat(flat, dim=-1)).view(*batch, *first.shape[-2:])
 
 
-
 class IstaLearnedProx(nn.Module):
     """10 layers of `ista_learned_prox`; untrained, it computes the classical iteration exactly.
 
@@ -111,7 +124,7 @@ class IstaLearnedProx(nn.Module):
     Outputs: x: (B, n).
     """
 
-    PARADIGMS: dict[str, int] = {'mu': 1, 'denoise': 4}
+    PARADIGMS: dict[str, int] = {"mu": 1, "denoise": 4}
 
     def __init__(
         self,
@@ -143,7 +156,9 @@ class IstaLearnedProx(nn.Module):
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
         self.mu = nn.Parameter(mu.expand(layers).clone())
         n = self.A.shape[-1]
-        self.denoise = Mlp(n * 1, n * 1, hidden=128, depth=3, zero_init=False).to(dtype=dtype, device=device)
+        self.denoise = Mlp(n * 1, n * 1, hidden=128, depth=3, zero_init=False).to(
+            dtype=dtype, device=device
+        )
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).
@@ -173,7 +188,9 @@ class IstaLearnedProx(nn.Module):
         x = torch.full((batch, n, 1), 0.0, dtype=dtype, device=device)
         return {"x": x}
 
-    def layer(self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    def layer(
+        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         """Layer k (0-based): one iteration of the update rules."""
         x = state["x"]
         mu = self.mu[k]
@@ -205,7 +222,9 @@ class IstaLearnedProx(nn.Module):
         A = self.A
         y = inputs["y"]
         lam = self.lam
-        value = 0.5 * ((A @ x - y) ** 2).sum(dim=(-2, -1), keepdim=True) + lam * x.abs().sum(dim=(-2, -1), keepdim=True)
+        value = 0.5 * ((A @ x - y) ** 2).sum(dim=(-2, -1), keepdim=True) + lam * x.abs().sum(
+            dim=(-2, -1), keepdim=True
+        )
         batch = inputs["y"].shape[0]
         return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
 

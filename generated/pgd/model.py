@@ -21,7 +21,9 @@ import torch
 from torch import Tensor, nn
 
 
-def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def as_data(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A data tensor (no batch) in the internal layout; vectors become columns."""
     tensor = torch.as_tensor(value)
     if not (tensor.is_floating_point() or dtype is not None):
@@ -34,11 +36,15 @@ def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dty
     for axis, size in zip(axes, tensor.shape):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}"
+            )
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
-def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
+def check_input(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+) -> Tensor:
     """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
     if not isinstance(value, Tensor):
         raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
@@ -47,11 +53,15 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
     batch = sizes.setdefault("B", value.shape[0])
     if value.shape[0] != batch:
-        raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
+        raise ValueError(
+            f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
+        )
     for axis, size in zip(axes, value.shape[1:]):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
-            raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
+            )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
     expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
@@ -63,7 +73,9 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
 def size_of(dim: str, sizes: dict) -> int:
     """A dim the model needs when it is built but no data tensor fixes: the caller passes it."""
     if dim not in sizes:
-        raise ValueError(f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor")
+        raise ValueError(
+            f"dim {dim} is not fixed by any data tensor; pass {dim}=... to the constructor"
+        )
     return sizes[dim]
 
 
@@ -87,7 +99,6 @@ def proj_box(v: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
     return torch.minimum(torch.maximum(v, lo), hi)
 
 
-
 class Pgd(nn.Module):
     """10 layers of `pgd`; untrained, it computes the classical iteration exactly.
 
@@ -96,7 +107,7 @@ class Pgd(nn.Module):
     Outputs: x: (B, n).
     """
 
-    PARADIGMS: dict[str, int] = {'mu': 1}
+    PARADIGMS: dict[str, int] = {"mu": 1}
 
     def __init__(
         self,
@@ -148,7 +159,9 @@ class Pgd(nn.Module):
         x = torch.full((batch, n, 1), 0.0, dtype=dtype, device=device)
         return {"x": x}
 
-    def layer(self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    def layer(
+        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         """Layer k (0-based): one iteration of the update rules."""
         x = state["x"]
         mu = self.mu[k] * inputs["mu"]
