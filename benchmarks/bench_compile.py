@@ -1,6 +1,6 @@
 """Compile time of each example spec in a warm process (imports and first use excluded).
 
-    .venv/bin/python benchmarks/bench_compile.py
+.venv/bin/python benchmarks/bench_compile.py
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from unfoldgen import ir
 from unfoldgen.functions import FUNCTIONS, elementwise_derivative
 
 
-class NotDifferentiable(Exception):
+class NotDifferentiableError(Exception):
     """The expression contains something with no gradient rule; the message says what."""
 
 
@@ -64,7 +64,7 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
             _adjoints(operand, ir.transpose(seed), var, out)
         case ir.Power(base=base, exponent=exponent):
             if ir.depends_on(exponent, {var}):
-                raise NotDifferentiable("a power whose exponent depends on the variable")
+                raise NotDifferentiableError("a power whose exponent depends on the variable")
             factor = ir.mul(exponent, ir.power(base, ir.sub(exponent, ir.Const(1.0))))
             _adjoints(base, ir.mul(seed, factor), var, out)
         case ir.Apply(func="sum", args=(arg,)):
@@ -74,12 +74,12 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
         case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "elementwise" and FUNCTIONS[func].smooth:
             for extra in args[1:]:
                 if ir.depends_on(extra, {var}):
-                    raise NotDifferentiable(f"a parameter of {func}() that depends on the variable")
+                    raise NotDifferentiableError(f"a parameter of {func}() that depends on the variable")
             _adjoints(args[0], ir.mul(seed, elementwise_derivative(func, args)), var, out)
         case ir.Apply(func=func):
-            raise NotDifferentiable(f"{func}() is not differentiable")
+            raise NotDifferentiableError(f"{func}() is not differentiable")
         case _:
-            raise NotDifferentiable(f"{type(node).__name__.lower()} is not differentiable")
+            raise NotDifferentiableError(f"{type(node).__name__.lower()} is not differentiable")
 
 
 def gradient(expr: ir.Expr, var: str, shape: ir.Shape) -> ir.Expr:
@@ -147,4 +147,4 @@ def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
             return ir.transpose(linear_part(operand, var))
         case ir.Apply(func="sum", args=(arg,)):
             return ir.Apply("sum", (linear_part(arg, var),), ir.SCALAR)
-    raise NotDifferentiable("the gradient is not affine in the variable")
+    raise NotDifferentiableError("the gradient is not affine in the variable")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import builtins
 import difflib
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
+
+import sympy
 
 from unfoldgen import calculus, ir
 from unfoldgen import syntax as s
@@ -276,7 +279,8 @@ class _Elaborator:
             case "@":
                 if ir.is_scalar(ls) or ir.is_scalar(rs):
                     raise SpecError(
-                        f"'@' multiplies matrices and vectors, got {fmt_shape(ls)} @ {fmt_shape(rs)}; use '*' for scalars",
+                        f"'@' multiplies matrices and vectors, got {fmt_shape(ls)} @ {fmt_shape(rs)}; "
+                        "use '*' for scalars",
                         expr.span,
                     )
                 if ls[1] != rs[0]:
@@ -349,6 +353,8 @@ class _Elaborator:
                 return ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0])
             case "huber":
                 return ir.Apply("sum", (ir.Apply("huber_elem", args, args[0].shape),), ir.SCALAR)
+        if entry.sympy is not None and all(isinstance(arg, ir.Const) for arg in args):
+            return _fold_constant(expr, entry, args)
         return ir.Apply(name, args, shape)
 
     def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
@@ -398,13 +404,17 @@ class _Elaborator:
                 )
             substitutions = ((var, point),)
         if not ir.depends_on(problem.smooth, {var}):
-            raise SpecError(f"the smooth part of the objective does not depend on {var!r}; grad({var}) is zero", expr.span)
+            raise SpecError(
+                f"the smooth part of the objective does not depend on {var!r}; grad({var}) is zero", expr.span
+            )
         self.scope.grad_vars.add(var)
         return ir.Grad(var, substitutions, problem.symbol(var).shape)
 
     def lipschitz(self, expr: s.Call) -> ir.Expr:
         if not self.scope.allow_build_calls:
-            raise SpecError("lipschitz(x) is computed when the model is built; use it in hyper, weight or state", expr.span)
+            raise SpecError(
+                "lipschitz(x) is computed when the model is built; use it in hyper, weight or state", expr.span
+            )
         if len(expr.args) != 1:
             raise SpecError("lipschitz(x) takes one variable", expr.span)
         var = self._var_name(expr.args[0], "lipschitz(x)")
@@ -444,8 +454,7 @@ class _Elaborator:
                 divisor = self._scalar(right, "a prox scale")
                 return func, ir.div(ir.Const(1.0) if scale is None else scale, divisor), set_name, fspan
         raise SpecError(
-            "prox[...] expects a scaled function such as prox[t * norm1] "
-            f"(known: {', '.join(sorted(PROX_TABLE))})",
+            f"prox[...] expects a scaled function such as prox[t * norm1] (known: {', '.join(sorted(PROX_TABLE))})",
             expr.span,
         )
 
@@ -504,7 +513,8 @@ class _Elaborator:
         entry = SET_TABLE.get(set_name)
         if entry is None:
             raise SpecError(
-                f"unknown set {set_name!r} (known: {', '.join(sorted(SET_TABLE))}){_suggest(set_name, list(SET_TABLE))}",
+                f"unknown set {set_name!r} (known: {', '.join(sorted(SET_TABLE))})"
+                + _suggest(set_name, list(SET_TABLE)),
                 bracket.span,
             )
         return ir.Proj(set_name, self._set_params(entry, given, bracket.span), arg, arg.shape)
@@ -514,7 +524,10 @@ class _Elaborator:
         if not required <= len(given) <= len(entry.params):
             names = ", ".join(entry.params) or "no parameters"
             raise SpecError(f"set {entry.name} takes {names}", span)
-        params = [self._scalar(value, f"the {name} of {entry.name}") for value, name in zip(given, entry.params)]
+        params = [
+            self._scalar(value, f"the {name} of {entry.name}")
+            for value, name in zip(given, entry.params[: len(given)], strict=True)
+        ]
         params += [ir.Const(default) for default in entry.defaults[len(given) :]]
         return tuple(params)
 
@@ -525,7 +538,7 @@ class _Elaborator:
         if not expr.args:
             raise SpecError(f"net {name!r} needs at least one argument", expr.span)
         args = tuple(self.expr(arg) for arg in expr.args)
-        for arg, node in zip(args, expr.args):
+        for arg, node in zip(args, expr.args, strict=False):
             if ir.is_scalar(arg.shape):
                 raise SpecError(f"net {name!r} takes vectors or matrices, this argument is a scalar", node.span)
         kind = NET_KINDS[self.scope.nets[name].kind.id]
@@ -538,6 +551,14 @@ class _Elaborator:
             raise SpecError(f"net {name!r} is called with differently shaped arguments than before", expr.span)
         uses.append(shapes)
         return ir.NetCall(name, args, args[0].shape)
+
+
+def _fold_constant(expr: s.Call, entry, args: tuple[ir.Const, ...]) -> ir.Const:
+    """A function of numbers is a number: evaluate it now (``sqrt(2)`` must not reach torch)."""
+    value = complex(entry.sympy(*(sympy.Float(arg.value) for arg in args)).evalf())
+    if value.imag != 0 or not math.isfinite(value.real):
+        raise SpecError(f"{entry.name}() of these numbers is not a finite real number", expr.span)
+    return ir.Const(value.real)
 
 
 def _mentions_function(expr: s.Expr) -> bool:
@@ -600,7 +621,9 @@ def _uses_inputs(expr: ir.Expr | None, table: dict[str, Symbol], problem: Checke
 def _check_init(decl: s.Decl, shape: ir.Shape, scope: _Scope, what: str) -> ir.Expr:
     assert decl.init is not None
     value = _Elaborator(scope)(decl.init)
-    if value.shape != shape and not (ir.is_scalar(value.shape) and (ir.is_scalar(shape) or isinstance(value, ir.Const))):
+    if value.shape != shape and not (
+        ir.is_scalar(value.shape) and (ir.is_scalar(shape) or isinstance(value, ir.Const))
+    ):
         raise SpecError(
             f"{what} {decl.name.id!r} is declared {fmt_shape(shape)} but its value is {fmt_shape(value.shape)}",
             decl.init.span,
@@ -624,7 +647,7 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         shape = _check_type(decl.type, dims, decl.span)
         if decl.kind in ("data", "input"):
             _declare(table, Symbol(decl.name.id, decl.kind, shape, None, decl.span), decl.name)
-            for axis, dim in zip((-2, -1), shape):
+            for axis, dim in zip((-2, -1), shape, strict=False):
                 if isinstance(dim, str):
                     source = DimSource(dim, decl.name.id, decl.kind, axis)
                     current = dim_sources.get(dim)
@@ -660,7 +683,7 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         if ir.depends_on(smooth, {var}):
             try:
                 gradients.append((var, calculus.gradient(smooth, var, table[var].shape)))
-            except calculus.NotDifferentiable as err:
+            except calculus.NotDifferentiableError as err:
                 raise SpecError(f"cannot differentiate the smooth part: {err}", problem.objective.span) from None
     hessians = []
     for var, grad in gradients:
@@ -766,7 +789,8 @@ def _read_comparison(comparison: s.Comparison, elaborate: _Elaborator, variables
         right_var = _constrained(right, variables)
         if (left_var is None) == (right_var is None):
             raise SpecError(
-                "a constraint compares one variable (or sum/norm of one) with a bound that does not depend on variables",
+                "a constraint compares one variable (or the sum or norm of one) with a bound that does not "
+                "depend on variables",
                 comparison.span,
             )
         var_expr, bound, bound_node = (left, right, right_node) if left_var else (right, left, left_node)
@@ -775,7 +799,9 @@ def _read_comparison(comparison: s.Comparison, elaborate: _Elaborator, variables
             raise SpecError("a constraint bound must be a scalar", bound_node.span)
         if op == "==":
             if func != "sum":
-                raise SpecError("equality constraints are supported as 'sum(x) == s' (with x >= 0: the simplex)", comparison.span)
+                raise SpecError(
+                    "equality constraints are supported as 'sum(x) == s' (with x >= 0: the simplex)", comparison.span
+                )
             facts.append((var, "sum", (bound,)))
         elif func is None:
             facts.append((var, "upper" if left_var else "lower", (bound,)))
@@ -845,7 +871,9 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
         hint = _suggest(unfold.problem.id, list(problems))
         raise SpecError(f"unknown problem {unfold.problem.id!r}{hint}", unfold.problem.span)
     if unfold.layers is None:
-        raise SpecError(f"unfold {unfold.name.id!r} needs 'layers K' (the number of unfolded iterations)", unfold.name.span)
+        raise SpecError(
+            f"unfold {unfold.name.id!r} needs 'layers K' (the number of unfolded iterations)", unfold.name.span
+        )
     layers, layers_span = unfold.layers
     if not 1 <= layers <= MAX_LAYERS:
         raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {layers}", layers_span)
@@ -979,7 +1007,9 @@ def _correction_nets(value: ir.Expr) -> set[str]:
 LEARNABLE_ROLES = ("data", "param", "hyper", "weight", "net")
 
 
-def _check_learns(learns: tuple[s.Learn, ...], table: dict[str, Symbol], nets: dict[str, s.NetDecl]) -> tuple[Learn, ...]:
+def _check_learns(
+    learns: tuple[s.Learn, ...], table: dict[str, Symbol], nets: dict[str, s.NetDecl]
+) -> tuple[Learn, ...]:
     result: dict[str, Learn] = {}
     for statement in learns:
         for name in statement.names:

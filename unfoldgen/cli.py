@@ -39,7 +39,9 @@ def _compile_all(paths: list[Path]) -> dict[str, str]:
         for relative, text in compiled.files.items():
             package = relative.split("/")[0]
             if package in owners and owners[package] != path:
-                raise SpecError(f"unfold {package!r} is defined in both {owners[package]} and {path}", None, "", str(path))
+                raise SpecError(
+                    f"unfold {package!r} is defined in both {owners[package]} and {path}", None, "", str(path)
+                )
             owners[package] = path
             files[relative] = text
     return files

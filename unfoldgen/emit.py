@@ -111,7 +111,9 @@ class _Context:
 def _dim_binding(low: LoweredUnfold, dim: str, build: bool = False) -> str:
     for source in low.problem.dim_sources:
         if source.dim == dim and not (build and source.role == "input"):
-            owner = f'inputs["{source.tensor}"]' if source.role == "input" else f"self.{_problem_attr(low, source.tensor)}"
+            owner = (
+                f'inputs["{source.tensor}"]' if source.role == "input" else f"self.{_problem_attr(low, source.tensor)}"
+            )
             return f"{owner}.shape[{source.axis}]"
     return f'size_of("{dim}", self.sizes)'
 
@@ -194,7 +196,12 @@ def _axes(symbol: Symbol) -> str:
     if symbol.shape == ():
         return "()"
     parts = [rows] if cols == 1 else [rows, cols]
-    return "(" + ", ".join(f'"{p}"' if isinstance(p, str) else str(p) for p in parts) + ("," if len(parts) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join(f'"{p}"' if isinstance(p, str) else str(p) for p in parts)
+        + ("," if len(parts) == 1 else "")
+        + ")"
+    )
 
 
 def _user_shape(symbol: Symbol, batched: bool) -> str:
@@ -231,7 +238,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     # -- constructor
     init_lines: list[str] = ["self.layers = layers", "sizes: dict = {}"]
     for dim in (sym.name for sym in problem.of_role("dim")):
-        init_lines.append(f'if {dim} is not None:')
+        init_lines.append(f"if {dim} is not None:")
         init_lines.append(f'{INDENT}sizes["{dim}"] = {dim}')
     for symbol in data:
         init_lines.append(f'{symbol.name} = as_data("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, dtype)')
@@ -346,9 +353,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
             )
         else:
             value = printer(symbol.init)
-            start.lines.append(
-                f"{symbol.name} = torch.as_tensor({value}, dtype=dtype, device=device).expand({full})"
-            )
+            start.lines.append(f"{symbol.name} = torch.as_tensor({value}, dtype=dtype, device=device).expand({full})")
         start.bound.append(symbol.name)
     carried = variables + states
     start.lines.append("return {" + ", ".join(f'"{s.name}": {s.name}' for s in carried) + "}")
@@ -365,7 +370,9 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     # -- objective
     objective = _MethodWriter(_Context("problem", low, frozenset(s.name for s in variables)), printer)
     objective.lines.append("sizes = {}")
-    objective.lines.append("inputs = self.prepare_inputs(" + ", ".join(f"{s.name}={s.name}" for s in inputs) + ", sizes=sizes)")
+    objective.lines.append(
+        "inputs = self.prepare_inputs(" + ", ".join(f"{s.name}={s.name}" for s in inputs) + ", sizes=sizes)"
+    )
     for symbol in variables:
         objective.lines.append(
             f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, {dtype_source})'
@@ -414,7 +421,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
             elif isinstance(node, ir.Proj):
                 name = SET_TABLE[node.set].helper
             if name is not None:
-                for dependency in _op_dependencies(name) + (name,):
+                for dependency in (*_op_dependencies(name), name):
                     if dependency not in op_names:
                         op_names.append(dependency)
     op_sources = [_source("ops_torch", name) for name in op_names]
@@ -423,9 +430,11 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     # -- signatures and docs
     def data_param(symbol: Symbol) -> str:
         if symbol.role == "param":
-            return f"{symbol.name}: float | Tensor = {format_float(symbol.init.value)}" if isinstance(
-                symbol.init, ir.Const
-            ) else f"{symbol.name}: float | Tensor"
+            return (
+                f"{symbol.name}: float | Tensor = {format_float(symbol.init.value)}"
+                if isinstance(symbol.init, ir.Const)
+                else f"{symbol.name}: float | Tensor"
+            )
         return f"{symbol.name}: Tensor"
 
     required = [data_param(s) for s in data] + [data_param(s) for s in params if not isinstance(s.init, ir.Const)]
@@ -444,7 +453,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     gradient_math = [f"∇{var} f = {math(grad)}" for var, grad in problem.gradients]
     smooth_math = math(problem.smooth)
     terms = [f"{math(t.coef)}·{math(ir.Apply(t.func, (t.arg,), ir.SCALAR))}" for t in problem.nonsmooth]
-    objective_math = " + ".join([smooth_math] + terms)
+    objective_math = " + ".join([smooth_math, *terms])
     constraint_math = [f"{vs.var} ∈ {vs.set}({', '.join(math(p) for p in vs.params)})" for vs in problem.sets]
     learned_doc = [
         f"{name} ({'per layer' if learn.per_layer else 'shared'}, paradigm {low.paradigms[name]})"
@@ -516,7 +525,9 @@ def render_model(low: LoweredUnfold, spec_path: str) -> str:
 
 
 def render_init(low: LoweredUnfold, spec_path: str) -> str:
-    text = _environment().get_template("__init__.py.j2").render(
-        version=__version__, spec_path=spec_path, class_name=low.class_name, unfold=low.name
+    text = (
+        _environment()
+        .get_template("__init__.py.j2")
+        .render(version=__version__, spec_path=spec_path, class_name=low.class_name, unfold=low.name)
     )
     return format_python(text)

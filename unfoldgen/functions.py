@@ -157,9 +157,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("exp", (1, 1), "elementwise", _same, "torch.exp({0})", "np.exp({0})", "exp({0})", sympy.exp),
         Function("log", (1, 1), "elementwise", _same, "torch.log({0})", "np.log({0})", "log({0})", sympy.log),
         Function("sqrt", (1, 1), "elementwise", _same, "torch.sqrt({0})", "np.sqrt({0})", "√({0})", sympy.sqrt),
-        Function(
-            "sigmoid", (1, 1), "elementwise", _same, "torch.sigmoid({0})", "sigmoid({0})", "σ({0})", Sigmoid
-        ),
+        Function("sigmoid", (1, 1), "elementwise", _same, "torch.sigmoid({0})", "sigmoid({0})", "σ({0})", Sigmoid),
         Function(
             "softplus",
             (1, 1),
@@ -200,7 +198,7 @@ FUNCTIONS: dict[str, Function] = {
             (2, 2),
             "elementwise",
             _broadcast_all,
-            "torch.maximum({0}, torch.as_tensor({1}))",
+            "torch.maximum({0}, torch.as_tensor({1}).to({0}))",
             "np.maximum({0}, {1})",
             "max({0}, {1})",
             smooth=False,
@@ -210,7 +208,7 @@ FUNCTIONS: dict[str, Function] = {
             (2, 2),
             "elementwise",
             _broadcast_all,
-            "torch.minimum({0}, torch.as_tensor({1}))",
+            "torch.minimum({0}, torch.as_tensor({1}).to({0}))",
             "np.minimum({0}, {1})",
             "min({0}, {1})",
             smooth=False,
@@ -303,8 +301,16 @@ FUNCTIONS: dict[str, Function] = {
             "‖{0}‖₂,op",
             smooth=False,
         ),
-        Function("solve", (2, 2), "helper", _solve, "torch.linalg.solve({0}, {1})", "np.linalg.solve({0}, {1})",
-                 "({0})⁻¹ {1}", smooth=False),
+        Function(
+            "solve",
+            (2, 2),
+            "helper",
+            _solve,
+            "torch.linalg.solve({0}, {1})",
+            "np.linalg.solve({0}, {1})",
+            "({0})⁻¹ {1}",
+            smooth=False,
+        ),
     ]
 }
 

@@ -265,6 +265,8 @@ def _describe_token(token: Token) -> str:
 
 def _expected_words(expected: set[str]) -> str:
     words = sorted({_describe_terminal(name) for name in expected})
+    if len(words) > 6 and "_NL" in expected:
+        return "an operator or the end of the line"
     if len(words) > 6:
         return "an expression or statement here"
     if len(words) == 1:

@@ -18,7 +18,7 @@ def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dty
     expected = "(" + ", ".join(str(axis) for axis in axes) + ")"
     if tensor.dim() != len(axes):
         raise ValueError(f"data {name}: expected shape {expected}, got {tuple(tensor.shape)}")
-    for axis, size in zip(axes, tensor.shape):
+    for axis, size in zip(axes, tensor.shape, strict=False):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
@@ -35,7 +35,7 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
     batch = sizes.setdefault("B", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
-    for axis, size in zip(axes, value.shape[1:]):
+    for axis, size in zip(axes, value.shape[1:], strict=False):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")

@@ -36,7 +36,7 @@ def as_data(
     expected = "(" + ", ".join(str(axis) for axis in axes) + ")"
     if tensor.dim() != len(axes):
         raise ValueError(f"data {name}: expected shape {expected}, got {tuple(tensor.shape)}")
-    for axis, size in zip(axes, tensor.shape):
+    for axis, size in zip(axes, tensor.shape, strict=False):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(
@@ -59,7 +59,7 @@ def check_input(
         raise ValueError(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
         )
-    for axis, size in zip(axes, value.shape[1:]):
+    for axis, size in zip(axes, value.shape[1:], strict=False):
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(
