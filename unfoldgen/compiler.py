@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def check_text(text: str, filename: str = "<spec>") -> CheckedSpec:
 def compile_text(text: str, filename: str = "<spec>", spec_label: str | None = None) -> CompiledSpec:
     """Compile a spec's text to the files of one package per unfold block."""
     checked = check_text(text, filename)
-    label = spec_label or Path(filename).name
+    # the label lands in generated comments and docstrings: keep only safe characters
+    label = re.sub(r"[^\w.\-]", "_", spec_label or Path(filename).name, flags=re.ASCII)
     lowered = tuple(lower(unfold) for unfold in checked.unfolds)
     files: dict[str, str] = {}
     for low in lowered:
