@@ -186,6 +186,12 @@ class CheckedSpec:
 # ---------------------------------------------------------------------- helpers
 
 
+def a_role(role: str) -> str:
+    """'a variable', 'an input'."""
+    word = ROLE_WORDS[role]
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def fmt_shape(shape: ir.Shape) -> str:
     if ir.is_scalar(shape):
         return "a scalar"
@@ -231,6 +237,7 @@ class _Scope:
     grad_vars: set[str] = field(default_factory=set)
     problem: CheckedProblem | None = None
     lipschitz_vars: set[str] = field(default_factory=set)
+    hidden: dict[str, str] = field(default_factory=dict)  # declared, but out of reach here: why
 
 
 # ---------------------------------------------------------------------- expressions
@@ -261,6 +268,15 @@ class _Elaborator:
 
     def name(self, name: str, span: Span) -> ir.Expr:
         symbol = self.scope.symbols.get(name)
+        if symbol is None and not name.isascii():
+            odd = next(ch for ch in name if not ch.isascii())
+            raise SpecError(
+                f"name {name!r} contains the non-ASCII character {odd!r} (U+{ord(odd):04X}); "
+                "names are ASCII letters, digits and '_'",
+                span,
+            )
+        if symbol is None and name in self.scope.hidden:
+            raise SpecError(f"{name!r} cannot be used here: {self.scope.hidden[name]}", span)
         if symbol is None:
             if name in FUNCTIONS or name in SPECIAL_CALLS:
                 raise SpecError(f"{name!r} is a function; call it with arguments, e.g. {name}(x)", span)
@@ -273,6 +289,12 @@ class _Elaborator:
         return ir.Ref(name, symbol.role, symbol.shape)
 
     def binop(self, expr: s.BinOp) -> ir.Expr:
+        result = self._binop(expr)
+        if isinstance(result, ir.Const) and not math.isfinite(result.value):
+            raise SpecError("this constant expression is too large to represent (it overflows)", expr.span)
+        return result
+
+    def _binop(self, expr: s.BinOp) -> ir.Expr:
         left, right = self.expr(expr.left), self.expr(expr.right)
         ls, rs = left.shape, right.shape
         match expr.op:
@@ -294,6 +316,8 @@ class _Elaborator:
                 if not ir.is_scalar(rs):
                     raise SpecError("the exponent of '^' must be a scalar", expr.right.span)
                 return ir.power(left, right)
+            case "/" if isinstance(right, ir.Const) and right.value == 0:
+                raise SpecError("division by zero", expr.span)
             case op:
                 if not (ir.is_scalar(ls) or ir.is_scalar(rs) or ls == rs):
                     verb = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
@@ -332,7 +356,7 @@ class _Elaborator:
         entry = FUNCTIONS.get(name)
         if entry is None or not entry.user:
             if name in self.scope.symbols:
-                raise SpecError(f"{name!r} is a {ROLE_WORDS[self.scope.symbols[name].role]}, not a function", expr.span)
+                raise SpecError(f"{name!r} is {a_role(self.scope.symbols[name].role)}, not a function", expr.span)
             hint = _suggest(name, sorted(user_function_names() | set(self.scope.nets)))
             raise SpecError(f"unknown function {name!r}{hint}", expr.func.span)
         low, high = entry.arity
@@ -500,7 +524,11 @@ class _Elaborator:
                 )
             var_set = sets[target]
             if arg.shape != self.scope.symbols[target].shape:
-                raise SpecError(f"proj(v) for {target!r} needs v of shape {fmt_shape(arg.shape)}", expr.args[0].span)
+                target_shape = fmt_shape(self.scope.symbols[target].shape)
+                raise SpecError(
+                    f"proj(v) for {target!r} needs v of shape {target_shape}, got {fmt_shape(arg.shape)}",
+                    expr.args[0].span,
+                )
             return ir.Proj(var_set.set, var_set.params, arg, arg.shape)
         bracket = expr.bracket
         match bracket:
@@ -598,7 +626,7 @@ def _declare(table: dict[str, Symbol], symbol: Symbol, name: s.Name) -> None:
     if symbol.name in table:
         previous = table[symbol.name]
         raise SpecError(
-            f"{symbol.name!r} is already declared as a {ROLE_WORDS[previous.role]} (line {previous.span.line})",
+            f"{symbol.name!r} is already declared as {a_role(previous.role)} (line {previous.span.line})",
             name.span,
         )
     table[symbol.name] = symbol
@@ -609,7 +637,9 @@ def _uses_inputs(expr: ir.Expr | None, table: dict[str, Symbol], problem: Checke
         return False
     for node in ir.walk(expr):
         if isinstance(node, ir.Lipschitz) and problem is not None:
-            if _uses_inputs(problem.hessian_product(node.var), table):
+            # the Hessian's own direction (a variable) is not an input, whatever its start
+            constants = {n: sym for n, sym in table.items() if sym.role != "var"}
+            if _uses_inputs(problem.hessian_product(node.var), constants):
                 return True
     for name in ir.refs(expr):
         symbol = table.get(name)
@@ -721,8 +751,10 @@ def _split_objective(
         value = elaborate(term)
         if not ir.is_scalar(value.shape):
             raise SpecError(f"each objective term must be a scalar, this one is {fmt_shape(value.shape)}", term.span)
-        if not ir.depends_on(value, variables):
-            continue  # a constant shifts the objective, not its minimiser
+        if not ir.depends_on(value, variables) and not _nonsmooth_in(value):
+            # a constant shifts the objective's value, not its minimiser or gradient
+            smooth = ir.add(smooth, value) if sign > 0 else ir.sub(smooth, value)
+            continue
         rough = _nonsmooth_in(value)
         if not rough:
             smooth = ir.add(smooth, value) if sign > 0 else ir.sub(smooth, value)
@@ -736,8 +768,11 @@ def _split_objective(
             )
         if ir.depends_on(coef, variables):
             raise SpecError(f"the coefficient of {call.func}() may not depend on a variable", term.span)
-        if sign < 0:
-            raise SpecError(f"a non-smooth term ({call.func}) must be added, not subtracted", term.span)
+        if sign < 0 or _negative(coef):
+            raise SpecError(
+                f"a non-smooth term ({call.func}) must be added, not subtracted (its coefficient must be positive)",
+                term.span,
+            )
         nonsmooth.append(NonsmoothTerm(coef, call.func, call.args[0]))
     if not ir.depends_on(smooth, variables) and not nonsmooth:
         raise SpecError("the objective does not depend on any variable", objective.span)
@@ -745,16 +780,27 @@ def _split_objective(
 
 
 def _coefficient_and_call(value: ir.Expr) -> tuple[ir.Expr, ir.Apply | None]:
+    """``c1 * (c2 * h(v)) / c3`` → (c1·c2/c3, h(v)); (value, None) if it is not of that form."""
     match value:
         case ir.Apply():
             return ir.Const(1.0), value
-        case ir.Binary(op="*", left=left, right=ir.Apply() as call):
-            return left, call
-        case ir.Binary(op="*", left=ir.Apply() as call, right=right):
-            return right, call
-        case ir.Binary(op="/", left=ir.Apply() as call, right=right):
-            return ir.div(ir.Const(1.0), right), call
+        case ir.Neg(operand=operand):
+            coef, call = _coefficient_and_call(operand)
+            return ir.neg(coef), call
+        case ir.Binary(op="*", left=left, right=right):
+            for inner, other in ((right, left), (left, right)):
+                if _nonsmooth_in(inner) and not _nonsmooth_in(other):
+                    coef, call = _coefficient_and_call(inner)
+                    return ir.mul(other, coef), call
+        case ir.Binary(op="/", left=left, right=right) if not _nonsmooth_in(right):
+            coef, call = _coefficient_and_call(left)
+            return ir.div(coef, right), call
     return value, None
+
+
+def _negative(coef: ir.Expr) -> bool:
+    factor, _ = ir.split_factor(coef)
+    return factor < 0 or (isinstance(coef, ir.Const) and coef.value < 0)
 
 
 def _check_constraints(
@@ -787,7 +833,10 @@ def _read_comparison(comparison: s.Comparison, elaborate: _Elaborator, variables
             op = "<="
         left_var = _constrained(left, variables)
         right_var = _constrained(right, variables)
-        if (left_var is None) == (right_var is None):
+        unrecognised = (left_var is None and ir.depends_on(left, variables)) or (
+            right_var is None and ir.depends_on(right, variables)
+        )
+        if unrecognised or (left_var is None) == (right_var is None):
             raise SpecError(
                 "a constraint compares one variable (or the sum or norm of one) with a bound that does not "
                 "depend on variables",
@@ -828,8 +877,6 @@ def _constrained(expr: ir.Expr, variables: frozenset[str]) -> tuple[str, str | N
             "sum",
         ):
             return name, func
-    if ir.depends_on(expr, variables):
-        raise ValueError  # handled below
     return None
 
 
@@ -915,6 +962,8 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
         if decl.kind != "state":
             # hyperparameters and weights are fixed numbers: they cannot see the iterates
             scope.symbols = {n: sym for n, sym in table.items() if sym.role not in ("var", "state")}
+            reason = f"{a_role(decl.kind)} is fixed before the iterations start, so it cannot depend on the iterates"
+            scope.hidden = {n: reason for n, sym in table.items() if sym.role in ("var", "state")}
         init = _check_init(decl, shape, scope, ROLE_WORDS[decl.kind])
         symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table, problem))
         _declare(table, symbol, decl.name)
@@ -1046,6 +1095,8 @@ def check_spec(spec: s.SpecFile) -> CheckedSpec:
     folded: dict[str, s.Unfold] = {}
     for unfold in spec.unfolds:
         key = unfold.name.id.lower().replace("_", "")
+        if unfold.name.id in unfolds:
+            raise SpecError(f"unfold {unfold.name.id!r} is defined twice", unfold.name.span)
         if key in folded:
             raise SpecError(
                 f"unfold {unfold.name.id!r} would generate the same module as {folded[key].name.id!r}", unfold.name.span
@@ -1054,4 +1105,11 @@ def check_spec(spec: s.SpecFile) -> CheckedSpec:
         unfolds[unfold.name.id] = check_unfold(unfold, problems)
     if not spec.problems and not spec.unfolds:
         raise SpecError("the spec is empty: it needs a 'problem' block and an 'unfold' block", Span(1, 1, 1, 2))
+    if not spec.unfolds:
+        first = spec.problems[0].name
+        raise SpecError(
+            f"no 'unfold' block: nothing to compile for problem {first.id!r} "
+            f"(add 'unfold NAME from {first.id} {{...}}')",
+            first.span,
+        )
     return CheckedSpec(tuple(problems.values()), tuple(unfolds.values()))

@@ -70,6 +70,14 @@ def _run_compile(args: argparse.Namespace) -> int:
                         tofile=f"{args.output}/{relative} (fresh compile)",
                     )
                 )
+        stale = sorted(
+            path.relative_to(args.output).as_posix()
+            for path in args.output.glob("*/**/*")
+            if path.is_file() and "__pycache__" not in path.parts
+        )
+        for relative in stale:
+            if relative not in files:
+                differences.append(f"only in {args.output} (stale, not produced by the specs): {relative}\n")
         if differences:
             sys.stdout.writelines(differences)
             print(f"unfoldgen: {args.output} differs from a fresh compile", file=sys.stderr)
@@ -101,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             case "compile":
                 return _run_compile(args)
             case "explain":
-                print(explain(read_spec(args.spec), str(args.spec), args.unfold))
+                text = read_spec(args.spec)
+                try:
+                    print(explain(text, str(args.spec), args.unfold))
+                except KeyError as err:
+                    print(f"unfoldgen: {err.args[0]}", file=sys.stderr)
+                    return EXIT_USAGE
                 return EXIT_OK
     except SpecError as err:
         print(err, file=sys.stderr)

@@ -16,6 +16,7 @@ import jinja2
 
 from unfoldgen import __version__, ir
 from unfoldgen.check import Symbol, fmt_shape
+from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import MathPrinter, TorchPrinter, format_float
@@ -410,6 +411,11 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     helpers: list[str] = ["as_data", "check_input", "size_of"]
     if low.lipschitz_vars:
         helpers += ["unit_basis", "largest_hessian_eigenvalue"]
+    used_functions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic] + [total]
+    for expr in used_functions:
+        for node in ir.walk(expr):
+            if isinstance(node, ir.Apply):
+                helpers += [name for name in FUNCTIONS[node.func].torch_helpers if name not in helpers]
     helper_sources = [_source("runtime_torch", name) for name in helpers]
     op_names: list[str] = []
     all_exprs = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
@@ -482,7 +488,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "var_names": [s.name for s in variables],
         "var_doc": [f"{s.name}: {_user_shape(s, True)}" for s in variables],
         "forward_args": forward_args,
-        "outputs": [{"name": o, "vector": low.symbol(o).shape[1:] == (1,)} for o in outputs],
+        "outputs": [{"name": o, "layout": _user_layout(low.symbol(o).shape)} for o in outputs],
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
         "prepare_lines": prepare.lines,
@@ -494,6 +500,13 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "learned_names": list(low.learned),
         "shape_doc": {s.name: fmt_shape(s.shape) for s in unfold.symbols},
     }
+
+
+def _user_layout(shape: ir.Shape) -> str:
+    """How an internal ``(B, r, c)`` value is returned: vectors ``(B, n)``, scalars ``(B,)``."""
+    if shape == ():
+        return "[..., 0, 0]"
+    return ".squeeze(-1)" if shape[1] == 1 else ""
 
 
 def _dtype_source(low: LoweredUnfold) -> str:

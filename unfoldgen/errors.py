@@ -41,10 +41,11 @@ class SpecError(Exception):
         if self.span is None:
             return f"{self.filename}: error: {self.message}"
         head = f"{self.filename}:{self.span.line}:{self.span.column}: error: {self.message}"
-        lines = self.source.splitlines()
+        lines = self.source.split("\n")  # lark counts lines by \n only
         if not 1 <= self.span.line <= len(lines):
             return head
-        text = lines[self.span.line - 1].expandtabs(1)
+        text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
         if len(text) > 200:
             return head
         width = 1

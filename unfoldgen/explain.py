@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from unfoldgen import ir
 from unfoldgen.compiler import compile_text
-from unfoldgen.errors import SpecError
 from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -15,7 +14,7 @@ def explain(text: str, filename: str, unfold_name: str | None = None) -> str:
     lowered = [low for low in compiled.lowered if unfold_name in (None, low.name)]
     if unfold_name is not None and not lowered:
         names = ", ".join(low.name for low in compiled.lowered)
-        raise SpecError(f"no unfold named {unfold_name!r} in {filename} (have: {names})", None, "", filename)
+        raise KeyError(f"no unfold named {unfold_name!r} in {filename} (have: {names})")
     out: list[str] = []
     for low in lowered:
         problem = low.problem

@@ -146,6 +146,7 @@ class Function:
     sympy: Callable[..., sympy.Expr] | None = None
     smooth: bool = True
     user: bool = True  # callable from specs (internal entries are produced by desugaring)
+    torch_helpers: tuple[str, ...] = ()  # functions of runtime_torch the torch form calls
 
 
 _SUM = "{0}.sum(dim=(-2, -1), keepdim=True)"
@@ -178,6 +179,7 @@ FUNCTIONS: dict[str, Function] = {
             "h_{1}({0})",
             HuberElem,
             user=False,
+            torch_helpers=("huber_elementwise",),
         ),
         Function(
             "clip",

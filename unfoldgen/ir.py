@@ -215,19 +215,19 @@ def _const(expr: Expr) -> float | None:
     return expr.value if isinstance(expr, Const) else None
 
 
-def _split_factor(expr: Expr) -> tuple[float, Expr]:
+def split_factor(expr: Expr) -> tuple[float, Expr]:
     """``c * e`` → (c, e) for a constant factor c; else (1, expr)."""
     if isinstance(expr, Binary) and expr.op == "*" and isinstance(expr.left, Const):
         return expr.left.value, expr.right
     if isinstance(expr, Neg):
-        factor, rest = _split_factor(expr.operand)
+        factor, rest = split_factor(expr.operand)
         return -factor, rest
     return 1.0, expr
 
 
 def scale(factor: float, expr: Expr) -> Expr:
     """``factor * expr`` in simplest form."""
-    inner, rest = _split_factor(expr)
+    inner, rest = split_factor(expr)
     factor *= inner
     if isinstance(rest, Const) and rest.shape == ():
         return Const(factor * rest.value)
@@ -287,8 +287,8 @@ def mul(left: Expr, right: Expr) -> Expr:
         return right if right.shape == left.shape else Binary("*", left, right, left.shape)
     if isinstance(right, Ones) and right.shape == left.shape:
         return left
-    lf, lrest = _split_factor(left)
-    rf, rrest = _split_factor(right)
+    lf, lrest = split_factor(left)
+    rf, rrest = split_factor(right)
     if lf * rf != 1.0:
         return scale(lf * rf, mul(lrest, rrest))
     return Binary("*", left, right, broadcast(left.shape, right.shape))
@@ -304,8 +304,8 @@ def div(left: Expr, right: Expr) -> Expr:
 
 def matmul(left: Expr, right: Expr) -> Expr:
     shape = (left.shape[0], right.shape[1])
-    lf, lrest = _split_factor(left)
-    rf, rrest = _split_factor(right)
+    lf, lrest = split_factor(left)
+    rf, rrest = split_factor(right)
     if lf * rf != 1.0:
         return scale(lf * rf, Binary("@", lrest, rrest, shape))
     return Binary("@", left, right, shape)
@@ -316,7 +316,7 @@ def transpose(operand: Expr) -> Expr:
         return operand.operand
     if operand.shape == ():
         return operand
-    factor, rest = _split_factor(operand)
+    factor, rest = split_factor(operand)
     if factor != 1.0:
         return scale(factor, transpose(rest))
     return Transpose(operand, (operand.shape[1], operand.shape[0]))
@@ -328,7 +328,10 @@ def power(base: Expr, exponent: Expr) -> Expr:
     if _const(exponent) == 0.0:
         return Const(1.0) if base.shape == () else Ones(base.shape)
     if isinstance(base, Const) and isinstance(exponent, Const) and base.value > 0:
-        return Const(base.value**exponent.value)
+        try:
+            return Const(base.value**exponent.value)
+        except OverflowError:
+            return Const(float("inf"))
     return Power(base, exponent, base.shape)
 
 

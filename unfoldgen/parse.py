@@ -7,7 +7,7 @@ import math
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-from lark.tree import Meta
+from lark.tree import Meta, Tree
 
 from unfoldgen import syntax as s
 from unfoldgen.errors import Span, SpecError
@@ -15,7 +15,8 @@ from unfoldgen.resources import resource_dir
 
 MAX_SPEC_BYTES = 1_000_000
 MAX_NUMBER_DIGITS = 40
-MAX_NESTING = 200
+MAX_DEPTH = 200
+MAX_LAYERS = 10_000
 
 # Plain words for the grammar's named terminals; literal terminals are shown quoted.
 TERMINAL_WORDS = {
@@ -23,6 +24,7 @@ TERMINAL_WORDS = {
     "NUMBER": "a number",
     "INT": "a whole number",
     "_NL": "a new line",
+    "RBRACE": "'}'",
     "COMPARE": "a comparison ('<=', '>=' or '==')",
     "PER_LAYER": "'per layer'",
     "REAL": "'real'",
@@ -158,10 +160,11 @@ class _Builder(Transformer):
     # unfold blocks
     def layers(self, meta: Meta, children: list) -> tuple[str, int, Span]:
         span = _span(children[0])
-        text = str(children[0])
-        if len(text) > 7:
-            raise SpecError(f"'layers {text}' is far too many layers (at most 100000)", span)
-        return ("layers", int(text), span)
+        digits = str(children[0]).lstrip("0") or "0"
+        count = int(digits) if len(digits) <= 7 else MAX_LAYERS + 1
+        if not 1 <= count <= MAX_LAYERS:
+            raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {children[0]}", span)
+        return ("layers", count, span)
 
     def net_option(self, meta: Meta, children: list) -> tuple[s.Name, int]:
         text = str(children[1])
@@ -263,12 +266,36 @@ def _describe_token(token: Token) -> str:
     return repr(text if len(text) <= 30 else text[:27] + "...")
 
 
+OPERATOR_SYMBOLS = frozenset({"+", "-", "*", "/", "@", "^", ".T"})
+
+
+@functools.cache
+def _operator_terminals() -> frozenset[str]:
+    names = {t.name for t in _parser().terminals if t.pattern.type == "str" and t.pattern.value in OPERATOR_SYMBOLS}
+    return frozenset(names | {"COMPARE"})
+
+
+@functools.cache
+def _statement_keywords() -> frozenset[str]:
+    statements = {"dim", "data", "input", "var", "param", "minimize", "subject", "layers", "hyper", "weight"}
+    statements |= {"state", "net", "iterate", "learn", "output", "let", "problem", "unfold"}
+    return frozenset(t.name for t in _parser().terminals if t.pattern.type == "str" and t.pattern.value in statements)
+
+
 def _expected_words(expected: set[str]) -> str:
-    words = sorted({_describe_terminal(name) for name in expected})
-    if len(words) > 6 and "_NL" in expected:
-        return "an operator or the end of the line"
-    if len(words) > 6:
-        return "an expression or statement here"
+    names = set(expected)
+    words = []
+    if len(names & _operator_terminals()) >= 3:
+        names -= _operator_terminals()
+        names -= {"LSQB", "LPAR"}  # calls and brackets after a name: part of "an operator" here
+        words.append("an operator")
+    keywords = names & _statement_keywords()
+    if len(keywords) >= 3:
+        names -= keywords
+        words.append("a statement")
+    words += sorted({_describe_terminal(name) for name in names})
+    if len(words) > 5:
+        return "an expression or a statement"
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
@@ -298,6 +325,9 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
             if token.type != "$END":
                 span = Span(token.line, token.column, token.end_line or token.line, token.end_column or column + 1)
             expected = set(err.expected) if err.expected else set()
+            if isinstance(err, UnexpectedToken) and err.interactive_parser is not None:
+                # LALR merges lookaheads of similar states; ask which tokens really fit here
+                expected = set(err.interactive_parser.accepts()) or expected
             previous = _previous_token(text, token.start_pos if token.type != "$END" else len(text))
             after = f" after {_describe_token(previous)}" if previous is not None else ""
             found = _describe_token(token)
@@ -305,34 +335,61 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
     return SpecError(str(err), span)
 
 
+def _position(text: str, index: int) -> Span:
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return Span(line, column, line, column + 1)
+
+
 def _check_input(text: str) -> None:
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(f"spec is too large ({len(text)} characters; at most {MAX_SPEC_BYTES})", None)
     if "\x00" in text:
-        raise SpecError("spec contains NUL bytes; is it a binary file?", None)
-    depth = deepest = 0
+        raise SpecError("spec contains a NUL byte; is it a binary file?", _position(text, text.index("\x00")))
+    depth = 0
+    in_comment = False
     for index, char in enumerate(text):
-        if char in "([":
+        if in_comment:
+            in_comment = char != "\n"
+        elif char == "#":
+            in_comment = True
+        elif char in "([":
             depth += 1
-            if depth > deepest:
-                deepest = depth
-                if depth > MAX_NESTING:
-                    line = text.count("\n", 0, index) + 1
-                    column = index - (text.rfind("\n", 0, index) + 1) + 1
-                    span = Span(line, column, line, column + 1)
-                    raise SpecError(f"brackets nested more than {MAX_NESTING} deep", span)
+            if depth > MAX_DEPTH:
+                raise SpecError(f"brackets nested more than {MAX_DEPTH} deep", _position(text, index))
         elif char in ")]":
             depth = max(0, depth - 1)
 
 
+def _check_depth(tree: Tree) -> None:
+    """Reject expressions nested deeper than MAX_DEPTH before any recursive pass sees them."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            span = Span(meta.line, meta.column, meta.line, meta.column + 1) if not meta.empty else None
+            raise SpecError(
+                f"expression nested more than {MAX_DEPTH} levels deep; split it with 'let' or shorter terms", span
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def normalise_newlines(text: str) -> str:
+    """Accept \\r\\n and lone \\r line endings and a leading byte-order mark."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def parse_text(text: str, filename: str = "<spec>") -> s.SpecFile:
     """Parse a spec's text into its AST, or raise a located SpecError."""
+    text = normalise_newlines(text)
     try:
         _check_input(text)
         try:
             tree = _parser().parse(text)
         except UnexpectedInput as err:
             raise _syntax_error(err, text) from None
+        _check_depth(tree)
         try:
             return _Builder().transform(tree)
         except VisitError as err:

@@ -66,7 +66,7 @@ def check_input(
     expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
-    return value.unsqueeze(-1) if len(axes) == 1 else value
+    return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
 
 
 def size_of(dim: str, sizes: dict) -> int:
@@ -85,10 +85,10 @@ def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -
 
 
 def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
-    """λ_max of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
+    """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
     hessian = columns.flatten(-2).movedim(0, -1)
     hessian = (hessian + hessian.mT) / 2
-    return torch.linalg.eigvalsh(hessian)[..., -1:].unsqueeze(-1)
+    return torch.linalg.eigvalsh(hessian).abs().amax(dim=-1, keepdim=True).unsqueeze(-1)
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:

@@ -70,7 +70,7 @@ def check_input(
     expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
-    return value.unsqueeze(-1) if len(axes) == 1 else value
+    return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
 
 
 def size_of(dim: str, sizes: dict) -> int:

@@ -1,0 +1,259 @@
+"""The command line: exit codes (0 ok, 1 spec errors, 2 usage), compile, compile --check, explain."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unfoldgen import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+SPEC_FILES = sorted(SPECS.glob("*.unf"))
+LASSO = SPECS / "lasso.unf"
+BAD_SPEC = ROOT / "tests" / "specs" / "bad" / "syntax_missing_colon.unf"
+UNFOLD = re.compile(r"^unfold\s+(\w+)\s+from\s", re.MULTILINE)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "unfoldgen", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command line in-process (fast): exit code, stdout, stderr."""
+    code = cli.main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def unfold_names(paths: list[Path]) -> set[str]:
+    """The unfold blocks of the specs, read straight from their text."""
+    return {name for path in paths for name in UNFOLD.findall(path.read_text(encoding="utf-8"))}
+
+
+# ---------------------------------------------------------------------- exit codes
+
+
+def test_check_valid_specs_exits_0():
+    result = run_cli("check", *(str(path) for path in SPEC_FILES))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_folder_exits_0(capsys: pytest.CaptureFixture[str]):
+    code, _, err = main(capsys, "check", SPECS)
+    assert code == 0, err
+
+
+def test_check_bad_spec_exits_1():
+    result = run_cli("check", str(BAD_SPEC))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    head, source, caret = result.stderr.splitlines()[:3]
+    assert re.match(rf"{re.escape(str(BAD_SPEC))}:\d+:\d+: error: expected ':'", head)
+    assert source.strip() == "data  A real[m, n]"
+    assert caret.strip() == "^^^^"
+
+
+def test_check_stops_at_first_bad_spec(capsys: pytest.CaptureFixture[str]):
+    code, _, err = main(capsys, "check", LASSO, BAD_SPEC, SPECS / "rpca.unf")
+    assert code == 1
+    assert err.startswith(f"{BAD_SPEC}:")
+
+
+USAGE_ERRORS = {
+    "no_subcommand": [],
+    "unknown_subcommand": ["frobnicate", "specs/lasso.unf"],
+    "check_without_spec": ["check"],
+    "unknown_flag": ["check", "--bogus", "specs/lasso.unf"],
+    "missing_file": ["check", "no/such/spec.unf"],
+    "compile_without_output": ["compile", "specs/lasso.unf"],
+    "compile_missing_file": ["compile", "no/such/spec.unf", "-o", "{tmp}"],
+    "explain_without_spec": ["explain"],
+    "explain_missing_file": ["explain", "no/such/spec.unf"],
+    "explain_a_folder": ["explain", "specs"],
+}
+
+
+@pytest.mark.parametrize("argv", list(USAGE_ERRORS.values()), ids=list(USAGE_ERRORS))
+def test_usage_error_exits_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(ROOT)
+    argv = [arg.replace("{tmp}", str(tmp_path / "out")) for arg in argv]
+    code, _, err = main(capsys, *argv)
+    assert code == 2
+    assert err.strip(), "a usage error says what is wrong"
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_exit_2_as_a_process():
+    for argv in ([], ["check", "--bogus", "specs/lasso.unf"], ["check", "no/such/spec.unf"]):
+        result = run_cli(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]):
+    code, out, _ = main(capsys, "--version")
+    assert code == 0
+    assert out.startswith("unfoldgen ")
+    code, out, _ = main(capsys, "--help")
+    assert code == 0
+    assert "check" in out and "compile" in out and "explain" in out
+
+
+# ---------------------------------------------------------------------- compile
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """specs/ compiled once into a fresh folder, as `unfoldgen compile specs/ -o OUT`."""
+    out = tmp_path_factory.mktemp("compiled") / "out"
+    assert cli.main(["compile", f"{SPECS}/", "-o", str(out)]) == 0
+    return out
+
+
+def test_compile_writes_one_package_per_unfold(compiled: Path):
+    expected = unfold_names(SPEC_FILES)
+    assert {"ista", "fista", "lista_cp", "admm", "pgd", "rpca_ista"} <= expected
+    packages = {path.name for path in compiled.iterdir() if path.is_dir()}
+    assert packages == expected
+    assert sorted(tree(compiled)) == sorted(
+        f"{name}/{file}" for name in expected for file in ("__init__.py", "model.py")
+    )
+
+
+def test_compiled_modules_are_python(compiled: Path):
+    for path in sorted(compiled.rglob("*.py")):
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")  # a SyntaxError fails the test
+    assert "class Ista" in (compiled / "ista" / "model.py").read_text(encoding="utf-8")
+
+
+def test_compile_is_deterministic(compiled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = main(capsys, "compile", *SPEC_FILES, "-o", tmp_path / "again")
+    assert code == 0
+    assert out.startswith("wrote ")
+    assert tree(tmp_path / "again") == tree(compiled)
+
+
+def test_compile_check_fresh_output_exits_0(compiled: Path, capsys: pytest.CaptureFixture[str]):
+    before = tree(compiled)
+    code, out, err = main(capsys, "compile", SPECS, "-o", compiled, "--check")
+    assert code == 0, out + err
+    assert "match a fresh compile" in out
+    assert tree(compiled) == before, "--check must not write"
+
+
+def test_compile_check_edited_output_exits_1_with_a_diff(
+    compiled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out_dir = tmp_path / "out"
+    assert main(capsys, "compile", SPECS, "-o", out_dir)[0] == 0
+    model = out_dir / "ista" / "model.py"
+    text = model.read_text(encoding="utf-8")
+    model.write_text(text.replace("\n", "\n# hand edit\n", 1), encoding="utf-8")
+    edited = tree(out_dir)
+    code, out, err = main(capsys, "compile", SPECS, "-o", out_dir, "--check")
+    assert code == 1
+    assert f"--- {out_dir}/ista/model.py" in out
+    assert f"+++ {out_dir}/ista/model.py" in out
+    assert "\n@@ " in out
+    assert "\n-# hand edit\n" in out
+    assert "fista/model.py" not in out, "only the edited file differs"
+    assert "differs" in err
+    assert tree(out_dir) == edited, "--check must not repair the output"
+
+
+def test_compile_check_missing_output_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = main(capsys, "compile", LASSO, "-o", tmp_path / "never_written", "--check")
+    assert code == 1
+    assert "ista/model.py" in out
+    assert not (tmp_path / "never_written").exists()
+
+
+def test_compile_with_a_bad_spec_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_dir = tmp_path / "out"
+    code, _, err = main(capsys, "compile", LASSO, BAD_SPEC, "-o", out_dir)
+    assert code == 1
+    assert err.startswith(f"{BAD_SPEC}:")
+    assert not out_dir.exists()
+
+
+def test_compile_same_unfold_in_two_files_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    for name in ("a.unf", "b.unf"):
+        (tmp_path / name).write_text(LASSO.read_text(encoding="utf-8"), encoding="utf-8")
+    code, _, err = main(capsys, "compile", tmp_path / "a.unf", tmp_path / "b.unf", "-o", tmp_path / "out")
+    assert code == 1
+    assert "defined in both" in err
+    assert not (tmp_path / "out").exists()
+
+
+ESCAPING_NAMES = ["..", "../escape", "a/b", "/tmp/abs", "x..y", ".hidden", "__init__", "_private"]
+
+
+@pytest.mark.parametrize("name", ESCAPING_NAMES)
+def test_unfold_name_cannot_leave_the_output_folder(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    text = LASSO.read_text(encoding="utf-8")
+    assert text.count("unfold ista from") == 1
+    spec = tmp_path / "spec" / "evil.unf"
+    spec.parent.mkdir()
+    spec.write_text(text.replace("unfold ista from", f"unfold {name} from"), encoding="utf-8")
+    out_dir = tmp_path / "work" / "out"
+    out_dir.parent.mkdir()
+    code, _, err = main(capsys, "compile", spec, "-o", out_dir)
+    assert code == 1
+    line = 1 + text[: text.index("unfold ista from")].count("\n")
+    assert err.startswith(f"{spec}:{line}:"), err
+    assert "Traceback" not in err
+    assert tree(tmp_path) == {"spec/evil.unf": spec.read_bytes()}, "nothing may be written anywhere"
+    assert main(capsys, "check", spec)[0] == 1
+
+
+# ---------------------------------------------------------------------- explain
+
+
+def test_explain_shows_the_derived_gradient():
+    result = run_cli("explain", "specs/lasso.unf", "--unfold", "ista")
+    assert result.returncode == 0, result.stderr
+    assert "Aᵀ (A x − y)" in result.stdout
+    assert "unfold ista from lasso" in result.stdout
+    assert "soft threshold" in result.stdout
+    assert "fista" not in result.stdout, "--unfold shows only that block"
+
+
+def test_explain_every_unfold(capsys: pytest.CaptureFixture[str]):
+    code, out, _ = main(capsys, "explain", LASSO)
+    assert code == 0
+    for name in unfold_names([LASSO]):
+        assert f"unfold {name} from lasso" in out
+
+
+def test_explain_unknown_unfold_names_the_known_ones(capsys: pytest.CaptureFixture[str]):
+    code, _, err = main(capsys, "explain", LASSO, "--unfold", "nosuch")
+    assert code != 0
+    assert "'nosuch'" in err
+    assert "ista" in err and "admm" in err
+
+
+def test_explain_bad_spec_exits_1(capsys: pytest.CaptureFixture[str]):
+    code, _, err = main(capsys, "explain", BAD_SPEC)
+    assert code == 1
+    assert err.startswith(f"{BAD_SPEC}:")
