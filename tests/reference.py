@@ -311,9 +311,7 @@ def rpca_ista(D, K, lam1=1.0, lam2=0.1, mu=0.5, return_iterates=False):
     for k in range(K):
         gL = -(D - L - S)
         gS = -(D - L - S)
-        L_new = np.stack(
-            [svt(L[b] - mus[k] * gL[b], mus[k] * lam1s[k]) for b in range(D.shape[0])]
-        )
+        L_new = np.stack([svt(L[b] - mus[k] * gL[b], mus[k] * lam1s[k]) for b in range(D.shape[0])])
         S_new = soft_threshold(S - mus[k] * gS, mus[k] * lam2s[k])
         L, S = L_new, S_new
         iterates.append((L.copy(), S.copy()))

@@ -66,9 +66,7 @@ def rpca_data():
 
 def rel_err(x, x_ref):
     """Largest per-sample relative error ||x_b - ref_b|| / ||ref_b||."""
-    return float(
-        np.max(np.linalg.norm(x - x_ref, axis=-1) / np.linalg.norm(x_ref, axis=-1))
-    )
+    return float(np.max(np.linalg.norm(x - x_ref, axis=-1) / np.linalg.norm(x_ref, axis=-1)))
 
 
 # ---------------------------------------------------------------------------
@@ -140,12 +138,8 @@ def test_ista_and_lista_hand_unrolled(small_data):
         for mu, lam in zip(mus, lams, strict=True):
             x = _soft(x - mu * A.T @ (A @ x - y), mu * lam)
         expected.append(x)
-    np.testing.assert_allclose(
-        ref.ista(A, Y, lams, 3, mu=mus), expected, rtol=0, atol=1e-14
-    )
-    np.testing.assert_allclose(
-        ref.lista_cp(A, Y, lams, 3, mu=mus), expected, rtol=0, atol=1e-14
-    )
+    np.testing.assert_allclose(ref.ista(A, Y, lams, 3, mu=mus), expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ref.lista_cp(A, Y, lams, 3, mu=mus), expected, rtol=0, atol=1e-14)
     # explicit per-layer W and theta
     Ws = [mu * A.T for mu in mus]
     thetas = [mu * lam for mu, lam in zip(mus, lams, strict=True)]
@@ -170,9 +164,7 @@ def test_fista_hand_unrolled(small_data):
         z3 = x3 + ((t2 - 1.0) / t3) * (x3 - x2)
         x4 = _soft(z3 - mus[3] * A.T @ (A @ z3 - y), mus[3] * lams[3])
         expected.append(x4)
-    np.testing.assert_allclose(
-        ref.fista(A, Y, lams, 4, mu=mus), expected, rtol=0, atol=1e-14
-    )
+    np.testing.assert_allclose(ref.fista(A, Y, lams, 4, mu=mus), expected, rtol=0, atol=1e-14)
 
 
 def test_admm_hand_unrolled(small_data):
@@ -187,9 +179,7 @@ def test_admm_hand_unrolled(small_data):
             z = _soft(x + u, lam / rho)
             u = u + x - z
         expected.append(z)
-    np.testing.assert_allclose(
-        ref.admm(A, Y, lams, 3, rho=rhos), expected, rtol=0, atol=1e-12
-    )
+    np.testing.assert_allclose(ref.admm(A, Y, lams, 3, rho=rhos), expected, rtol=0, atol=1e-12)
 
 
 def test_pgd_box_hand_unrolled():
@@ -206,9 +196,7 @@ def test_pgd_box_hand_unrolled():
         for mu in mus:
             x = np.minimum(np.maximum(x - mu * 2.0 * Hb.T @ (Hb @ x - y), -0.5), 0.7)
         expected_mus.append(x)
-    np.testing.assert_allclose(
-        ref.pgd_box(H, Y, 3), expected_default, rtol=0, atol=1e-14
-    )
+    np.testing.assert_allclose(ref.pgd_box(H, Y, 3), expected_default, rtol=0, atol=1e-14)
     got = ref.pgd_box(H, Y, 3, lo=-0.5, hi=0.7, mu=mus)
     np.testing.assert_allclose(got, expected_mus, rtol=0, atol=1e-14)
 
@@ -219,23 +207,13 @@ def test_rpca_ista_hand_unrolled():
     for b in range(2):
         # iteration 1 from L = S = 0: both proximal steps act on mu D
         U, s, Vt = np.linalg.svd(mus[0] * D[b])
-        L1 = sum(
-            max(s[i] - mus[0] * lam1s[0], 0.0) * np.outer(U[:, i], Vt[i])
-            for i in range(len(s))
-        )
-        S1 = np.sign(mus[0] * D[b]) * np.maximum(
-            np.abs(mus[0] * D[b]) - mus[0] * lam2s[0], 0.0
-        )
+        L1 = sum(max(s[i] - mus[0] * lam1s[0], 0.0) * np.outer(U[:, i], Vt[i]) for i in range(len(s)))
+        S1 = np.sign(mus[0] * D[b]) * np.maximum(np.abs(mus[0] * D[b]) - mus[0] * lam2s[0], 0.0)
         # iteration 2: gradient R = D - L1 - S1 shared by both blocks
         R = D[b] - L1 - S1
         U, s, Vt = np.linalg.svd(L1 + mus[1] * R)
-        L2 = sum(
-            max(s[i] - mus[1] * lam1s[1], 0.0) * np.outer(U[:, i], Vt[i])
-            for i in range(len(s))
-        )
-        S2 = np.sign(S1 + mus[1] * R) * np.maximum(
-            np.abs(S1 + mus[1] * R) - mus[1] * lam2s[1], 0.0
-        )
+        L2 = sum(max(s[i] - mus[1] * lam1s[1], 0.0) * np.outer(U[:, i], Vt[i]) for i in range(len(s)))
+        S2 = np.sign(S1 + mus[1] * R) * np.maximum(np.abs(S1 + mus[1] * R) - mus[1] * lam2s[1], 0.0)
         L, S = ref.rpca_ista(D, 2, lam1=lam1s, lam2=lam2s, mu=mus)
         np.testing.assert_allclose(L[b], L2, rtol=0, atol=1e-13)
         np.testing.assert_allclose(S[b], S2, rtol=0, atol=1e-13)
@@ -258,9 +236,7 @@ def test_sklearn_lasso_satisfies_kkt(lasso_data, sklearn_lasso):
         corr = A.T @ (y - A @ x)
         on = x != 0
         assert 0 < on.sum() < N  # non-trivial: some zeros, some nonzeros
-        np.testing.assert_allclose(
-            corr[on], lam * np.sign(x[on]), rtol=0, atol=1e-8 * lam
-        )
+        np.testing.assert_allclose(corr[on], lam * np.sign(x[on]), rtol=0, atol=1e-8 * lam)
         assert np.all(np.abs(corr[~on]) <= lam * (1 + 1e-8))
 
 
@@ -273,10 +249,7 @@ def test_lasso_solvers_match_sklearn(solver, lasso_data, sklearn_lasso):
     np.testing.assert_array_equal(X != 0, sklearn_lasso != 0)
     # and the reference's own objective is no worse than sklearn's
     for x, xs, y in zip(X, sklearn_lasso, Y, strict=True):
-        assert (
-            ref.lasso_objective(A, y, x, lam)
-            <= ref.lasso_objective(A, y, xs, lam) + 1e-10
-        )
+        assert ref.lasso_objective(A, y, x, lam) <= ref.lasso_objective(A, y, xs, lam) + 1e-10
 
 
 def test_lasso_solvers_not_converged_after_few_iterations(lasso_data, sklearn_lasso):
@@ -289,9 +262,7 @@ def test_lasso_solvers_not_converged_after_few_iterations(lasso_data, sklearn_la
 def test_pgd_box_matches_lsq_linear(box_data):
     H, Y, _ = box_data
     X = ref.pgd_box(H, Y, LONG_K)
-    peer = np.stack(
-        [lsq_linear(H[b], Y[b], bounds=(-1.0, 1.0), tol=1e-12).x for b in range(B)]
-    )
+    peer = np.stack([lsq_linear(H[b], Y[b], bounds=(-1.0, 1.0), tol=1e-12).x for b in range(B)])
     # non-trivial: the optimum has both clipped and interior coordinates
     assert np.any(np.abs(peer) >= 1 - 1e-9)
     assert np.any(np.abs(peer) < 1 - 1e-3)
@@ -322,17 +293,9 @@ def _nuclear_kkt_violation(L, R, lam1):
 def test_rpca_ista_monotone_and_stationary(rpca_data):
     D = rpca_data
     lam1, lam2, mu = 1.0, 0.1, 0.5
-    iterates = ref.rpca_ista(
-        D, RPCA_K, lam1=lam1, lam2=lam2, mu=mu, return_iterates=True
-    )
+    iterates = ref.rpca_ista(D, RPCA_K, lam1=lam1, lam2=lam2, mu=mu, return_iterates=True)
     objective = np.array(
-        [
-            [
-                ref.rpca_objective(D[b], L[b], S[b], lam1, lam2)
-                for b in range(D.shape[0])
-            ]
-            for L, S in iterates
-        ]
+        [[ref.rpca_objective(D[b], L[b], S[b], lam1, lam2) for b in range(D.shape[0])] for L, S in iterates]
     )
     start = np.array([ref.rpca_objective(Db, 0 * Db, 0 * Db, lam1, lam2) for Db in D])
     objective = np.vstack([start, objective])
@@ -345,9 +308,7 @@ def test_rpca_ista_monotone_and_stationary(rpca_data):
         R = D[b] - L[b] - S[b]  # = -gL = -gS
         # proximal fixed point
         assert np.linalg.norm(L[b] - ref.svt(L[b] + mu * R, mu * lam1)) <= 1e-9
-        assert (
-            np.linalg.norm(S[b] - ref.soft_threshold(S[b] + mu * R, mu * lam2)) <= 1e-9
-        )
+        assert np.linalg.norm(S[b] - ref.soft_threshold(S[b] + mu * R, mu * lam2)) <= 1e-9
         # subgradient optimality, checked without svt / soft_threshold:
         # R in lam1 d||L||_*  and  R in lam2 d||S||_1
         assert _nuclear_kkt_violation(L[b], R, lam1) <= 1e-8
@@ -368,9 +329,7 @@ def test_rpca_ista_monotone_and_stationary(rpca_data):
 def test_lista_cp_init_equals_ista(lasso_data):
     A, Y, lam = lasso_data
     for K in (1, 5, 16):
-        np.testing.assert_allclose(
-            ref.lista_cp(A, Y, lam, K), ref.ista(A, Y, lam, K), rtol=0, atol=1e-12
-        )
+        np.testing.assert_allclose(ref.lista_cp(A, Y, lam, K), ref.ista(A, Y, lam, K), rtol=0, atol=1e-12)
     # and not trivially: the result moves with K
     assert rel_err(ref.lista_cp(A, Y, lam, 1), ref.lista_cp(A, Y, lam, 16)) > 1e-2
 
@@ -406,19 +365,11 @@ def test_return_iterates_pgd_box_and_rpca(box_data, rpca_data):
 def test_constant_per_layer_lists_equal_scalars(lasso_data, box_data):
     A, Y, lam = lasso_data
     K, mu = 5, 0.5 / ref.lipschitz(A)
-    np.testing.assert_array_equal(
-        ref.ista(A, Y, [lam] * K, K, mu=[mu] * K), ref.ista(A, Y, lam, K, mu=mu)
-    )
-    np.testing.assert_array_equal(
-        ref.fista(A, Y, [lam] * K, K, mu=[mu] * K), ref.fista(A, Y, lam, K, mu=mu)
-    )
-    np.testing.assert_array_equal(
-        ref.admm(A, Y, [lam] * K, K, rho=[2.0] * K), ref.admm(A, Y, lam, K, rho=2.0)
-    )
+    np.testing.assert_array_equal(ref.ista(A, Y, [lam] * K, K, mu=[mu] * K), ref.ista(A, Y, lam, K, mu=mu))
+    np.testing.assert_array_equal(ref.fista(A, Y, [lam] * K, K, mu=[mu] * K), ref.fista(A, Y, lam, K, mu=mu))
+    np.testing.assert_array_equal(ref.admm(A, Y, [lam] * K, K, rho=[2.0] * K), ref.admm(A, Y, lam, K, rho=2.0))
     H, Yb, _ = box_data
-    np.testing.assert_array_equal(
-        ref.pgd_box(H, Yb, K, mu=[0.1] * K), ref.pgd_box(H, Yb, K, mu=0.1)
-    )
+    np.testing.assert_array_equal(ref.pgd_box(H, Yb, K, mu=[0.1] * K), ref.pgd_box(H, Yb, K, mu=0.1))
 
 
 # ---------------------------------------------------------------------------
