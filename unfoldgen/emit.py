@@ -237,7 +237,13 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     states = tuple(sym for sym in unfold.symbols if sym.role == "state")
 
     # -- constructor
-    init_lines: list[str] = ["self.layers = layers", "sizes: dict = {}"]
+    init_lines: list[str] = [
+        "if not isinstance(layers, int) or layers < 1:",
+        f'{INDENT}raise ValueError(f"layers must be a positive integer, got {{layers!r}}")',
+        "self.layers = layers",
+        "self.checkpoint_layers = checkpoint_layers",
+        "sizes: dict = {}",
+    ]
     for dim in (sym.name for sym in problem.of_role("dim")):
         init_lines.append(f"if {dim} is not None:")
         init_lines.append(f'{INDENT}sizes["{dim}"] = {dim}')
@@ -448,6 +454,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     keyword_only = [f"{s.name}: float | Tensor | None = None" for s in low.static]
     keyword_only += [f"{d.name}: int | None = None" for d in problem.of_role("dim")]
     keyword_only += [f"layers: int = {unfold.layers}", "dtype: torch.dtype | None = None"]
+    keyword_only += ["checkpoint_layers: bool = False"]
     forward_args = ", ".join(f"{s.name}: Tensor" for s in inputs)
     outputs = unfold.outputs
     output_shapes = ", ".join(f"{o}: {_user_shape(low.symbol(o), True)}" for o in outputs)

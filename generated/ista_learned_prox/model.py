@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def as_data(
@@ -136,9 +137,13 @@ class IstaLearnedProx(nn.Module):
         n: int | None = None,
         layers: int = 10,
         dtype: torch.dtype | None = None,
+        checkpoint_layers: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers must be a positive integer, got {layers!r}")
         self.layers = layers
+        self.checkpoint_layers = checkpoint_layers
         sizes: dict = {}
         if m is not None:
             sizes["m"] = m
@@ -209,7 +214,11 @@ class IstaLearnedProx(nn.Module):
         state = self.initial_state(inputs)
         iterates = []
         for k in range(self.layers):
-            state = self.layer(k, state, inputs)
+            if self.checkpoint_layers and torch.is_grad_enabled():
+                # recompute this layer in the backward pass: memory stops growing with K
+                state = checkpoint(self.layer, k, state, inputs, use_reentrant=False)
+            else:
+                state = self.layer(k, state, inputs)
             if return_iterates:
                 iterates.append(self.outputs(state))
         return iterates if return_iterates else self.outputs(state)
