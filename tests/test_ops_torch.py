@@ -18,6 +18,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from unfoldgen import ops_torch
+from unfoldgen.emit import helper_closure, helper_sources
 
 SHAPES = [(3, 1), (5, 1), (2, 3)]
 # One input scale per seed, so small scales hit the "everything thresholded" and
@@ -451,27 +452,25 @@ def test_gradcheck(name, v, p):
 
 
 def test_module_layout():
-    """Only torch imports, and DEPENDS as a plain literal assignment (the compiler reads it with ast)."""
+    """Only torch imports: the copied helpers need nothing else."""
     tree = ast.parse(inspect.getsource(ops_torch))
     imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     assert [ast.unparse(n) for n in imports] == ["import torch", "from torch import Tensor"]
-    (depends,) = [n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "DEPENDS"]
-    assert ast.literal_eval(depends.value) == ops_torch.DEPENDS
+
+
+def test_compiler_finds_helper_dependencies():
+    assert helper_closure("ops_torch", ["prox_norminf"]) == ["proj_ball1", "prox_norminf"]
+    assert helper_closure("ops_torch", ["soft_threshold"]) == ["soft_threshold"]
 
 
 @pytest.mark.parametrize("name", OPS)
 def test_function_runs_when_copied_alone(name):
-    """The compiler copies a function (and its DEPENDS) with getsource; nothing else."""
+    """The compiler copies a function and the helpers it calls, as text; nothing else."""
     fn = getattr(ops_torch, name)
-    deps = ops_torch.DEPENDS.get(name, ())
-    module_functions = {n for n, o in vars(ops_torch).items() if inspect.isfunction(o)}
-    used = {n.id for n in ast.walk(ast.parse(inspect.getsource(fn))) if isinstance(n, ast.Name)}
-    assert used & (module_functions - {name}) == set(deps)
-
     namespace = {"torch": torch, "Tensor": Tensor}
-    for src in [*deps, name]:
+    for source in helper_sources("ops_torch", [name]):
         # Executing our own source is exactly what the generated module does.
-        exec(inspect.getsource(getattr(ops_torch, src)), namespace)
+        exec(source, namespace)
     v, p = batch((3, 2))
     # Call with the function's own parameter list: (v), (v, t) or (v, lo, hi).
     args = {1: (v,), 2: (v, p), 3: (v, -p, 2 * p)}[len(inspect.signature(fn).parameters)]

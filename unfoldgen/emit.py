@@ -39,26 +39,40 @@ def _environment() -> jinja2.Environment:
 
 
 @functools.cache
-def _definitions(module: str) -> dict[str, str]:
-    """Top-level definitions of a helper module, by name, read as text (torch is not imported)."""
+def _definitions(module: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Top-level functions and classes of a helper module: source text and the module-level
+    names each one uses. Read as text, so the compiler never imports torch or numba."""
     text = (Path(__file__).parent / f"{module}.py").read_text()
     tree = ast.parse(text)
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     found = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            found[node.name] = ast.get_source_segment(text, node) + "\n"
-        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            found[node.targets[0].id] = ast.get_source_segment(text, node.value)
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defined} - {node.name}
+            found[node.name] = (ast.get_source_segment(text, node) + "\n", frozenset(used))
     return found
 
 
-def _source(module: str, name: str) -> str:
-    return _definitions(module)[name]
+def helper_closure(module: str, names: list[str]) -> list[str]:
+    """``names`` and every helper they use, dependencies first, in a stable order."""
+    definitions = _definitions(module)
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for dependency in sorted(definitions[name][1]):
+            visit(dependency)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
 
 
-def _op_dependencies(name: str) -> tuple[str, ...]:
-    depends = _definitions("ops_torch").get("DEPENDS")
-    return tuple(ast.literal_eval(depends).get(name, ())) if depends else ()
+def helper_sources(module: str, names: list[str], decorator: str = "") -> list[str]:
+    """The source of ``names`` and their dependencies, optionally decorated."""
+    return [decorator + _definitions(module)[name][0] for name in helper_closure(module, names)]
 
 
 # ------------------------------------------------------------ binding of names
@@ -422,7 +436,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         for node in ir.walk(expr):
             if isinstance(node, ir.Apply):
                 helpers += [name for name in FUNCTIONS[node.func].torch_helpers if name not in helpers]
-    helper_sources = [_source("runtime_torch", name) for name in helpers]
+    runtime_sources = helper_sources("runtime_torch", helpers)
     op_names: list[str] = []
     all_exprs = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
     for expr in all_exprs:
@@ -432,12 +446,10 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
                 name = PROX_TABLE[node.op].helper
             elif isinstance(node, ir.Proj):
                 name = SET_TABLE[node.set].helper
-            if name is not None:
-                for dependency in (*_op_dependencies(name), name):
-                    if dependency not in op_names:
-                        op_names.append(dependency)
-    op_sources = [_source("ops_torch", name) for name in op_names]
-    net_sources = [_source("nets_torch", name) for name in net_classes]
+            if name is not None and name not in op_names:
+                op_names.append(name)
+    op_sources = helper_sources("ops_torch", op_names)
+    net_sources = helper_sources("nets_torch", net_classes)
 
     # -- signatures and docs
     def data_param(symbol: Symbol) -> str:
@@ -484,7 +496,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "gradient_math": gradient_math,
         "rule_math": rule_math,
         "learned_doc": learned_doc,
-        "helper_sources": helper_sources,
+        "helper_sources": runtime_sources,
         "op_sources": op_sources,
         "net_sources": net_sources,
         "constructor_args": required + optional + (["*"] if keyword_only else []) + keyword_only,

@@ -5,17 +5,12 @@ n x 1 column). Each operator acts on every trailing block independently; vector 
 run over all r*c entries of a block (Frobenius for matrices). Scalar parameters are
 Python floats or tensors of shape ``()`` or ``(..., 1, 1)`` (one value per block).
 
-Every function is self-contained so the compiler can copy it with
-``inspect.getsource``; the only cross-references are listed in ``DEPENDS`` and the
-copied code needs ``torch`` and ``Tensor`` in scope.
+The compiler copies each function's text (and, found by reading the code, every function
+of this module it calls); the copied code needs ``torch`` and ``Tensor`` in scope.
 """
 
 import torch
 from torch import Tensor
-
-# Functions that call other functions of this module; the compiler copies these too.
-DEPENDS = {"prox_norminf": ("proj_ball1",)}
-
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
