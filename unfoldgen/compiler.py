@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from unfoldgen import emit
+from unfoldgen import emit, emit_kernels
 from unfoldgen.check import CheckedSpec, check_spec
 from unfoldgen.errors import SpecError
 from unfoldgen.lower import LoweredUnfold, lower
 from unfoldgen.parse import decode_spec, parse_text
+from unfoldgen.printers import NumbaUnsupportedError
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class CompiledSpec:
     checked: CheckedSpec
     lowered: tuple[LoweredUnfold, ...]
     files: dict[str, str]  # relative path → text
+    notes: tuple[str, ...] = ()  # what was not emitted, and why
 
 
 def check_text(text: str, filename: str = "<spec>") -> CheckedSpec:
@@ -35,10 +37,17 @@ def compile_text(text: str, filename: str = "<spec>", spec_label: str | None = N
     label = re.sub(r"[^\w.\-]", "_", spec_label or Path(filename).name, flags=re.ASCII)
     lowered = tuple(lower(unfold) for unfold in checked.unfolds)
     files: dict[str, str] = {}
+    notes: list[str] = []
     for low in lowered:
         files[f"{low.name}/__init__.py"] = emit.render_init(low, label)
         files[f"{low.name}/model.py"] = emit.render_model(low, label)
-    return CompiledSpec(checked, lowered, files)
+        try:
+            files[f"{low.name}/kernels.py"] = emit_kernels.render_kernels(low, label)
+        except NumbaUnsupportedError as err:
+            notes.append(
+                f"{filename}: note: no numba kernels for unfold {low.name!r}: {err}; the torch module is complete"
+            )
+    return CompiledSpec(checked, lowered, files, tuple(notes))
 
 
 def read_spec(path: Path) -> str:

@@ -147,6 +147,7 @@ class Function:
     smooth: bool = True
     user: bool = True  # callable from specs (internal entries are produced by desugaring)
     torch_helpers: tuple[str, ...] = ()  # functions of runtime_torch the torch form calls
+    numba_helpers: tuple[str, ...] = ()  # functions of ops_numba the numpy form calls
 
 
 _SUM = "{0}.sum(dim=(-2, -1), keepdim=True)"
@@ -158,7 +159,17 @@ FUNCTIONS: dict[str, Function] = {
         Function("exp", (1, 1), "elementwise", _same, "torch.exp({0})", "np.exp({0})", "exp({0})", sympy.exp),
         Function("log", (1, 1), "elementwise", _same, "torch.log({0})", "np.log({0})", "log({0})", sympy.log),
         Function("sqrt", (1, 1), "elementwise", _same, "torch.sqrt({0})", "np.sqrt({0})", "√({0})", sympy.sqrt),
-        Function("sigmoid", (1, 1), "elementwise", _same, "torch.sigmoid({0})", "sigmoid({0})", "σ({0})", Sigmoid),
+        Function(
+            "sigmoid",
+            (1, 1),
+            "elementwise",
+            _same,
+            "torch.sigmoid({0})",
+            "sigmoid({0})",
+            "σ({0})",
+            Sigmoid,
+            numba_helpers=("sigmoid",),
+        ),
         Function(
             "softplus",
             (1, 1),
@@ -168,6 +179,7 @@ FUNCTIONS: dict[str, Function] = {
             "softplus({0})",
             "softplus({0})",
             Softplus,
+            numba_helpers=("softplus",),
         ),
         Function(
             "huber_elem",
@@ -180,6 +192,7 @@ FUNCTIONS: dict[str, Function] = {
             HuberElem,
             user=False,
             torch_helpers=("huber_elementwise",),
+            numba_helpers=("huber_elementwise",),
         ),
         Function(
             "clip",
@@ -187,7 +200,7 @@ FUNCTIONS: dict[str, Function] = {
             "elementwise",
             _scalar_params,
             "torch.clamp({0}, {1}, {2})",
-            "np.clip({0}, {1}, {2})",
+            "np.minimum(np.maximum({0}, {1}), {2})",
             "clip({0}, {1}, {2})",
             Clip,
             smooth=False,
@@ -216,7 +229,7 @@ FUNCTIONS: dict[str, Function] = {
             smooth=False,
         ),
         # reductions to a per-sample scalar
-        Function("sum", (1, 1), "reduction", _scalar, _SUM, "np.sum({0})", "Σ({0})"),
+        Function("sum", (1, 1), "reduction", _scalar, _SUM, "colsum({0})", "Σ({0})", numba_helpers=("colsum",)),
         Function(
             "logsumexp",
             (1, 1),
@@ -225,6 +238,7 @@ FUNCTIONS: dict[str, Function] = {
             "torch.logsumexp({0}.flatten(-2), dim=-1)[..., None, None]",
             "logsumexp({0})",
             "logsumexp({0})",
+            numba_helpers=("logsumexp",),
         ),
         Function(
             "softmax",
@@ -235,6 +249,7 @@ FUNCTIONS: dict[str, Function] = {
             "softmax({0})",
             "softmax({0})",
             user=False,
+            numba_helpers=("softmax",),
         ),
         # desugared on sight (see unfoldgen.check): sumsq, dot, quad, huber
         Function("sumsq", (1, 1), "reduction", _scalar, "", "", ""),
@@ -248,9 +263,10 @@ FUNCTIONS: dict[str, Function] = {
             "nonsmooth",
             _matrix,
             "{0}.abs().sum(dim=(-2, -1), keepdim=True)",
-            "np.sum(np.abs({0}))",
+            "colsum(np.abs({0}))",
             "‖{0}‖₁",
             smooth=False,
+            numba_helpers=("colsum",),
         ),
         Function(
             "norm2",
@@ -258,9 +274,10 @@ FUNCTIONS: dict[str, Function] = {
             "nonsmooth",
             _matrix,
             "torch.linalg.vector_norm({0}, dim=(-2, -1), keepdim=True)",
-            "np.sqrt(np.sum({0} * {0}))",
+            "np.sqrt(colsum({0} * {0}))",
             "‖{0}‖₂",
             smooth=False,
+            numba_helpers=("colsum",),
         ),
         Function(
             "norminf",
@@ -268,7 +285,7 @@ FUNCTIONS: dict[str, Function] = {
             "nonsmooth",
             _matrix,
             "{0}.abs().amax(dim=(-2, -1), keepdim=True)",
-            "np.max(np.abs({0}))",
+            "np.max(np.abs({0}), axis=0).reshape(1, -1)",
             "‖{0}‖∞",
             smooth=False,
         ),
@@ -278,9 +295,10 @@ FUNCTIONS: dict[str, Function] = {
             "nonsmooth",
             _matrix,
             "({0} != 0).to({0}.dtype).sum(dim=(-2, -1), keepdim=True)",
-            "np.sum({0} != 0)",
+            "colsum((np.abs({0}) > 0) * np.ones_like({0}))",
             "‖{0}‖₀",
             smooth=False,
+            numba_helpers=("colsum",),
         ),
         Function(
             "nuclear",
@@ -288,7 +306,7 @@ FUNCTIONS: dict[str, Function] = {
             "nonsmooth",
             _matrix,
             "torch.linalg.matrix_norm({0}, ord='nuc', keepdim=True)",
-            "np.sum(np.linalg.svd({0}, compute_uv=False))",
+            "",
             "‖{0}‖_*",
             smooth=False,
         ),

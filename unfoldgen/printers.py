@@ -141,3 +141,84 @@ class MathPrinter:
     def wrap(self, expr: ir.Expr, needed: int) -> str:
         text, prec = self.print(expr)
         return text if prec >= needed else f"({text})"
+
+
+class NumbaUnsupportedError(Exception):
+    """A construct with no numba form yet; the message says which."""
+
+
+class NumbaPrinter:
+    """IR → numpy code for numba kernels.
+
+    Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
+    rows, a single sample's matrix ``(m, n)``. ``per_sample`` names the quantities that vary
+    by sample, so ``uᵀ v`` of two per-sample columns prints as a column-wise dot product.
+    Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
+    """
+
+    def __init__(self, per_sample: frozenset[str], batched: bool = True):
+        self.per_sample = per_sample if batched else frozenset()
+
+    def __call__(self, expr: ir.Expr) -> str:
+        return self.print(expr)[0]
+
+    def varies(self, expr: ir.Expr) -> bool:
+        return any(isinstance(node, ir.Ref) and node.name in self.per_sample for node in ir.walk(expr))
+
+    def print(self, expr: ir.Expr) -> tuple[str, int]:
+        match expr:
+            case ir.Const(value=value):
+                return f"F({format_float(value)})", ATOM
+            case ir.Ref(name=name):
+                return name, ATOM
+            case ir.Ones(shape=shape):
+                return f"np.ones(({_dims(shape)}), dtype)", ATOM
+            case ir.Eye(size=size):
+                return f"np.eye({size}, dtype=dtype)", ATOM
+            case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
+                ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
+            ):
+                return f"colsum({self.wrap(row, PRODUCT)} * {self.wrap(right, PRODUCT + 1)})", ATOM
+            case ir.Binary(op="@", left=left, right=right):
+                return f"np.dot({self(left)}, {self(right)})", ATOM
+            case ir.Binary(op=op, left=left, right=right):
+                prec = SUM if op in "+-" else PRODUCT
+                return f"{self.wrap(left, prec)} {op} {self.wrap(right, prec + 1)}", prec
+            case ir.Neg(operand=operand):
+                return f"-{self.wrap(operand, UNARY)}", UNARY
+            case ir.Power(base=base, exponent=ir.Const(value=value)) if value.is_integer():
+                return f"{self.wrap(base, ATOM)} ** {int(value)}", POWER
+            case ir.Power(base=base, exponent=exponent):
+                return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
+            case ir.Transpose(operand=operand):
+                if self.varies(operand):
+                    raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
+                return f"{self.wrap(operand, ATOM)}.T", ATOM
+            case ir.Apply(func=func, args=args):
+                template = FUNCTIONS[func].numpy
+                if not template:
+                    raise NumbaUnsupportedError(f"{func}() in a kernel")
+                if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and args[0].shape[1:] != (1,):
+                    args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
+                    return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
+                return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg):
+                return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
+            case ir.Proj(set=set_name, params=params, arg=arg):
+                printed = ", ".join([self(arg)] + [self(p) for p in params])
+                return f"{SET_TABLE[set_name].helper}({printed})", ATOM
+            case ir.NetCall():
+                raise NumbaUnsupportedError("nets in numba kernels")
+            case ir.Lipschitz(var=var):
+                raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
+        raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
+
+    def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:
+        arg = args[index]
+        if isinstance(arg, ir.Apply) and arg.func == "as_column":
+            return f"as_column({self(arg.args[0])})"
+        return self(arg)
+
+    def wrap(self, expr: ir.Expr, needed: int) -> str:
+        text, prec = self.print(expr)
+        return text if prec >= needed else f"({text})"

@@ -205,6 +205,13 @@ class Pgd(nn.Module):
         batch = inputs["H"].shape[0]
         return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
 
+    def export_npz(self, path: str) -> None:
+        """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""
+        import numpy  # only here: the module itself needs nothing but torch
+
+        arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
+        numpy.savez(path, layers=numpy.array(self.layers), **arrays)
+
     def parameter_counts(self) -> dict[int, int]:
         """Number of learned scalars per design paradigm (1 hyper, 2 objective, 3 correction, 4 net)."""
         counts = {paradigm: 0 for paradigm in (1, 2, 3, 4)}

@@ -1,0 +1,146 @@
+"""Numba versions of the operator table and helpers; copied into generated kernels.py.
+
+The kernels lay a batch of vectors out as the columns of a 2-D array ``(n, B)`` (one sample
+per column, so data matrices multiply the whole batch with one BLAS call); a single sample
+of a per-sample matrix is a plain ``(m, n)`` array. Every operator here therefore acts on
+each column of its argument, except ``svt``, which acts on one matrix. Scalars are Python
+or numpy scalars, or ``(1, B)`` rows (one value per sample). Constants are cast to the
+argument's dtype so float32 kernels stay float32. The compiler adds ``@numba.njit``.
+"""
+
+import numpy as np
+
+
+def colsum(v):
+    """Σ of each column, as a (1, B) row."""
+    return np.sum(v, axis=0).reshape(1, -1)
+
+
+def total(v):
+    """Σ of all entries of one sample's matrix, as a scalar."""
+    return np.sum(v)
+
+
+def sigmoid(v):
+    """σ(v) = 1 / (1 + e^-v), without overflow for large |v|."""
+    one = v.dtype.type(1)
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, one / (one + e), e / (one + e))
+
+
+def softplus(v):
+    """log(1 + e^v) = max(v, 0) + log(1 + e^-|v|)."""
+    return np.maximum(v, v.dtype.type(0)) + np.log1p(np.exp(-np.abs(v)))
+
+
+def softmax(v):
+    """Softmax of each column."""
+    shifted = np.exp(v - np.max(v, axis=0).reshape(1, -1))
+    return shifted / colsum(shifted)
+
+
+def logsumexp(v):
+    """log Σ e^v of each column, as a (1, B) row."""
+    top = np.max(v, axis=0).reshape(1, -1)
+    return top + np.log(colsum(np.exp(v - top)))
+
+
+def huber_elementwise(v, delta):
+    """h_δ(v) = v²/2 where |v| ≤ δ, δ(|v| − δ/2) elsewhere."""
+    half = v.dtype.type(0.5)
+    magnitude = np.abs(v)
+    return np.where(magnitude <= delta, half * v * v, delta * (magnitude - half * delta))
+
+
+def soft_threshold(v, t):
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
+    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+
+
+def soft_threshold_nonneg(v, t):
+    """prox of t‖·‖₁ + ι(v ≥ 0): max(v − t, 0)."""
+    return np.maximum(v - t, v.dtype.type(0))
+
+
+def block_soft_threshold(v, t):
+    """prox of t‖·‖₂ per column: v max(0, 1 − t/‖v‖)."""
+    norm = np.sqrt(colsum(v * v))
+    tiny = v.dtype.type(1e-30)
+    return v * np.maximum(v.dtype.type(0), v.dtype.type(1) - t / np.maximum(norm, tiny))
+
+
+def hard_threshold(v, t):
+    """prox of t‖·‖₀: keep v where |v| > √(2t)."""
+    return np.where(np.abs(v) > np.sqrt(v.dtype.type(2) * t), v, v.dtype.type(0))
+
+
+def svt(v, t):
+    """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᵀ."""
+    u, s, vh = np.linalg.svd(v, full_matrices=False)
+    shrunk = np.maximum(s - t, v.dtype.type(0))
+    return np.dot(u * shrunk.reshape(1, -1), vh)
+
+
+def proj_box(v, lo, hi):
+    """Projection onto {lo ≤ u ≤ hi}."""
+    return np.minimum(np.maximum(v, lo), hi)
+
+
+def proj_nonneg(v):
+    """Projection onto {u ≥ 0}."""
+    return np.maximum(v, v.dtype.type(0))
+
+
+def proj_ball2(v, r):
+    """Projection of each column onto {‖u‖₂ ≤ r}."""
+    norm = np.sqrt(colsum(v * v))
+    return v * np.minimum(v.dtype.type(1), r / np.maximum(norm, v.dtype.type(1e-30)))
+
+
+def project_column_simplex(column, s):
+    """Sort-based projection of one vector onto {u ≥ 0, Σu = s} (Duchi et al., 2008)."""
+    ordered = np.sort(column)[::-1]
+    cumulative = np.cumsum(ordered) - s
+    index = np.arange(1, column.shape[0] + 1).astype(column.dtype)
+    active = ordered - cumulative / index > 0
+    rho = np.nonzero(active)[0][-1]
+    theta = cumulative[rho] / (rho + 1)
+    return np.maximum(column - theta, column.dtype.type(0))
+
+
+def proj_simplex(v, s):
+    """Projection of each column onto {u ≥ 0, Σu = s}."""
+    out = np.empty_like(v)
+    scale = np.asarray(s, dtype=v.dtype).reshape(-1)
+    for j in range(v.shape[1]):
+        radius = scale[j] if scale.shape[0] > 1 else scale[0]
+        out[:, j] = project_column_simplex(np.ascontiguousarray(v[:, j]), radius)
+    return out
+
+
+def proj_ball1(v, r):
+    """Projection of each column onto {‖u‖₁ ≤ r}, through the simplex of radius r."""
+    out = v.copy()
+    radius = np.asarray(r, dtype=v.dtype).reshape(-1)
+    for j in range(v.shape[1]):
+        rj = radius[j] if radius.shape[0] > 1 else radius[0]
+        column = np.ascontiguousarray(v[:, j])
+        if np.sum(np.abs(column)) > rj:
+            out[:, j] = np.sign(column) * project_column_simplex(np.abs(column), rj)
+    return out
+
+
+def prox_norminf(v, t):
+    """prox of t‖·‖∞ by Moreau: v − proj onto the ℓ1 ball of radius t."""
+    return v - proj_ball1(v, t)
+
+
+def largest_abs_eigenvalue(hessian):
+    """max |λ| of a symmetric matrix (symmetrised first)."""
+    half = hessian.dtype.type(0.5)
+    return np.max(np.abs(np.linalg.eigvalsh(half * (hessian + hessian.T))))
+
+
+def as_column(v):
+    """All entries of one sample's matrix as a single column (reductions act on columns)."""
+    return np.ascontiguousarray(v).reshape(-1, 1)
