@@ -18,6 +18,8 @@ EXAMPLES = {
     "admm": ("Admm", "lasso"),
     "pgd": ("Pgd", "box"),
     "rpca_ista": ("RpcaIsta", "rpca"),
+    "ista_corrected": ("IstaCorrected", "lasso"),  # paradigm 3: an mlp per layer
+    "ista_learned_prox": ("IstaLearnedProx", "lasso"),  # paradigm 4: one shared mlp
 }
 BATCHES = (1, 7, 256)
 
@@ -129,10 +131,11 @@ def test_params_are_checked():
         kernels.run(params, y=inputs["y"].numpy().astype(np.float32))
 
 
-def test_nets_are_reported_not_emitted():
+def test_conv_nets_are_reported_not_emitted():
     from unfoldgen.compiler import compile_text
 
-    compiled = compile_text(open("specs/lasso.unf").read(), "specs/lasso.unf")
+    spec = open("specs/lasso.unf").read().replace("net c : mlp(hidden 64, depth 2)", "net c : conv1d(hidden 4)")
+    compiled = compile_text(spec, "lasso_conv.unf")
     assert "ista_corrected/kernels.py" not in compiled.files
-    assert any("ista_corrected" in note and "nets" in note for note in compiled.notes)
-    assert "ista/kernels.py" in compiled.files
+    assert any("ista_corrected" in note and "conv1d" in note for note in compiled.notes)
+    assert "ista/kernels.py" in compiled.files and "ista_corrected/model.py" in compiled.files

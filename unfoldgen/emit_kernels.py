@@ -18,6 +18,7 @@ from unfoldgen.check import Symbol
 from unfoldgen.emit import _environment, _needs, format_python, helper_sources
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
+from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -37,8 +38,9 @@ def _state_symbols(low: LoweredUnfold) -> tuple[Symbol, ...]:
 
 def plan(low: LoweredUnfold) -> KernelPlan:
     """Choose the layout, or raise NumbaUnsupportedError naming what has no numba form."""
-    if low.unfold.nets:
-        raise NumbaUnsupportedError("nets (the torch module covers them; numba kernels do not yet)")
+    for net in low.unfold.nets:
+        if net.kind != "mlp":
+            raise NumbaUnsupportedError(f"{net.kind} nets (mlp nets are supported)")
     per_sample_matrices = [
         s.name
         for s in low.problem.of_role("input") + _state_symbols(low)
@@ -57,8 +59,7 @@ def plan(low: LoweredUnfold) -> KernelPlan:
         return KernelPlan(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
     if low.dynamic:
         return KernelPlan(False, "per-sample hyperparameters")
-    per_sample = _per_sample_names(low)
-    printer = NumbaPrinter(per_sample)
+    printer = NumbaPrinter(_per_sample_names(low), net_layer=lambda net: "k")
     for rule in low.rules:
         printer(rule.value)  # raises on what the batched layout cannot express
     return KernelPlan(True, "")
@@ -80,6 +81,15 @@ def _param_key(low: LoweredUnfold, name: str, problem_value: bool = False) -> st
     return name
 
 
+def _depth(net) -> int:
+    return dict(net.options).get("depth", NET_KINDS[net.kind].options["depth"][0])
+
+
+def _net_index(low: LoweredUnfold, net: str) -> str:
+    """Nets' weights are stacked (K, out, in) per layer, or (1, out, in) when shared."""
+    return "k" if _per_layer(low, net) else "0"
+
+
 def _per_layer(low: LoweredUnfold, name: str) -> bool:
     learn = low.learned.get(name)
     return learn is not None and learn.per_layer
@@ -89,7 +99,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     kernel_plan = plan(low)
     batched = kernel_plan.batched
     problem = low.problem
-    printer = NumbaPrinter(_per_sample_names(low), batched)
+    printer = NumbaPrinter(_per_sample_names(low), batched, net_layer=lambda net: _net_index(low, net))
     inputs = problem.of_role("input")
     states = _state_symbols(low)
     state_names = [s.name for s in states]
@@ -99,7 +109,10 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     used, needs_dtype = _needs([r.value for r in low.rules])
     free = [n for n in used if n not in lets and n not in state_names and low.symbol(n).role != "dim"]
     dims = [n for n in used if n not in lets and low.symbol(n).role == "dim"]
-    layer_args = free + dims + state_names
+    nets = [net.name for net in low.unfold.nets]
+    net_args = [f"{net}_{part}" for net in nets for part in ("weights", "biases")]
+    layer_index = ["k"] if any(_per_layer(low, net) for net in nets) else []
+    layer_args = free + net_args + layer_index + dims + state_names
     layer_lines = []
     if needs_dtype:
         layer_lines.append(f"dtype = {state_names[0]}.dtype")
@@ -157,7 +170,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         if symbol.role in ("data", "param", "hyper", "weight") and name not in value_at_layer:
             key = param_arg(name, problem_value=symbol.role in ("data", "param"))
             value_at_layer[name] = key
-    call_args = [value_at_layer.get(n, n) for n in free] + dims + state_names
+    call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
     return {
         "version": __version__,
         "spec_path": spec_path,
@@ -168,7 +181,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_args": layer_args,
         "layer_lines": layer_lines,
         "layer_returns": returns,
-        "array_args": array_args,
+        "array_args": array_args + net_args,
         "input_names": [s.name for s in inputs],
         "input_axes": {s.name: _axes(s.shape) for s in inputs},
         "reference": inputs[0].name,
@@ -183,6 +196,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "state_names": state_names,
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),
+        "nets_literal": repr({net.name: (_per_layer(low, net.name), _depth(net) + 1) for net in low.unfold.nets}),
         "states_literal": repr(tuple(state_names)),
         "output_exprs": [_output_expr(low, name) for name in low.unfold.outputs],
         "state_shapes": {s.name: _rows_cols(s.shape) for s in states},
@@ -302,6 +316,10 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
                 if FUNCTIONS[node.func].kind in ("reduction", "nonsmooth") and node.args[0].shape[1:] != (1,):
+                    names.append("as_column")
+            elif isinstance(node, ir.NetCall):
+                names.append("mlp_forward")
+                if any(arg.shape[1:] != (1,) for arg in node.args):
                     names.append("as_column")
     if lipschitz_functions:
         names.append("largest_abs_eigenvalue")

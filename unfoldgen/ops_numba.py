@@ -144,3 +144,13 @@ def largest_abs_eigenvalue(hessian):
 def as_column(v):
     """All entries of one sample's matrix as a single column (reductions act on columns)."""
     return np.ascontiguousarray(v).reshape(-1, 1)
+
+
+def mlp_forward(weights, biases, layer, h):
+    """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
+    last = len(weights) - 1
+    for i in range(len(weights)):
+        h = np.dot(weights[i][layer], h) + biases[i][layer].reshape(-1, 1)
+        if i < last:
+            h = np.maximum(h, h.dtype.type(0))
+    return h

@@ -156,8 +156,9 @@ class NumbaPrinter:
     Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
     """
 
-    def __init__(self, per_sample: frozenset[str], batched: bool = True):
+    def __init__(self, per_sample: frozenset[str], batched: bool = True, net_layer: Callable[[str], str] | None = None):
         self.per_sample = per_sample if batched else frozenset()
+        self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
 
     def __call__(self, expr: ir.Expr) -> str:
         return self.print(expr)[0]
@@ -207,8 +208,16 @@ class NumbaPrinter:
             case ir.Proj(set=set_name, params=params, arg=arg):
                 printed = ", ".join([self(arg)] + [self(p) for p in params])
                 return f"{SET_TABLE[set_name].helper}({printed})", ATOM
-            case ir.NetCall():
-                raise NumbaUnsupportedError("nets in numba kernels")
+            case ir.NetCall(net=net, args=args):
+                if self.net_layer is None:
+                    raise NumbaUnsupportedError("nets in numba kernels")
+                columns = ", ".join(self(a) if a.shape[1:] == (1,) else f"as_column({self(a)})" for a in args)
+                stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
+                call = f"mlp_forward({net}_weights, {net}_biases, {self.net_layer(net)}, {stacked})"
+                first = args[0]
+                if first.shape[1:] != (1,):
+                    return f"{call}.reshape({_dims(first.shape)})", ATOM
+                return call, ATOM
             case ir.Lipschitz(var=var):
                 raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
         raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")

@@ -17,6 +17,8 @@ import numpy as np
 PARAMETERS: dict[str, tuple] = {"A": ("m", "n"), "rho": ("K",), "lam": ()}
 INPUTS: dict[str, tuple] = {"y": ("m",)}
 OUTPUTS: tuple[str, ...] = ("z",)
+# net name: (weights per layer?, number of dense layers)
+NETS: dict[str, tuple[bool, int]] = {}
 
 
 @numba.njit(cache=True)
@@ -87,6 +89,25 @@ def params_from_state_dict(state_dict: dict) -> dict:
     if layers is None:
         raise ValueError("the number of layers is unknown: pass a 'layers' entry")
     params["layers"] = int(layers)
+    for net, (per_layer, count) in NETS.items():
+        for part, plural in (("weight", "weights"), ("bias", "biases")):
+            stacked = []
+            for i in range(count):
+                # the dense layers sit at even positions of the net's nn.Sequential (ReLUs between)
+                keys = [f"{net}.{k}.body.{2 * i}.{part}" for k in range(params["layers"])]
+                keys = keys if per_layer else [f"{net}.body.{2 * i}.{part}"]
+                for key in keys:
+                    if key not in state_dict:
+                        raise ValueError(f"net parameter {key!r} is missing")
+                values = [np.asarray(state_dict[key]) for key in keys]
+                if any(value.dtype != dtype for value in values):
+                    raise ValueError(
+                        f"net {net}: dtype differs from the other parameters ({dtype})"
+                    )
+                stacked.append(
+                    np.ascontiguousarray(np.stack([v.reshape(v.shape[0], -1) for v in values]))
+                )
+            params[f"{net}_{plural}"] = tuple(stacked)
     return params
 
 
@@ -103,6 +124,7 @@ def _scalar(value: np.ndarray):
 def run(params: dict, y):
     """Run the network on a batch (leading axis B, like the torch module); returns z."""
     arrays = [_scalar(params[name]) for name in PARAMETERS]
+    arrays += [params[f"{net}_{part}"] for net in NETS for part in ("weights", "biases")]
     dtype = None
     batch = None
     prepared = []
