@@ -27,7 +27,7 @@ INDENT = "    "
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         keep_trailing_newline=True,
@@ -137,7 +137,7 @@ def _problem_attr(low: LoweredUnfold, name: str) -> str:
     return f"_problem_{name}" if name in low.learned else name
 
 
-def _needs(exprs: list[ir.Expr]) -> tuple[list[str], bool]:
+def referenced_names(exprs: list[ir.Expr]) -> tuple[list[str], bool]:
     """Names referenced (first-use order, dims included) and whether dtype/device are needed."""
     names: dict[str, None] = {}
     tensors = False
@@ -165,7 +165,7 @@ class _MethodWriter:
         self.dtype_bound = False
 
     def bind_for(self, exprs: list[ir.Expr], reference: str | None = None) -> None:
-        names, tensors = _needs(exprs)
+        names, tensors = referenced_names(exprs)
         low = self.context.lowered
         for name in names:
             if name in self.bound:
@@ -553,12 +553,12 @@ def format_python(text: str) -> str:
 
 def render_model(low: LoweredUnfold, spec_path: str) -> str:
     context = model_context(low, spec_path)
-    return format_python(_environment().get_template("model.py.j2").render(**context))
+    return format_python(template_environment().get_template("model.py.j2").render(**context))
 
 
 def render_init(low: LoweredUnfold, spec_path: str) -> str:
     text = (
-        _environment()
+        template_environment()
         .get_template("__init__.py.j2")
         .render(version=__version__, spec_path=spec_path, class_name=low.class_name, unfold=low.name)
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from unfoldgen import __version__, ir
 from unfoldgen.check import Symbol
-from unfoldgen.emit import _environment, _needs, format_python, helper_sources
+from unfoldgen.emit import format_python, helper_sources, referenced_names, template_environment
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
@@ -106,7 +106,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
 
     # -- the layer function: free names (params, inputs, dims), then the carried states
     lets = {r.target for r in low.rules if r.is_let}
-    used, needs_dtype = _needs([r.value for r in low.rules])
+    used, needs_dtype = referenced_names([r.value for r in low.rules])
     free = [n for n in used if n not in lets and n not in state_names and low.symbol(n).role != "dim"]
     dims = [n for n in used if n not in lets and low.symbol(n).role == "dim"]
     nets = [net.name for net in low.unfold.nets]
@@ -164,7 +164,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             init_lines.append(f"{symbol.name} = np.full(({rows}, {cols}), F({format_float(symbol.init.value)}), dtype)")
         else:
             init_lines.append(f"{symbol.name} = {printer(symbol.init)} + np.zeros(({rows}, {cols}), dtype)")
-    init_refs, _ = _needs([s.init for s in states])
+    init_refs, _ = referenced_names([s.init for s in states])
     for name in init_refs:
         symbol = low.symbol(name)
         if symbol.role in ("data", "param", "hyper", "weight") and name not in value_at_layer:
@@ -276,7 +276,7 @@ def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> 
 
 def _lipschitz_args(low: LoweredUnfold, var: str) -> list[str]:
     hessian = low.problem.hessian_product(var)
-    names, _ = _needs([hessian])
+    names, _ = referenced_names([hessian])
     return [n for n in names if n != var and low.symbol(n).role != "dim"]
 
 
@@ -287,7 +287,7 @@ def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, par
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
     rows, cols = _rows_cols(low.symbol(var).shape)
-    names, _ = _needs([hessian])
+    names, _ = referenced_names([hessian])
     dims = [n for n in names if low.symbol(n).role == "dim"]
     for dim in (rows, cols):
         if dim in [d.name for d in low.problem.of_role("dim")] and dim not in dims:
@@ -329,4 +329,4 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
 
 def render_kernels(low: LoweredUnfold, spec_path: str) -> str:
     context = kernels_context(low, spec_path)
-    return format_python(_environment().get_template("kernels.py.j2").render(**context))
+    return format_python(template_environment().get_template("kernels.py.j2").render(**context))
