@@ -233,223 +233,233 @@ def _internal_shape(shape: ir.Shape) -> str:
     return ", ".join(str(d) for d in shape)
 
 
+class _ModelEmitter:
+    """Builds model.py's template context, one method per generated method."""
+
+    def __init__(self, low: LoweredUnfold):
+        self.low = low
+        self.problem = low.problem
+        self.data = low.problem.of_role("data")
+        self.inputs = low.problem.of_role("input")
+        self.variables = low.problem.of_role("var")
+        self.params = low.problem.of_role("param")
+        self.carried = self.variables + tuple(sym for sym in low.unfold.symbols if sym.role == "state")
+        self.printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}(inputs)")
+        self.build_printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}({{}})")
+        self.dtype_source = _dtype_source(low)
+        self.net_classes: list[str] = []
+
+    def net_call(self, name: str) -> str:
+        learn = self.low.learned.get(name)
+        return f"self.{name}[k]" if learn is not None and learn.per_layer else f"self.{name}"
+
+    def constructor(self) -> list[str]:
+        low, problem = self.low, self.problem
+        lines: list[str] = [
+            "if not isinstance(layers, int) or layers < 1:",
+            f'{INDENT}raise ValueError(f"layers must be a positive integer, got {{layers!r}}")',
+            "self.layers = layers",
+            "self.checkpoint_layers = checkpoint_layers",
+            "sizes: dict = {}",
+        ]
+        for dim in (sym.name for sym in problem.of_role("dim")):
+            lines += [f"if {dim} is not None:", f'{INDENT}sizes["{dim}"] = {dim}']
+        for symbol in self.data:
+            lines.append(f'{symbol.name} = as_data("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, dtype)')
+            lines += [f"dtype = {symbol.name}.dtype", f"device = {symbol.name}.device"]
+        if not self.data:
+            lines += ["dtype = dtype or torch.get_default_dtype()", 'device = torch.device("cpu")']
+        lines.append("self.sizes = sizes")
+        for symbol in self.params:
+            value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
+            lines.append(f"{symbol.name} = {value}.reshape({_internal_shape(symbol.shape) or '()'})")
+        for symbol in self.data + self.params:
+            lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
+        writer = _MethodWriter(
+            _Context("build", low, frozenset(s.name for s in self.data + self.params)), self.build_printer
+        )
+        writer.lines = lines
+        writer.bound = [s.name for s in self.data + self.params]
+        writer.dtype_bound = True
+        for symbol in low.static:
+            writer.bind_for([symbol.init])
+            for dim in symbol.shape:
+                if isinstance(dim, str) and dim not in writer.bound:
+                    writer._bind(dim)
+            shape = _internal_shape(symbol.shape) or "()"
+            writer.lines += [
+                f"if {symbol.name} is None:",
+                f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}",
+                f"{symbol.name} = torch.as_tensor({symbol.name}, dtype=dtype, device=device).reshape({shape})",
+            ]
+            writer.bound.append(symbol.name)
+        for symbol in low.static:
+            if symbol.name not in low.learned:
+                writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
+        for name, learn in low.learned.items():
+            if learn.role == "net":
+                continue
+            symbol = low.symbol(name)
+            start = "torch.ones((), dtype=dtype, device=device)" if symbol.depends_on_inputs else name
+            if learn.per_layer:
+                shape = _internal_shape(symbol.shape)
+                expand = f"{start}.expand(layers{', ' + shape if shape else ''}).clone()"
+            else:
+                expand = f"{start}.clone()"
+            writer.lines.append(f"self.{name} = nn.Parameter({expand})")
+        for net in low.unfold.nets:
+            writer.lines += self.net_lines(net, writer)
+        return writer.lines
+
+    def net_lines(self, net, writer: _MethodWriter) -> list[str]:
+        kind = NET_KINDS[net.kind]
+        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
+        option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
+        if kind.class_name not in self.net_classes:
+            self.net_classes.append(kind.class_name)
+        if kind.sizes_at_build:
+            for shape in net.arg_shapes:
+                for dim in shape:
+                    if isinstance(dim, str) and dim not in writer.bound:
+                        writer._bind(dim)
+            in_features = " + ".join(" * ".join(str(d) for d in shape) for shape in net.arg_shapes)
+            out_features = " * ".join(str(d) for d in net.arg_shapes[0])
+            sizes = f"{in_features}, {out_features}"
+        else:
+            sizes = f"{len(net.arg_shapes)}"
+        make = f"{kind.class_name}({sizes}, {option_text}, zero_init={net.correction}).to(dtype=dtype, device=device)"
+        learn = self.low.learned.get(net.name)
+        if learn is not None and learn.per_layer:
+            lines = [f"self.{net.name} = nn.ModuleList([{make} for _ in range(layers)])"]
+        else:
+            lines = [f"self.{net.name} = {make}"]
+        if learn is None:
+            lines.append(f"self.{net.name}.requires_grad_(False)")
+        return lines
+
+    def prepare_inputs(self) -> list[str]:
+        """Validation and per-sample hyperparameters."""
+        writer = _MethodWriter(_Context("prepare", self.low, frozenset(s.name for s in self.inputs)), self.printer)
+        for symbol in self.inputs:
+            writer.lines.append(
+                f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, '
+                f"{self.dtype_source})"
+            )
+        writer.bound = [s.name for s in self.inputs]
+        writer.lines.append("inputs = {" + ", ".join(f'"{s.name}": {s.name}' for s in self.inputs) + "}")
+        for symbol in self.low.dynamic:
+            writer.bind_for([symbol.init])
+            writer.lines.append(f'inputs["{symbol.name}"] = {symbol.name} = {self.printer(symbol.init)}')
+            writer.bound.append(symbol.name)
+        writer.lines.append("return inputs")
+        return writer.lines
+
+    def initial_state(self) -> list[str]:
+        first = self.inputs[0].name
+        writer = _MethodWriter(_Context("problem", self.low), self.printer)
+        writer.lines.append(f'batch = inputs["{first}"].shape[0]')
+        writer.lines.append(f'dtype, device = inputs["{first}"].dtype, inputs["{first}"].device')
+        writer.dtype_bound = True
+        for symbol in self.carried:
+            writer.bind_for([symbol.init])
+            for dim in symbol.shape:
+                if isinstance(dim, str) and dim not in writer.bound:
+                    writer._bind(dim)
+            full = "batch" + (", " + _internal_shape(symbol.shape) if symbol.shape else ", 1, 1")
+            if isinstance(symbol.init, ir.Const):
+                value = format_float(symbol.init.value)
+                writer.lines.append(f"{symbol.name} = torch.full(({full}), {value}, dtype=dtype, device=device)")
+            else:
+                value = self.printer(symbol.init)
+                writer.lines.append(
+                    f"{symbol.name} = torch.as_tensor({value}, dtype=dtype, device=device).expand({full})"
+                )
+            writer.bound.append(symbol.name)
+        writer.lines.append(self.state_dict_line())
+        return writer.lines
+
+    def state_dict_line(self) -> str:
+        return "return {" + ", ".join(f'"{s.name}": {s.name}' for s in self.carried) + "}"
+
+    def layer(self) -> list[str]:
+        writer = _MethodWriter(_Context("layer", self.low), self.printer)
+        for rule in self.low.rules:
+            writer.assign(rule.target, rule.value)
+        for symbol in self.carried:
+            if symbol.name not in writer.bound:
+                writer._bind(symbol.name)
+        writer.lines.append(self.state_dict_line())
+        return writer.lines
+
+    def objective_value(self) -> ir.Expr:
+        total: ir.Expr = self.problem.smooth
+        for term in self.problem.nonsmooth:
+            total = ir.add(total, ir.mul(term.coef, ir.Apply(term.func, (term.arg,), ir.SCALAR)))
+        return total
+
+    def objective(self) -> list[str]:
+        writer = _MethodWriter(_Context("problem", self.low, frozenset(s.name for s in self.variables)), self.printer)
+        arguments = ", ".join(f"{s.name}={s.name}" for s in self.inputs)
+        writer.lines += ["sizes = {}", f"inputs = self.prepare_inputs({arguments}, sizes=sizes)"]
+        for symbol in self.variables:
+            writer.lines.append(
+                f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, '
+                f"{self.dtype_source})"
+            )
+        writer.bound = [s.name for s in self.variables]
+        total = self.objective_value()
+        writer.bind_for([total])
+        writer.lines.append(f"value = {self.printer(total)}")
+        writer.lines.append(f'batch = inputs["{self.inputs[0].name}"].shape[0]')
+        writer.lines.append("return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)")
+        return writer.lines
+
+    def lipschitz_methods(self, math: MathPrinter) -> list[dict]:
+        methods = []
+        for var in self.low.lipschitz_vars:
+            hessian = self.problem.hessian_product(var)
+            symbol = self.low.symbol(var)
+            writer = _MethodWriter(_Context("problem", self.low, frozenset({var})), self.printer)
+            writer.bound.append(var)
+            writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in symbol.shape if isinstance(d, str)])
+            rows, cols = symbol.shape
+            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, dtype, device)")
+            writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
+            methods.append({"name": f"lipschitz_{var}", "var": var, "hessian": math(hessian), "lines": writer.lines})
+        return methods
+
+    def helper_sources(self) -> tuple[list[str], list[str], list[str]]:
+        """Sources of the runtime helpers, operators and net classes the module uses."""
+        low = self.low
+        expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
+        helpers: list[str] = ["as_data", "check_input", "size_of"]
+        if low.lipschitz_vars:
+            helpers += ["unit_basis", "largest_hessian_eigenvalue"]
+        ops: list[str] = []
+        for expr in [*expressions, self.objective_value()]:
+            for node in ir.walk(expr):
+                match node:
+                    case ir.Apply(func=func):
+                        helpers += [name for name in FUNCTIONS[func].torch_helpers if name not in helpers]
+                    case ir.Prox(op=op) if PROX_TABLE[op].helper not in ops:
+                        ops.append(PROX_TABLE[op].helper)
+                    case ir.Proj(set=set_name) if SET_TABLE[set_name].helper not in ops:
+                        ops.append(SET_TABLE[set_name].helper)
+        return (
+            helper_sources("runtime_torch", helpers),
+            helper_sources("ops_torch", ops),
+            helper_sources("nets_torch", self.net_classes),
+        )
+
+
 def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     problem = low.problem
     unfold = low.unfold
     math = MathPrinter()
-
-    def net_call(name: str) -> str:
-        learn = low.learned.get(name)
-        return f"self.{name}[k]" if learn is not None and learn.per_layer else f"self.{name}"
-
-    printer = TorchPrinter(net_call, lambda var: f"self.lipschitz_{var}(inputs)")
-    build_printer = TorchPrinter(net_call, lambda var: f"self.lipschitz_{var}({{}})")
-    data = problem.of_role("data")
-    inputs = problem.of_role("input")
-    variables = problem.of_role("var")
-    params = problem.of_role("param")
-    states = tuple(sym for sym in unfold.symbols if sym.role == "state")
-
-    # -- constructor
-    init_lines: list[str] = [
-        "if not isinstance(layers, int) or layers < 1:",
-        f'{INDENT}raise ValueError(f"layers must be a positive integer, got {{layers!r}}")',
-        "self.layers = layers",
-        "self.checkpoint_layers = checkpoint_layers",
-        "sizes: dict = {}",
-    ]
-    for dim in (sym.name for sym in problem.of_role("dim")):
-        init_lines.append(f"if {dim} is not None:")
-        init_lines.append(f'{INDENT}sizes["{dim}"] = {dim}')
-    for symbol in data:
-        init_lines.append(f'{symbol.name} = as_data("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, dtype)')
-        init_lines.append(f"dtype = {symbol.name}.dtype")
-        init_lines.append(f"device = {symbol.name}.device")
-    if not data:
-        init_lines.append("dtype = dtype or torch.get_default_dtype()")
-    if not data:
-        init_lines.append('device = torch.device("cpu")')
-    init_lines.append("self.sizes = sizes")
-    for symbol in params:
-        value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
-        init_lines.append(f"{symbol.name} = {value}.reshape({_internal_shape(symbol.shape) or '()'})")
-    for symbol in data + params:
-        init_lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
-    static_writer = _MethodWriter(_Context("build", low, frozenset(s.name for s in data + params)), build_printer)
-    static_writer.lines = init_lines
-    static_writer.bound = [s.name for s in data + params]
-    static_writer.dtype_bound = True
-    for symbol in low.static:
-        static_writer.bind_for([symbol.init])
-        for dim in symbol.shape:
-            if isinstance(dim, str) and dim not in static_writer.bound:
-                static_writer._bind(dim)
-        value = build_printer(symbol.init)
-        shape = _internal_shape(symbol.shape) or "()"
-        static_writer.lines.append(f"if {symbol.name} is None:")
-        static_writer.lines.append(f"{INDENT}{symbol.name} = {value}")
-        static_writer.lines.append(
-            f"{symbol.name} = torch.as_tensor({symbol.name}, dtype=dtype, device=device).reshape({shape})"
-        )
-        static_writer.bound.append(symbol.name)
-    for symbol in low.static:
-        if symbol.name not in low.learned:
-            static_writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
-    # learned tensors
-    for name, learn in low.learned.items():
-        if learn.role == "net":
-            continue
-        symbol = low.symbol(name)
-        if symbol.depends_on_inputs:
-            start = "torch.ones((), dtype=dtype, device=device)"
-        else:
-            start = name
-        if learn.per_layer:
-            shape = _internal_shape(symbol.shape)
-            expand = f"{start}.expand(layers{', ' + shape if shape else ''}).clone()"
-        else:
-            expand = f"{start}.clone()"
-        static_writer.lines.append(f"self.{name} = nn.Parameter({expand})")
-    # nets
-    net_classes: list[str] = []
-    for net in unfold.nets:
-        kind = NET_KINDS[net.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
-        if kind.class_name not in net_classes:
-            net_classes.append(kind.class_name)
-        if kind.sizes_at_build:
-            for shape in net.arg_shapes:
-                for dim in shape:
-                    if isinstance(dim, str) and dim not in static_writer.bound:
-                        static_writer._bind(dim)
-            in_features = " + ".join(" * ".join(str(d) for d in shape) for shape in net.arg_shapes)
-            out_features = " * ".join(str(d) for d in net.arg_shapes[0])
-            option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
-            make = f"{kind.class_name}({in_features}, {out_features}, {option_text}, zero_init={net.correction})"
-            make += ".to(dtype=dtype, device=device)"
-        else:
-            option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
-            make = f"{kind.class_name}({len(net.arg_shapes)}, {option_text}, zero_init={net.correction})"
-            make += ".to(dtype=dtype, device=device)"
-        learn = low.learned.get(net.name)
-        if learn is not None and learn.per_layer:
-            static_writer.lines.append(f"self.{net.name} = nn.ModuleList([{make} for _ in range(layers)])")
-        else:
-            static_writer.lines.append(f"self.{net.name} = {make}")
-        if learn is None:
-            static_writer.lines.append(f"self.{net.name}.requires_grad_(False)")
-    constructor_lines = static_writer.lines
-
-    # -- prepare_inputs: validation and per-sample hyperparameters
-    prepare = _MethodWriter(_Context("prepare", low, frozenset(s.name for s in inputs)), printer)
-    dtype_source = _dtype_source(low)
-    prepare.lines.append("sizes = dict(self.sizes)")
-    for symbol in inputs:
-        prepare.lines.append(
-            f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, {dtype_source})'
-        )
-    prepare.bound = [s.name for s in inputs]
-    prepare.lines.append("inputs = {" + ", ".join(f'"{s.name}": {s.name}' for s in inputs) + "}")
-    for symbol in low.dynamic:
-        prepare.bind_for([symbol.init])
-        prepare.lines.append(f'inputs["{symbol.name}"] = {symbol.name} = {printer(symbol.init)}')
-        prepare.bound.append(symbol.name)
-    prepare.lines.append("return inputs")
-
-    # -- initial_state
-    first_input = inputs[0].name
-    start = _MethodWriter(_Context("problem", low), printer)
-    start.lines.append(f'batch = inputs["{first_input}"].shape[0]')
-    start.lines.append(f'dtype, device = inputs["{first_input}"].dtype, inputs["{first_input}"].device')
-    start.dtype_bound = True
-    for symbol in variables + states:
-        start.bind_for([symbol.init])
-        for dim in symbol.shape:
-            if isinstance(dim, str) and dim not in start.bound:
-                start._bind(dim)
-        full = "batch" + (", " + _internal_shape(symbol.shape) if symbol.shape else ", 1, 1")
-        if isinstance(symbol.init, ir.Const):
-            start.lines.append(
-                f"{symbol.name} = torch.full(({full}), {format_float(symbol.init.value)}, dtype=dtype, device=device)"
-            )
-        else:
-            value = printer(symbol.init)
-            start.lines.append(f"{symbol.name} = torch.as_tensor({value}, dtype=dtype, device=device).expand({full})")
-        start.bound.append(symbol.name)
-    carried = variables + states
-    start.lines.append("return {" + ", ".join(f'"{s.name}": {s.name}' for s in carried) + "}")
-
-    # -- layer
-    layer = _MethodWriter(_Context("layer", low), printer)
-    for rule in low.rules:
-        layer.assign(rule.target, rule.value)
-    for symbol in carried:
-        if symbol.name not in layer.bound:
-            layer._bind(symbol.name)
-    layer.lines.append("return {" + ", ".join(f'"{s.name}": {s.name}' for s in carried) + "}")
-
-    # -- objective
-    objective = _MethodWriter(_Context("problem", low, frozenset(s.name for s in variables)), printer)
-    objective.lines.append("sizes = {}")
-    objective.lines.append(
-        "inputs = self.prepare_inputs(" + ", ".join(f"{s.name}={s.name}" for s in inputs) + ", sizes=sizes)"
-    )
-    for symbol in variables:
-        objective.lines.append(
-            f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, {dtype_source})'
-        )
-    objective.bound = [s.name for s in variables]
-    total: ir.Expr = problem.smooth
-    for term in problem.nonsmooth:
-        total = ir.add(total, ir.mul(term.coef, ir.Apply(term.func, (term.arg,), ir.SCALAR)))
-    objective.bind_for([total])
-    objective.lines.append(f"value = {printer(total)}")
-    objective.lines.append(f'batch = inputs["{first_input}"].shape[0]')
-    objective.lines.append("return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)")
-
-    # -- Lipschitz constants
-    lipschitz_methods = []
-    for var in low.lipschitz_vars:
-        hessian = problem.hessian_product(var)
-        symbol = low.symbol(var)
-        writer = _MethodWriter(_Context("problem", low, frozenset({var})), printer)
-        writer.bound.append(var)
-        writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in symbol.shape if isinstance(d, str)])
-        rows, cols = symbol.shape
-        writer.lines.append(f"{var} = unit_basis({rows}, {cols}, dtype, device)")
-        writer.lines.append(f"return largest_hessian_eigenvalue({printer(hessian)})")
-        lipschitz_methods.append(
-            {
-                "name": f"lipschitz_{var}",
-                "var": var,
-                "hessian": math(hessian),
-                "lines": writer.lines,
-            }
-        )
-
-    # -- helpers used
-    helpers: list[str] = ["as_data", "check_input", "size_of"]
-    if low.lipschitz_vars:
-        helpers += ["unit_basis", "largest_hessian_eigenvalue"]
-    used_functions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic] + [total]
-    for expr in used_functions:
-        for node in ir.walk(expr):
-            if isinstance(node, ir.Apply):
-                helpers += [name for name in FUNCTIONS[node.func].torch_helpers if name not in helpers]
-    runtime_sources = helper_sources("runtime_torch", helpers)
-    op_names: list[str] = []
-    all_exprs = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
-    for expr in all_exprs:
-        for node in ir.walk(expr):
-            name = None
-            if isinstance(node, ir.Prox):
-                name = PROX_TABLE[node.op].helper
-            elif isinstance(node, ir.Proj):
-                name = SET_TABLE[node.set].helper
-            if name is not None and name not in op_names:
-                op_names.append(name)
-    op_sources = helper_sources("ops_torch", op_names)
-    net_sources = helper_sources("nets_torch", net_classes)
+    emitter = _ModelEmitter(low)
+    data, inputs, variables, params = emitter.data, emitter.inputs, emitter.variables, emitter.params
+    constructor_lines = emitter.constructor()
+    runtime_sources, op_sources, net_sources = emitter.helper_sources()
 
     # -- signatures and docs
     def data_param(symbol: Symbol) -> str:
@@ -510,11 +520,11 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "outputs": [{"name": o, "layout": _user_layout(low.symbol(o).shape)} for o in outputs],
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
-        "prepare_lines": prepare.lines,
-        "initial_lines": start.lines,
-        "layer_lines": layer.lines,
-        "objective_lines": objective.lines,
-        "lipschitz_methods": lipschitz_methods,
+        "prepare_lines": emitter.prepare_inputs(),
+        "initial_lines": emitter.initial_state(),
+        "layer_lines": emitter.layer(),
+        "objective_lines": emitter.objective(),
+        "lipschitz_methods": emitter.lipschitz_methods(math),
         "paradigms": low.paradigms,
         "learned_names": list(low.learned),
         "shape_doc": {s.name: fmt_shape(s.shape) for s in unfold.symbols},
