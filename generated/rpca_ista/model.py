@@ -194,7 +194,7 @@ class RpcaIsta(nn.Module):
         iterates = []
         for k in range(self.layers):
             if self.checkpoint_layers and torch.is_grad_enabled():
-                # recompute this layer in the backward pass: memory stops growing with K
+                # keep only layer inputs; recompute the layer for gradients: memory stays flat in K
                 state = checkpoint(self.layer, k, state, inputs, use_reentrant=False)
             else:
                 state = self.layer(k, state, inputs)
