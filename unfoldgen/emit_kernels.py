@@ -181,7 +181,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_args": layer_args,
         "layer_lines": layer_lines,
         "layer_returns": returns,
-        "array_args": array_args + net_args,
+        "network_args": ["layers", *array_args, *net_args]
+        + [s.name if batched else f"{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
         "input_axes": {s.name: _axes(s.shape) for s in inputs},
         "reference": inputs[0].name,
