@@ -315,6 +315,8 @@ class _Elaborator:
             case "^":
                 if not ir.is_scalar(rs):
                     raise SpecError("the exponent of '^' must be a scalar", expr.right.span)
+                if isinstance(left, ir.Const) and isinstance(right, ir.Const):
+                    return ir.Const(_constant_power(left.value, right.value, expr.span))
                 return ir.power(left, right)
             case "/" if isinstance(right, ir.Const) and right.value == 0:
                 raise SpecError("division by zero", expr.span)
@@ -368,17 +370,21 @@ class _Elaborator:
             shape = entry.shape([arg.shape for arg in args])
         except ShapeError as err:
             raise SpecError(f"{name}(): {err}", expr.span) from None
+        if all(isinstance(arg, ir.Const) for arg in args) and (entry.sympy is not None or name in _NUMERIC):
+            return _fold_constant(expr, entry, args)
         match name:
             case "sumsq":
-                return ir.Apply("sum", (ir.power(args[0], ir.Const(2.0)),), ir.SCALAR)
+                return _reduce_sum(ir.power(args[0], ir.Const(2.0)))
             case "dot":
-                return ir.Apply("sum", (ir.mul(args[0], args[1]),), ir.SCALAR)
+                return _reduce_sum(ir.mul(args[0], args[1]))
             case "quad":
                 return ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0])
             case "huber":
-                return ir.Apply("sum", (ir.Apply("huber_elem", args, args[0].shape),), ir.SCALAR)
-        if entry.sympy is not None and all(isinstance(arg, ir.Const) for arg in args):
-            return _fold_constant(expr, entry, args)
+                return _reduce_sum(ir.Apply("huber_elem", args, args[0].shape))
+            case "sum" | "logsumexp" if ir.is_scalar(args[0].shape):
+                return args[0]  # of one number: the number itself
+            case "max" | "min" if isinstance(args[0], ir.Const) and not isinstance(args[1], ir.Const):
+                args = (args[1], args[0])  # symmetric; the tensor goes first in torch.maximum(t, c)
         return ir.Apply(name, args, shape)
 
     def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
@@ -386,12 +392,12 @@ class _Elaborator:
             raise SpecError(f"{expr.func.id}() takes {exactly or '1 or 2'} size argument(s)", expr.span)
         dims: list[ir.Dim] = []
         for arg in expr.args:
-            if isinstance(arg, s.Number) and arg.value.is_integer() and arg.value >= 1:
+            if isinstance(arg, s.Number) and arg.value.is_integer() and 1 <= arg.value <= MAX_DIM:
                 dims.append(int(arg.value))
             elif isinstance(arg, s.Name) and arg.id in self.scope.symbols and self.scope.symbols[arg.id].role == "dim":
                 dims.append(arg.id)
             else:
-                raise SpecError(f"{expr.func.id}() sizes must be dims or positive whole numbers", arg.span)
+                raise SpecError(f"{expr.func.id}() sizes must be dims or whole numbers from 1 to {MAX_DIM}", arg.span)
         return dims
 
     def _var_name(self, node: s.Expr, what: str) -> str:
@@ -581,9 +587,61 @@ class _Elaborator:
         return ir.NetCall(name, args, args[0].shape)
 
 
+def _sigmoid(t: float) -> float:
+    return 1.0 / (1.0 + math.exp(-t)) if t >= 0 else math.exp(t) / (1.0 + math.exp(t))
+
+
+def _huber(t: float, delta: float) -> float:
+    return 0.5 * t * t if abs(t) <= delta else delta * (abs(t) - delta / 2)
+
+
+# Functions of numbers that sympy does not evaluate (or that have no sympy form): evaluated here.
+_NUMERIC = {
+    "sigmoid": _sigmoid,
+    "softplus": lambda t: max(t, 0.0) + math.log1p(math.exp(-abs(t))),
+    "clip": lambda t, lo, hi: min(max(t, lo), hi),
+    "abs": abs,
+    "sign": lambda t: float((t > 0) - (t < 0)),
+    "max": max,
+    "min": min,
+    "sum": lambda t: t,
+    "logsumexp": lambda t: t,
+    "sumsq": lambda t: t * t,
+    "dot": lambda u, v: u * v,
+    "huber": _huber,
+}
+
+
+def _reduce_sum(value: ir.Expr) -> ir.Expr:
+    """``sum(value)``; a scalar is its own sum (0-dim tensors have no dims to sum over)."""
+    return value if ir.is_scalar(value.shape) else ir.Apply("sum", (value,), ir.SCALAR)
+
+
+def _constant_power(base: float, exponent: float, span: Span) -> float:
+    """``base ^ exponent`` of two numbers, or a SpecError where it is not a finite real number."""
+    try:
+        value = complex(base**exponent)
+    except OverflowError:
+        value = complex(math.inf)
+    except ZeroDivisionError:
+        value = complex(math.nan)
+    if math.isinf(value.real) or math.isinf(value.imag):
+        raise SpecError("this constant expression is too large to represent (it overflows)", span)
+    if value.imag != 0 or not math.isfinite(value.real):
+        raise SpecError(f"{base:g} ^ {exponent:g} is not a finite real number", span)
+    return value.real
+
+
 def _fold_constant(expr: s.Call, entry, args: tuple[ir.Const, ...]) -> ir.Const:
     """A function of numbers is a number: evaluate it now (``sqrt(2)`` must not reach torch)."""
-    value = complex(entry.sympy(*(sympy.Float(arg.value) for arg in args)).evalf())
+    numbers = [arg.value for arg in args]
+    try:
+        if entry.name in _NUMERIC:
+            value = complex(_NUMERIC[entry.name](*numbers))
+        else:
+            value = complex(entry.sympy(*(sympy.Float(number) for number in numbers)).evalf())
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        value = complex(math.nan)
     if value.imag != 0 or not math.isfinite(value.real):
         raise SpecError(f"{entry.name}() of these numbers is not a finite real number", expr.span)
     return ir.Const(value.real)
