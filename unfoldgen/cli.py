@@ -1,4 +1,6 @@
-"""The command line: `unfoldgen check | compile | explain`. Exit codes: 0 ok, 1 spec errors, 2 usage."""
+"""The command line: `unfoldgen check | compile | explain | train`.
+
+Exit codes: 0 ok, 1 spec errors (or training diverged), 2 usage (or data errors)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from unfoldgen.errors import SpecError
 from unfoldgen.explain import explain
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+# the same as unfoldgen.train.SCHEMES / LOSSES (not imported here: that would load torch for every command)
+TRAIN_SCHEMES = ("supervised", "unsupervised", "deep-supervision", "layerwise")
+TRAIN_LOSSES = ("nmse", "mse")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +33,50 @@ def _parser() -> argparse.ArgumentParser:
     explain_ = commands.add_parser("explain", help="show derived gradients, prox operators and one layer")
     explain_.add_argument("spec", type=Path)
     explain_.add_argument("--unfold", help="only this unfold block")
+    train = commands.add_parser("train", help="train an unfolded network (see unfoldgen.train)")
+    _add_train_arguments(train)
     return parser
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``unfoldgen train`` options (cli.py registers the subcommand)."""
+    parser.add_argument("spec", nargs="?", type=Path, help="the spec file (not needed with --resume)")
+    parser.add_argument("--unfold", help="the unfold block to train (needed when the spec has several)")
+    parser.add_argument(
+        "--data",
+        help="sparse:m=20,n=40,p=0.1,snr=40 | rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01 | "
+        "detection:m=16,n=8,modulation=bpsk,snr=10 | FILE.npz (arrays named after the spec)",
+    )
+    parser.add_argument("--scheme", choices=TRAIN_SCHEMES, default="supervised")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps in all (default 300)")
+    parser.add_argument("--batch", type=int, default=64, help="global batch size (split over --nproc ranks)")
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], help="steps where lr *= gamma")
+    parser.add_argument("--gamma", type=float, default=0.3, help="learning-rate factor at each milestone")
+    parser.add_argument("--loss", choices=TRAIN_LOSSES, default="nmse")
+    parser.add_argument("--weights", help="deep supervision: uniform | linear | last | w1,w2,...,wK")
+    parser.add_argument("--finetune-factor", type=float, default=0.2, help="layerwise: fine-tuning lr factor")
+    parser.add_argument("--clip", type=float, default=10.0, help="gradient-norm clipping (0: off)")
+    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--val-every", type=int, default=25)
+    parser.add_argument("--patience", type=int, help="early stopping after this many validations without gain")
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--layers", type=int, help="override the spec's number of layers K")
+    parser.add_argument(
+        "--set", action="append", metavar="NAME=VALUE", help="constructor override, e.g. lam=0.05, W=analytic"
+    )
+    parser.add_argument(
+        "--baseline", action="append", metavar="UNFOLD", help="another unfold of the spec to compare against"
+    )
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data and the nets' initialisation")
+    parser.add_argument("-o", "--out", type=Path, help="output folder (default runs/UNFOLD)")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR exactly")
+    parser.add_argument("--stop-after", type=int, metavar="STEP", help="stop (resumably) once STEP steps are done")
+    parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed.run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (small nets: 1 is fastest)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _compile_all(paths: list[Path]) -> dict[str, str]:
@@ -93,6 +141,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -116,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"unfoldgen: {err.args[0]}", file=sys.stderr)
                     return EXIT_USAGE
                 return EXIT_OK
+            case "train":
+                from unfoldgen.data import DataError
+                from unfoldgen.train import run_from_args
+
+                try:
+                    return run_from_args(args, argv)
+                except DataError as err:
+                    print(f"unfoldgen: {err}", file=sys.stderr)
+                    return EXIT_USAGE
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_SPEC

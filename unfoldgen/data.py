@@ -1,10 +1,37 @@
-"""Synthetic data for the classic problem families (seeded, float64 numpy; convert as needed)."""
+"""Data for training unfolded networks: synthetic generators for the example families and
+``.npz`` files, matched to a spec's data, inputs and variables.
+
+Generators (seeded, float64 numpy):
+- sparse recovery ``y = A x + noise``: Gaussian A with unit-norm columns, Bernoulli(p)-Gaussian x;
+- robust PCA ``D = L + S + noise``: rank-r L, a fraction of outliers in S;
+- box-constrained detection ``y = H x + noise``: BPSK or 4-PAM symbols in [-1, 1], a Gaussian
+  channel H per sample.
+
+A *source* (``SparseSource``, ``RobustPCASource``, ``DetectionSource``, ``NpzSource``) holds the
+arrays shared by every sample (``fixed``: the operator A) and draws per-sample arrays. Every batch
+is a pure function of ``(seed, step)``, so a resumed run sees exactly the data the uninterrupted
+run would have seen. ``bind(source, slots)`` matches the source's arrays to the spec's ``data``,
+``input`` and ``var`` declarations (by name, else by role and rank in declaration order) and checks
+every shape against the spec's dims; a missing or misshaped array is a ``DataError`` that says
+which array, which declaration and which shape was expected.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+Axis = str | int
+
+
+class DataError(ValueError):
+    """A data source does not fit the spec (missing array, wrong shape, unknown source)."""
+
+
+# ---------------------------------------------------------------------- generators
 
 
 @dataclass(frozen=True)
@@ -16,29 +43,557 @@ class SparseRecovery:
     x: np.ndarray  # (B, n)
 
 
-def sensing_matrix(m: int, n: int, seed: int = 0) -> np.ndarray:
+def sensing_matrix(m: int, n: int, seed: int | Sequence[int] = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     matrix = rng.normal(0.0, 1.0 / np.sqrt(m), size=(m, n))
     return matrix / np.linalg.norm(matrix, axis=0, keepdims=True)
 
 
+def _add_noise(clean: np.ndarray, snr_db: float | None, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise at ``snr_db`` relative to each sample's signal power (None: noiseless)."""
+    if snr_db is None:
+        return clean
+    axes = tuple(range(1, clean.ndim))
+    power = np.mean(clean**2, axis=axes, keepdims=True)
+    noise_std = np.sqrt(power / 10 ** (snr_db / 10))
+    return clean + noise_std * rng.normal(size=clean.shape)
+
+
 def sparse_recovery(
-    A: np.ndarray, batch: int, p: float = 0.1, snr_db: float | None = None, seed: int = 0
+    A: np.ndarray, batch: int, p: float = 0.1, snr_db: float | None = None, seed: int | Sequence[int] = 0
 ) -> SparseRecovery:
     """Draw ``batch`` sparse codes for the operator A; noise at ``snr_db`` (None: noiseless)."""
     rng = np.random.default_rng(seed)
     n = A.shape[1]
     x = rng.normal(size=(batch, n)) * (rng.random((batch, n)) < p)
-    clean = x @ A.T
-    y = clean
-    if snr_db is not None:
-        power = np.mean(clean**2, axis=1, keepdims=True)
-        noise_std = np.sqrt(power / 10 ** (snr_db / 10))
-        y = clean + noise_std * rng.normal(size=clean.shape)
+    y = _add_noise(x @ A.T, snr_db, rng)
     return SparseRecovery(A, y, x)
+
+
+@dataclass(frozen=True)
+class RobustPCA:
+    """D = L + S + noise: L of rank ``rank`` (unit-variance entries), S sparse outliers."""
+
+    D: np.ndarray  # (B, m, n)
+    L: np.ndarray  # (B, m, n)
+    S: np.ndarray  # (B, m, n)
+
+
+def robust_pca(
+    batch: int,
+    m: int,
+    n: int,
+    rank: int = 2,
+    outliers: float = 0.05,
+    noise: float = 0.0,
+    outlier_scale: float = 5.0,
+    seed: int | Sequence[int] = 0,
+) -> RobustPCA:
+    """Low-rank plus sparse matrices; outliers uniform in ±[outlier_scale/2, outlier_scale]."""
+    if not 1 <= rank <= min(m, n):
+        raise DataError(f"robust PCA: rank must be between 1 and min(m, n) = {min(m, n)}, got {rank}")
+    rng = np.random.default_rng(seed)
+    U = rng.normal(size=(batch, m, rank))
+    V = rng.normal(size=(batch, n, rank))
+    L = U @ V.transpose(0, 2, 1) / np.sqrt(rank)
+    mask = rng.random((batch, m, n)) < outliers
+    magnitude = rng.uniform(outlier_scale / 2, outlier_scale, size=(batch, m, n))
+    S = mask * magnitude * rng.choice([-1.0, 1.0], size=(batch, m, n))
+    D = L + S + noise * rng.normal(size=(batch, m, n))
+    return RobustPCA(D, L, S)
+
+
+MODULATIONS = {
+    "bpsk": np.array([-1.0, 1.0]),
+    "4pam": np.array([-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0]),  # scaled into the box [-1, 1]
+}
+
+
+@dataclass(frozen=True)
+class Detection:
+    """y = H x + noise with symbols x in [-1, 1] and a Gaussian channel H per sample."""
+
+    H: np.ndarray  # (B, m, n)
+    y: np.ndarray  # (B, m)
+    x: np.ndarray  # (B, n)
+
+
+def box_detection(
+    batch: int,
+    m: int,
+    n: int,
+    modulation: str = "bpsk",
+    snr_db: float | None = 10.0,
+    seed: int | Sequence[int] = 0,
+) -> Detection:
+    """Symbols from ``modulation`` ('bpsk' or '4pam'), H with N(0, 1/m) entries, noise at ``snr_db``."""
+    if modulation not in MODULATIONS:
+        raise DataError(f"detection: unknown modulation {modulation!r}; expected one of {', '.join(MODULATIONS)}")
+    rng = np.random.default_rng(seed)
+    x = rng.choice(MODULATIONS[modulation], size=(batch, n))
+    H = rng.normal(0.0, 1.0 / np.sqrt(m), size=(batch, m, n))
+    y = _add_noise(np.einsum("bmn,bn->bm", H, x), snr_db, rng)
+    return Detection(H, y, x)
+
+
+def analytic_weight(A: np.ndarray) -> np.ndarray:
+    """ALISTA-style analytic weight W (m, n): column i minimises ||Aᵀ w||² subject to a_iᵀ w = 1.
+
+    Closed form ``w_i = G⁻¹ a_i / (a_iᵀ G⁻¹ a_i)`` with ``G = A Aᵀ`` (a pseudo-inverse when G is
+    singular), so ``diag(Wᵀ A) = 1`` and the off-diagonal mass of ``Wᵀ A`` is as small as it can be
+    in Frobenius norm (the Frobenius variant of Liu et al., 2019).
+    """
+    A = np.asarray(A, dtype=np.float64)
+    solved = np.linalg.pinv(A @ A.T) @ A
+    scale = np.einsum("mi,mi->i", A, solved)
+    return solved / scale
 
 
 def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
     """10 log10( E||x̂ − x||² / E||x||² ) over the batch."""
     error = np.sum((estimate - truth) ** 2)
     return float(10 * np.log10(error / np.sum(truth**2)))
+
+
+# ---------------------------------------------------------------------- sources
+
+TRAIN_STREAM, VALIDATION_STREAM, FIXED_STREAM = 1, 2, 0
+
+
+@dataclass
+class Source:
+    """Arrays for training: ``fixed`` ones shared by every sample, per-sample ones drawn per batch.
+
+    ``roles`` names each per-sample array's role: ``input`` (fed to the network) or ``target``
+    (a ground-truth variable). Subclasses implement ``draw(count, seed)``.
+    """
+
+    name: str
+    seed: int
+    fixed: dict[str, np.ndarray]
+    roles: dict[str, str]
+    description: str = ""
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def train_batch(self, step: int, size: int) -> dict[str, np.ndarray]:
+        """The batch of training step ``step`` (0-based): a pure function of (seed, step)."""
+        return self.draw(size, (self.seed, TRAIN_STREAM, step))
+
+    def validation(self, size: int) -> dict[str, np.ndarray]:
+        """The validation set: disjoint from the training stream, the same on every call."""
+        return self.draw(size, (self.seed, VALIDATION_STREAM))
+
+
+@dataclass
+class SparseSource(Source):
+    """Sparse recovery: fixed A (m, n); per sample y (m) input and x (n) target."""
+
+    m: int = 20
+    n: int = 40
+    p: float = 0.1
+    snr_db: float | None = 40.0
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        sample = sparse_recovery(self.fixed["A"], count, self.p, self.snr_db, seed=list(seed))
+        return {"y": sample.y, "x": sample.x}
+
+
+def sparse_source(m: int = 20, n: int = 40, p: float = 0.1, snr_db: float | None = 40.0, seed: int = 0) -> SparseSource:
+    if not 0 < p <= 1:
+        raise DataError(f"sparse: p must be in (0, 1], got {p}")
+    A = sensing_matrix(m, n, seed=[seed, FIXED_STREAM])
+    return SparseSource(
+        "sparse",
+        seed,
+        {"A": A},
+        {"y": "input", "x": "target"},
+        f"sparse recovery m={m}, n={n}, p={p:g}, SNR {snr_db} dB, seed {seed}",
+        m,
+        n,
+        p,
+        snr_db,
+    )
+
+
+@dataclass
+class RobustPCASource(Source):
+    """Robust PCA: per sample D (m, n) input, L and S (m, n) targets."""
+
+    m: int = 20
+    n: int = 20
+    rank: int = 2
+    outliers: float = 0.05
+    noise: float = 0.0
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        sample = robust_pca(count, self.m, self.n, self.rank, self.outliers, self.noise, seed=list(seed))
+        return {"D": sample.D, "L": sample.L, "S": sample.S}
+
+
+def rpca_source(
+    m: int = 20, n: int = 20, rank: int = 2, outliers: float = 0.05, noise: float = 0.0, seed: int = 0
+) -> RobustPCASource:
+    robust_pca(1, m, n, rank, outliers, noise)  # validates the arguments
+    return RobustPCASource(
+        "rpca",
+        seed,
+        {},
+        {"D": "input", "L": "target", "S": "target"},
+        f"robust PCA m={m}, n={n}, rank {rank}, outliers {outliers:g}, noise {noise:g}, seed {seed}",
+        m,
+        n,
+        rank,
+        outliers,
+        noise,
+    )
+
+
+@dataclass
+class DetectionSource(Source):
+    """Box-constrained detection: per sample H (m, n) and y (m) inputs, x (n) target."""
+
+    m: int = 16
+    n: int = 8
+    modulation: str = "bpsk"
+    snr_db: float | None = 10.0
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        sample = box_detection(count, self.m, self.n, self.modulation, self.snr_db, seed=list(seed))
+        return {"H": sample.H, "y": sample.y, "x": sample.x}
+
+
+def detection_source(
+    m: int = 16, n: int = 8, modulation: str = "bpsk", snr_db: float | None = 10.0, seed: int = 0
+) -> DetectionSource:
+    box_detection(1, m, n, modulation, snr_db)  # validates the arguments
+    return DetectionSource(
+        "detection",
+        seed,
+        {},
+        {"H": "input", "y": "input", "x": "target"},
+        f"detection m={m}, n={n}, {modulation}, SNR {snr_db} dB, seed {seed}",
+        m,
+        n,
+        modulation,
+        snr_db,
+    )
+
+
+@dataclass
+class NpzSource(Source):
+    """Arrays from an ``.npz`` file named after the spec's data, inputs and variables.
+
+    Data arrays have no batch axis; inputs and variables have N samples on axis 0. A fraction
+    ``validation_fraction`` of the samples (a seeded split) is held out for validation; training
+    batches are drawn from the rest, each a pure function of (seed, step).
+    """
+
+    path: Path = Path()
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    validation_fraction: float = 0.1
+    train_index: np.ndarray | None = None
+    validation_index: np.ndarray | None = None
+
+    def split(self, count: int) -> None:
+        if count < 2:
+            raise DataError(f"{self.path}: need at least 2 samples (training and validation), found {count}")
+        order = np.random.default_rng([self.seed, VALIDATION_STREAM]).permutation(count)
+        held = min(count - 1, max(1, round(self.validation_fraction * count)))
+        self.validation_index, self.train_index = np.sort(order[:held]), order[held:]
+
+    def _select(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: self.arrays[name][index] for name in self.roles}
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        if self.train_index is None:
+            raise DataError(f"{self.path}: bind the file to a spec before drawing batches")
+        rng = np.random.default_rng(list(seed))
+        pool = self.train_index
+        picks = rng.choice(len(pool), size=count, replace=count > len(pool))
+        return self._select(pool[picks])
+
+    def validation(self, size: int) -> dict[str, np.ndarray]:
+        if self.validation_index is None:
+            raise DataError(f"{self.path}: bind the file to a spec before drawing batches")
+        return self._select(self.validation_index[:size])
+
+
+def npz_source(path: str | Path, validation_fraction: float = 0.1, seed: int = 0) -> NpzSource:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            arrays = {name: np.asarray(loaded[name]) for name in loaded.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    if not 0 < validation_fraction < 1:
+        raise DataError(f"validation fraction must be in (0, 1), got {validation_fraction}")
+    return NpzSource("npz", seed, {}, {}, f"{path}", path=path, arrays=arrays, validation_fraction=validation_fraction)
+
+
+# ---------------------------------------------------------------------- sources by name
+
+GENERATORS = {
+    "sparse": (sparse_source, {"m": int, "n": int, "p": float, "snr": float, "seed": int}),
+    "rpca": (
+        rpca_source,
+        {"m": int, "n": int, "rank": int, "outliers": float, "noise": float, "seed": int},
+    ),
+    "detection": (
+        detection_source,
+        {"m": int, "n": int, "modulation": str, "snr": float, "seed": int},
+    ),
+}
+
+
+def source_from_string(text: str, seed: int | None = None) -> Source:
+    """``sparse:m=20,n=40,p=0.1,snr=40``, ``rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01``,
+    ``detection:m=16,n=8,modulation=bpsk,snr=10`` or a path to an ``.npz`` file.
+
+    ``snr=inf`` is noiseless. ``seed`` (if given) is the default when the text names none.
+    """
+    family, _, options = text.partition(":")
+    if family not in GENERATORS:
+        if text.endswith(".npz") or Path(text).is_file():
+            return npz_source(text, seed=seed or 0)
+        raise DataError(
+            f"unknown data source {text!r}: expected an .npz file or one of "
+            + ", ".join(f"{name}:key=value,..." for name in GENERATORS)
+        )
+    make, types = GENERATORS[family]
+    kwargs: dict[str, object] = {}
+    if seed is not None:
+        kwargs["seed"] = seed
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in types:
+            raise DataError(
+                f"data source {family}: expected key=value with key one of {', '.join(types)}, got {item!r}"
+            )
+        try:
+            parsed = types[key](value.strip())
+        except ValueError:
+            raise DataError(f"data source {family}: {key}={value!r} is not a valid {types[key].__name__}") from None
+        kwargs["snr_db" if key == "snr" else key] = parsed
+    if "snr_db" in kwargs and not np.isfinite(kwargs["snr_db"]):
+        kwargs["snr_db"] = None
+    return make(**kwargs)
+
+
+# ---------------------------------------------------------------------- binding to a spec
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One array the spec declares: ``role`` is data, input or var; ``axes`` the user-layout shape."""
+
+    name: str
+    role: str
+    axes: tuple[Axis, ...] | None  # None: not known (a model given without its spec)
+
+    def describe(self) -> str:
+        if self.axes is None:
+            return f"{self.role} {self.name}"
+        shape = f"[{', '.join(str(a) for a in self.axes)}]" if self.axes else ""
+        return f"{self.role} {self.name} : real{shape}"
+
+    def fits(self, rank: int) -> bool:
+        return self.axes is None or len(self.axes) == rank
+
+
+def slots_from_problem(problem: object) -> tuple[Slot, ...]:
+    """The data, inputs and variables of a checked problem, in declaration order.
+
+    A vector (an n×1 column in the IR) is ``(n,)`` in the user's layout, as in generated code.
+    """
+    slots = []
+    for symbol in problem.symbols:  # type: ignore[attr-defined]
+        if symbol.role not in ("data", "input", "var"):
+            continue
+        shape = tuple(symbol.shape)
+        axes = () if not shape else (shape[0],) if shape[1] == 1 else shape
+        slots.append(Slot(symbol.name, symbol.role, axes))
+    return tuple(slots)
+
+
+@dataclass
+class Binding:
+    """A source matched to a spec: spec name → source array name, plus the dims' sizes."""
+
+    source: Source
+    slots: tuple[Slot, ...]
+    names: dict[str, str]  # spec name -> source name
+    tiled: frozenset[str]  # spec inputs fed from a fixed source array (repeated per sample)
+    dims: dict[str, int]
+
+    @property
+    def data(self) -> dict[str, np.ndarray]:
+        """Constructor arrays (the spec's ``data``)."""
+        return {s.name: self.source.fixed[self.names[s.name]] for s in self.slots if s.role == "data"}
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.slots if s.role == "input")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.slots if s.role == "var")
+
+    def _rename(self, drawn: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        count = len(next(iter(drawn.values()))) if drawn else 1
+        inputs, targets = {}, {}
+        for slot in self.slots:
+            if slot.role == "data":
+                continue
+            source_name = self.names.get(slot.name)
+            if source_name is None:  # a variable the source has no ground truth for
+                continue
+            if slot.name in self.tiled:
+                fixed = self.source.fixed[source_name]
+                value = np.broadcast_to(fixed, (count, *fixed.shape)).copy()
+            else:
+                value = drawn[source_name]
+            (inputs if slot.role == "input" else targets)[slot.name] = value
+        return inputs, targets
+
+    def train_batch(self, step: int, size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(inputs, targets) of training step ``step``, named after the spec."""
+        return self._rename(self.source.train_batch(step, size))
+
+    def validation(self, size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return self._rename(self.source.validation(size))
+
+
+def _user_shape(axes: tuple[Axis, ...], batched: bool) -> str:
+    parts = (["N"] if batched else []) + [str(a) for a in axes]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def _check_shape(
+    slot: Slot, what: str, shape: tuple[int, ...], batched: bool, dims: dict[str, int], origin: dict[str, str]
+) -> None:
+    if slot.axes is None:
+        return
+    expected = _user_shape(slot.axes, batched)
+    actual = shape[1:] if batched else shape
+    if len(actual) != len(slot.axes):
+        raise DataError(f"{what} for `{slot.describe()}` has shape {tuple(shape)}; expected {expected}")
+    for axis, size in zip(slot.axes, actual, strict=True):
+        if isinstance(axis, int):
+            if size != axis:
+                raise DataError(f"{what} for `{slot.describe()}` has shape {tuple(shape)}; expected {expected}")
+            continue
+        if axis in dims and dims[axis] != size:
+            raise DataError(
+                f"{what} for `{slot.describe()}` has shape {tuple(shape)}; expected {expected} "
+                f"with {axis} = {dims[axis]} (from {origin[axis]})"
+            )
+        dims.setdefault(axis, size)
+        origin.setdefault(axis, what)
+
+
+def bind(source: Source, slots: Sequence[Slot], require_targets: bool = True) -> Binding:
+    """Match the source's arrays to the spec's slots and check their shapes.
+
+    Spec ``data`` takes a fixed array, ``input`` a per-sample input (or a fixed array, repeated
+    per sample), ``var`` a per-sample target. Names match first; the rest pair up in declaration
+    order among arrays of the same role and rank. Without ``require_targets`` a variable with no
+    ground truth is allowed (unsupervised training).
+    """
+    if isinstance(source, NpzSource):
+        return _bind_npz(source, slots, require_targets)
+    sample = source.draw(1, (source.seed, VALIDATION_STREAM))
+    shapes = {name: value.shape[1:] for name, value in sample.items()} | {
+        name: value.shape for name, value in source.fixed.items()
+    }
+
+    def candidates(slot: Slot) -> list[str]:
+        if slot.role == "data":
+            return list(source.fixed)
+        if slot.role == "input":
+            return [n for n, r in source.roles.items() if r == "input"] + list(source.fixed)
+        return [n for n, r in source.roles.items() if r == "target"]
+
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for slot in slots:  # exact names first
+        if slot.name in candidates(slot) and slot.fits(len(shapes[slot.name])):
+            names[slot.name] = slot.name
+            used.add(slot.name)
+    for slot in slots:  # then role and rank, in order
+        if slot.name in names:
+            continue
+        for name in candidates(slot):
+            if name not in used and slot.fits(len(shapes[name])):
+                names[slot.name] = name
+                used.add(name)
+                break
+        else:
+            if slot.role == "var" and not require_targets:
+                continue
+            if slot.role == "data" and any(slot.fits(len(shapes[n])) for n in source.roles):
+                raise DataError(
+                    f"`{slot.describe()}` needs an array shared by all samples, but the {source.name} source "
+                    f"draws one per sample; declare it as an input"
+                )
+            offered = ", ".join(f"{n} {tuple(shapes[n])}" for n in candidates(slot)) or "none"
+            raise DataError(
+                f"the {source.name} source has no array for `{slot.describe()}` (arrays of that role: {offered})"
+            )
+    dims: dict[str, int] = {}
+    origin: dict[str, str] = {}
+    tiled = set()
+    for slot in slots:
+        if slot.name not in names:
+            continue
+        source_name = names[slot.name]
+        fixed = source_name in source.fixed
+        if slot.role == "input" and fixed:
+            tiled.add(slot.name)
+        shape = shapes[source_name] if fixed else (0, *shapes[source_name])
+        _check_shape(slot, f"{source.name} array {source_name!r}", tuple(shape), not fixed, dims, origin)
+    return Binding(source, tuple(slots), names, frozenset(tiled), dims)
+
+
+def _bind_npz(source: NpzSource, slots: Sequence[Slot], require_targets: bool) -> Binding:
+    arrays = source.arrays
+    missing = [slot for slot in slots if slot.name not in arrays and (slot.role != "var" or require_targets)]
+    if missing:
+        found = ", ".join(f"{n} {arrays[n].shape}" for n in sorted(arrays)) or "no arrays"
+        wanted = "; ".join(f"{slot.name!r} for `{slot.describe()}`" for slot in missing)
+        raise DataError(f"{source.path}: missing array {wanted}; the file holds {found}")
+    dims: dict[str, int] = {}
+    origin: dict[str, str] = {}
+    count = None
+    roles: dict[str, str] = {}
+    for slot in slots:
+        if slot.name not in arrays:
+            continue
+        value = arrays[slot.name]
+        if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
+            raise DataError(f"{source.path}: array {slot.name!r} has dtype {value.dtype}; expected real numbers")
+        batched = slot.role != "data"
+        what = f"{source.path}: array {slot.name!r}"
+        if batched and slot.axes is not None and value.ndim == len(slot.axes):
+            raise DataError(
+                f"{what} for `{slot.describe()}` has shape {value.shape}; expected "
+                f"{_user_shape(slot.axes, True)} with the samples on axis 0"
+            )
+        _check_shape(slot, what, value.shape, batched, dims, origin)
+        if batched:
+            if count is not None and value.shape[0] != count:
+                raise DataError(f"{what} holds {value.shape[0]} samples, but the arrays before it hold {count}")
+            count = value.shape[0]
+            roles[slot.name] = "input" if slot.role == "input" else "target"
+        else:
+            source.fixed[slot.name] = value.astype(np.float64)
+    source.roles = roles
+    if count is None:
+        raise DataError(f"{source.path}: the spec declares no per-sample inputs")
+    source.split(count)
+    names = {slot.name: slot.name for slot in slots if slot.name in arrays}
+    return Binding(source, tuple(slots), names, frozenset(), dims)
