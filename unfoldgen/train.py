@@ -209,27 +209,23 @@ def load_spec(spec: str | Path, text: str | None = None, folder: Path | None = N
 
 
 def _constructor_value(name: str, value: Any, binding: Binding, unfold: Any) -> Any:
-    """``--set`` values: numbers, or ``analytic`` for an ALISTA-style weight."""
-    if isinstance(value, str):
-        if value == "analytic":
-            data = [v for v in binding.data.values() if v.ndim == 2]
-            if len(data) != 1:
-                raise DataError(f"{name}=analytic needs exactly one data matrix in the spec, found {len(data)}")
-            weight = analytic_weight(data[0])
-            symbol = next((s for s in unfold.symbols if s.name == name), None)
-            if (
-                symbol is not None
-                and symbol.shape
-                and tuple(symbol.shape)
-                != tuple(next(s for s in binding.slots if s.role == "data" and len(s.axes) == 2).axes)
-            ):
-                weight = weight.T
-            return torch.as_tensor(weight)
-        try:
-            return float(value)
-        except ValueError:
-            raise DataError(f"--set {name}={value}: expected a number or 'analytic'") from None
-    return value
+    """Override values: numbers, tensors, or ``'analytic'`` for an ALISTA-style weight computed
+    from the spec's data matrix (transposed when the weight is declared the other way round)."""
+    if not isinstance(value, str):
+        return value
+    if value == "analytic":
+        matrices = [s for s in binding.slots if s.role == "data" and s.axes is not None and len(s.axes) == 2]
+        if len(matrices) != 1:
+            raise DataError(f"{name}=analytic needs exactly one data matrix in the spec, found {len(matrices)}")
+        weight = analytic_weight(binding.data[matrices[0].name])
+        symbol = next((s for s in unfold.symbols if s.name == name), None)
+        if symbol is not None and tuple(symbol.shape) == tuple(reversed(matrices[0].axes)):
+            weight = weight.T
+        return torch.as_tensor(weight)
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"{name}={value}: expected a number or 'analytic'") from None
 
 
 def build_model(
@@ -538,7 +534,8 @@ class _Task:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, layers: int | None = None) -> dict[str, Any]:
-        """Validation NMSE (dB) and mean objective after every layer."""
+        """Validation NMSE (dB) and mean objective after every layer (of this model or a baseline)."""
+        info = describe(model)
         saved = model.layers
         if layers is not None:
             model.layers = layers
@@ -548,12 +545,12 @@ class _Task:
             model.layers = saved
         result: dict[str, Any] = {}
         if self.has_targets:
-            per_layer, per_variable = [], {v: [] for v in self.info.targets.values()}
+            per_layer, per_variable = [], {v: [] for v in info.targets.values() if v in self.val_targets}
             for outputs in iterates:
                 error = energy = 0.0
-                for name, estimate in zip(self.info.outputs, outputs, strict=True):
-                    variable = self.info.targets.get(name)
-                    if variable is None:
+                for name, estimate in zip(info.outputs, outputs, strict=True):
+                    variable = info.targets.get(name)
+                    if variable not in self.val_targets:
                         continue
                     e = float((estimate - self.val_targets[variable]).pow(2).sum())
                     t = float(self.val_targets[variable].pow(2).sum())
@@ -563,13 +560,12 @@ class _Task:
             result["nmse_db"] = per_layer
             if len(per_variable) > 1:
                 result["nmse_db_per_variable"] = per_variable
-        if set(self.info.targets.values()) == set(self.info.variables):
-            objective_model = model if hasattr(model, "objective") else self.model
+        if set(info.targets.values()) == set(info.variables):
             result["objective"] = [
                 float(
-                    objective_model.objective(
+                    model.objective(
                         **self.val_inputs,
-                        **{self.info.targets[n]: v for n, v in zip(self.info.outputs, outputs, strict=True)},
+                        **{info.targets[n]: v for n, v in zip(info.outputs, outputs, strict=True)},
                     ).mean()
                 )
                 for outputs in iterates
