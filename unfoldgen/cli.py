@@ -92,6 +92,8 @@ def _compile_all(paths: list[Path]) -> dict[str, str]:
                 )
             owners[package] = path
             files[relative] = text
+        for note in compiled.notes:
+            print(note, file=sys.stderr)
     return files
 
 
