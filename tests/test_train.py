@@ -280,6 +280,15 @@ def test_resume_continues_exactly(unfold, scheme, steps, stop, tmp_path):
     assert resumed.history == reference.history
 
 
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
+    prepared = build("lasso.unf", "ista", layers=3)
+    settings = {"lr": 1e-2, "val_size": 50, "progress": False, "out": tmp_path}
+    fit(prepared.model, prepared.binding, steps=10, **settings)
+    extended = fit(prepared.model, prepared.binding, steps=16, resume=True, **settings)
+    assert extended.steps == 16 and len(extended.metrics["loss"]) == 16
+    assert extended.metrics["config"]["milestones"] == [5, 7]  # the schedule of the first run is kept
+
+
 def test_resume_refuses_different_settings(tmp_path):
     prepared = build("lasso.unf", "ista", layers=3)
     fit(prepared.model, prepared.binding, steps=4, lr=1e-2, out=tmp_path, val_size=50, progress=False)

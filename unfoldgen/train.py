@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import errno
 import hashlib
 import importlib.util
 import inspect
@@ -445,7 +446,7 @@ def atomic_write_text(text: str, path: Path) -> None:
 def load_checkpoint(folder: str | Path) -> dict:
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(errno.ENOENT, "no checkpoint to resume from", str(path))
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
@@ -744,7 +745,7 @@ def fit(
         initial = checkpoint["initial"]
         torch.set_rng_state(checkpoint["torch_rng"])
         if config.scheme != "layerwise" and state["phase"] >= len(phases) and state["step"] < total_steps:
-            state["phase"] = 0  # more steps for a finished run: go on (with a fresh optimizer)
+            state["phase"], state["phase_start"] = 0, 0  # more steps for a finished run: go on, fresh optimizer
     else:
         if config.milestones is None and config.scheme != "layerwise":
             config.milestones = list(phases[0].milestones)
