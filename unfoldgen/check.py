@@ -7,12 +7,14 @@ Every problem found is a SpecError at the span of the offending node.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import difflib
 import keyword
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sympy
 
@@ -40,14 +42,37 @@ GENERATED_NAMES = frozenset(
     register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
     register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
     register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory
-    state_dict to to_empty train training type xpu zero_grad T_destination""".split()
+    state_dict to to_empty train training type xpu zero_grad T_destination
+    PARADIGMS parameter_counts return_iterates sizes expected expected_dtype counts paradigm name
+    checkpoint path arrays numpy file allow_pickle load_params network""".split()
 )
+# Generated methods named after a variable (lipschitz_x): no spec name may start like them.
+GENERATED_PREFIXES = ("lipschitz_",)
+HELPER_MODULES = ("runtime_torch", "ops_torch", "nets_torch", "ops_numba")
+
+
+def _module_definitions(module: str) -> set[str]:
+    """Top-level function, class and constant names of a helper module copied into generated code."""
+    path = Path(__file__).with_name(f"{module}.py")
+    if not path.exists():
+        return set()
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
 
 
 def _helper_names() -> frozenset[str]:
     names = {op.helper for op in PROX_TABLE.values()} | {op.helper for op in SET_TABLE.values()}
     names |= {kind.class_name for kind in NET_KINDS.values()}
     names |= {"huber_elementwise", "sigmoid", "softplus", "softmax", "logsumexp", "hessian_max_eigenvalue"}
+    for module in HELPER_MODULES:
+        names |= _module_definitions(module)
     return frozenset(names)
 
 
@@ -208,7 +233,7 @@ def check_identifier(name: s.Name, what: str) -> None:
         raise SpecError(f"{what} name {text!r} is not allowed{hint}", name.span)
     if len(text) > MAX_IDENTIFIER:
         raise SpecError(f"{what} name is longer than {MAX_IDENTIFIER} characters", name.span)
-    if text in RESERVED:
+    if text in RESERVED or text.startswith(GENERATED_PREFIXES):
         raise SpecError(f"{what} name {text!r} is reserved (a keyword, builtin, function or generated name)", name.span)
 
 
@@ -971,6 +996,13 @@ def _combine(var: str, facts: list[tuple[str, tuple[ir.Expr, ...], Span]]) -> Va
 
 def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> CheckedUnfold:
     check_identifier(unfold.name, "unfold")
+    generated_class = "".join(part[:1].upper() + part[1:] for part in unfold.name.id.split("_") if part)
+    if generated_class in RESERVED or keyword.iskeyword(generated_class):
+        raise SpecError(
+            f"unfold name {unfold.name.id!r} would generate the class {generated_class!r}, a name the generated code "
+            "already uses",
+            unfold.name.span,
+        )
     problem = problems.get(unfold.problem.id)
     if problem is None:
         hint = _suggest(unfold.problem.id, list(problems))
