@@ -44,6 +44,22 @@ EXAMPLES = {
     "ista_learned_prox": ("IstaLearnedProx", "IstaLearnedProx(A=A)", "model(y=y)", [[3, 10]]),
     "pgd": ("Pgd", "Pgd(dtype=torch.float64)", "model(H=H, y=y)", [[3, 10]]),
     "rpca_ista": ("RpcaIsta", "RpcaIsta(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "alista": ("Alista", "Alista(A=A)", "model(y=y)", [[3, 10]]),
+    "lista": ("Lista", "Lista(A=A)", "model(y=y)", [[3, 10]]),
+    "lista_tied": ("ListaTied", "ListaTied(A=A)", "model(y=y)", [[3, 10]]),
+    "ista_tied": ("IstaTied", "IstaTied(A=A)", "model(y=y)", [[3, 10]]),
+    "ista_learned_operator": ("IstaLearnedOperator", "IstaLearnedOperator(A=A)", "model(y=y)", [[3, 10]]),
+    "ista_conv_corrected": ("IstaConvCorrected", "IstaConvCorrected(A=A)", "model(y=y)", [[3, 10]]),
+    "ista_learned_shrink": ("IstaLearnedShrink", "IstaLearnedShrink(A=A)", "model(y=y)", [[3, 10]]),
+    "rpca_tied": ("RpcaTied", "RpcaTied(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "rpca_corrected": ("RpcaCorrected", "RpcaCorrected(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "rpca_learned_prox": (
+        "RpcaLearnedProx",
+        "RpcaLearnedProx(dtype=torch.float64)",
+        "model(D=D)",
+        [[3, 5, 4], [3, 5, 4]],
+    ),
+    "pgd_corrected": ("PgdCorrected", "PgdCorrected(n=10, dtype=torch.float64)", "model(H=H, y=y)", [[3, 10]]),
 }
 
 STANDALONE = textwrap.dedent(
