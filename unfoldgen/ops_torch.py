@@ -12,6 +12,7 @@ of this module it calls); the copied code needs ``torch`` and ``Tensor`` in scop
 import torch
 from torch import Tensor
 
+
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
     return torch.sign(v) * torch.relu(v.abs() - t)
