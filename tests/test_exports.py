@@ -9,7 +9,10 @@
   are read from the compiler's IR, so a new example is classified without editing this file;
 - ``torch.jit.script``: not supported (see ``SCRIPT_BLOCKERS``); the test fails if that changes,
   so that the README's table is updated;
-- ``checkpoint_layers=True`` (recompute each layer in backward) gives the same gradients to 1e-10.
+- ``checkpoint_layers=True`` (recompute each layer in backward) gives the same gradients to 1e-10;
+- drawings (``unfoldgen.graph``): the learned-scalar counts they print equal the model's, every
+  prox/projection/net and iterate is drawn; rendering is skipped where Graphviz's ``dot`` is
+  missing, and then ``draw`` says how to install it.
 
 Sizes are small (dims 6, 4, 5; batch 2; 3 layers): these tests are about the code paths, not speed.
 The examples are the packages in ``generated/``; each is built from what its spec declares.
@@ -21,11 +24,13 @@ import contextlib
 import importlib
 import io
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sympy
 import torch
 from torch import nn
 
@@ -286,3 +291,75 @@ def test_checkpoint_layers_same_gradients_at_100_layers(package: str):
     assert len(want) >= 2
     for name, grad in want.items():
         torch.testing.assert_close(got[name], grad, rtol=0, atol=1e-10, msg=f"gradient of {name}")
+
+
+# ---------------------------------------------------------------------- drawings (unfoldgen.graph)
+
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt-get install graphviz)"
+)
+
+
+def _graph_module():
+    pytest.importorskip("graphviz", reason="the graphviz Python package is not installed (pip install graphviz)")
+    from unfoldgen import graph
+
+    return graph
+
+
+@pytest.mark.parametrize("package", EXAMPLES)
+def test_drawing_counts_the_learned_scalars_of_the_model(package: str):
+    """The counts the drawing prints are the model's own parameter counts, for every learned name."""
+    graph = _graph_module()
+    low = lowered_of(package)
+    example = build(package, layers=low.unfold.layers)
+    dims = [symbol.name for symbol in low.problem.symbols if symbol.role == "dim"]
+    sizes = {sympy.Symbol(dim): size for dim, size in zip(dims, SIZES, strict=False)}
+    counts = {name: int(count.subs(sizes)) for name, count in graph.learned_counts(low).items()}
+    actual = {}
+    for name in low.learned:
+        value = getattr(example.model, name)
+        actual[name] = sum(p.numel() for p in value.parameters()) if isinstance(value, nn.Module) else value.numel()
+    assert counts == actual
+    source = graph.to_graph(low).source
+    for name in low.learned:
+        assert f"{name}" in source and "learned" in source
+
+
+@pytest.mark.parametrize("package", EXAMPLES)
+def test_drawing_shows_every_operator_and_iterate(package: str):
+    graph = _graph_module()
+    low = lowered_of(package)
+    source = graph.to_graph(low).source
+    kinds = {type(node).__name__ for rule in low.rules for node in ir.walk(rule.value)}
+    if "Prox" in kinds:
+        assert "prox " in source
+    if "Proj" in kinds:
+        assert "proj " in source
+    if "NetCall" in kinds:
+        assert "net " in source
+    carried = [s.name for s in low.problem.of_role("var")] + [s.name for s in low.unfold.symbols if s.role == "state"]
+    for name in carried:
+        assert f"{name}_k" in source and f"{name}_k+1" in source
+    assert f"layer {low.unfold.layers}" in source, "the K-layer chain"
+
+
+@needs_dot
+@pytest.mark.parametrize("suffix", [".svg", ".png"])
+def test_draw_renders_an_image(tmp_path, suffix: str):
+    graph = _graph_module()
+    path = graph.draw(lowered_of("ista_corrected"), tmp_path / f"ista_corrected{suffix}")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000]
+    if suffix == ".svg":
+        text = data.decode()
+        assert "prox" in text and "net c" in text and "learned" in text
+
+
+def test_draw_without_dot_says_how_to_install_it(tmp_path, monkeypatch):
+    graph = _graph_module()
+    monkeypatch.setattr(graph, "dot_available", lambda: False)
+    with pytest.raises(graph.GraphvizMissingError, match="apt-get install graphviz"):
+        graph.draw(lowered_of("ista"), tmp_path / "ista.svg")
+    source = graph.draw(lowered_of("ista"), tmp_path / "ista.dot")  # the source needs no dot program
+    assert source.read_text(encoding="utf-8").startswith("digraph")
