@@ -1,0 +1,251 @@
+"""Peak memory of training a deep unfolding (K = 100) with and without ``checkpoint_layers=True``.
+
+    .venv/bin/python benchmarks/bench_memory.py                       # ISTA and LISTA-CP, K=100
+    .venv/bin/python benchmarks/bench_memory.py --layers 50 --batch 128 --models ista
+
+How the peak is measured (CPU): each configuration runs in a fresh subprocess, so nothing one run
+allocated can hide in another's heap. The child builds the model and its data, runs one small
+warm-up step (libraries allocate their buffers once), then resets the kernel's resident-set
+high-water mark (``echo 5 > /proc/self/clear_refs`` resets VmHWM to the current VmRSS), runs one
+training step (forward, MSE loss, backward) and reads VmHWM: the peak increase over the resident
+set before the step. glibc's dynamic mmap threshold is pinned (``MALLOC_MMAP_THRESHOLD_``) so that
+every large tensor is its own mapping, returned to the kernel when freed: the resident set then
+follows the live tensors instead of malloc's free lists. tracemalloc would not see torch's
+allocations at all (they are made in C++), and ``ru_maxrss`` cannot be reset, so it would include
+building the model.
+
+On CUDA (``--device cuda``) the same protocol uses ``torch.cuda.reset_peak_memory_stats`` and
+``max_memory_allocated`` in each child.
+
+Reported per model: peak increase with and without checkpointing, their ratio, the share that is
+the parameters' gradients (the same in both), step times (recomputation costs one extra forward),
+and whether the gradients agree (float64, to 1e-10).
+
+Writes benchmarks/results/bench_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET = 5.0
+MODELS = {"ista": ("generated.ista", "Ista"), "lista_cp": ("generated.lista_cp", "ListaCp")}
+
+
+# ---------------------------------------------------------------------- the child: one configuration
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def segmented_forward(model, segment: int):
+    """What ``checkpoint_layers=SEGMENT`` could emit: checkpoint runs of ``segment`` layers, so that
+    backward keeps one state per segment (not per layer) plus one segment's activations at a time.
+    Built from the generated module's public pieces (prepare_inputs, initial_state, layer, outputs)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def run(first: int, state: dict, inputs: dict) -> dict:
+        for k in range(first, min(first + segment, model.layers)):
+            state = model.layer(k, state, inputs)
+        return state
+
+    def forward(y):
+        inputs = model.prepare_inputs(y=y)
+        state = model.initial_state(inputs)
+        for first in range(0, model.layers, segment):
+            state = checkpoint(run, first, state, inputs, use_reentrant=False)
+        return model.outputs(state)
+
+    return forward
+
+
+def _problem(
+    model_name: str, layers: int, m: int, n: int, batch: int, dtype, device, checkpoint, seed=0, patched=False
+):
+    import importlib
+
+    import torch
+
+    module, class_name = MODELS[model_name]
+    generator = torch.Generator().manual_seed(seed)
+    A = (torch.randn(m, n, generator=generator, dtype=dtype) / m**0.5).to(device)
+    mask = torch.rand(batch, n, generator=generator) < 0.1
+    x_true = (torch.randn(batch, n, generator=generator, dtype=dtype) * mask).to(device)
+    y = x_true @ A.T + 0.01 * torch.randn(batch, m, generator=generator, dtype=dtype).to(device)
+    model_class = getattr(importlib.import_module(module), class_name)
+    if patched:  # the emitter changes proposed in benchmarks/bench_torch.py (LISTA-CP only)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_torch import load_patched
+
+        model_class = load_patched()
+        assert model_class is not None, "bench_torch.PATCHES no longer match generated/lista_cp"
+    model = model_class(A=A, lam=0.1, layers=layers, checkpoint_layers=checkpoint is True)
+    forward = segmented_forward(model, checkpoint) if checkpoint not in (False, True) else model
+    return model, forward, y, x_true
+
+
+def child(config: dict) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    torch.set_num_threads(1)
+    device = torch.device(config["device"])
+    model, forward, y, x_true = _problem(
+        config["model"],
+        config["layers"],
+        config["m"],
+        config["n"],
+        config["batch"],
+        torch.float32,
+        device,
+        config["checkpoint"],
+        patched=config.get("patched", False),
+    )
+
+    def train_step(y_batch, x_batch):
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(forward(y=y_batch), x_batch).backward()
+
+    train_step(y[:2], x_true[:2])  # warm-up: library buffers, autograd engine
+    model.zero_grad(set_to_none=True)
+    gradient_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        train_step(y, x_true)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() - before
+        method = "torch.cuda.max_memory_allocated - memory_allocated before the step"
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+        before = _status_kb("VmRSS")
+        start = time.perf_counter()
+        train_step(y, x_true)
+        seconds = time.perf_counter() - start
+        peak = (_status_kb("VmHWM") - before) * 1024
+        method = "VmHWM after the step - VmRSS before it (VmHWM reset through /proc/self/clear_refs)"
+    return {"peak_bytes": peak, "gradient_bytes": gradient_bytes, "step_seconds": seconds, "method": method}
+
+
+def run_child(config: dict) -> dict:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=1200,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"child {config} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------- gradients agree
+
+
+def gradients_agree(model_name: str, layers: int, checkpoint, patched: bool = False) -> float:
+    """Largest difference between the gradients without and with checkpointing (float64)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    grads = []
+    for mode, patch in ((False, False), (checkpoint, patched)):
+        cpu = torch.device("cpu")
+        model, forward, y, x_true = _problem(model_name, layers, 20, 40, 8, torch.float64, cpu, mode, patched=patch)
+        y = y.clone().requires_grad_(True)
+        torch.nn.functional.mse_loss(forward(y=y), x_true).backward()
+        grads.append([p.grad for p in model.parameters()] + [y.grad])
+    return max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
+
+
+# ---------------------------------------------------------------------- the parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="ista,lista_cp")
+    parser.add_argument("--layers", type=int, default=100)
+    parser.add_argument("--m", type=int, default=250)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--segment", type=int, default=0, help="layers per checkpointed segment (default √K)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "bench_memory.json")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+    if args.device == "cpu" and not Path("/proc/self/clear_refs").exists():
+        print("bench_memory: needs Linux (/proc/self/clear_refs) to measure CPU peaks", file=sys.stderr)
+        return 2
+
+    report: dict = {
+        "config": {k: getattr(args, k) for k in ("layers", "m", "n", "batch", "device")},
+        "dtype": "float32",
+        "step": "forward + MSE loss + backward",
+        "target_ratio": TARGET,
+        "models": {},
+    }
+    segment = args.segment or max(1, round(args.layers**0.5))
+    modes = {"plain": (False, False), "checkpoint_layers": (True, False), f"segments_of_{segment}": (segment, False)}
+    for name in args.models.split(","):
+        base = {"model": name, **report["config"]}
+        if name == "lista_cp":  # with per-layer weights in a ParameterList (see bench_torch.PATCHES)
+            modes |= {"parameter_list": (False, True), f"parameter_list_segments_of_{segment}": (segment, True)}
+        runs = {
+            label: run_child({**base, "checkpoint": mode, "patched": patch}) for label, (mode, patch) in modes.items()
+        }
+        plain = runs["plain"]
+        entry: dict = {"gradients_mib": _mib(plain["gradient_bytes"]), "method": plain["method"], "modes": {}}
+        for label, run in runs.items():
+            # the parameters' gradients are the same in every mode: the rest is what the layers
+            # keep for backward (activations) and the temporaries of one backward step
+            rest = run["peak_bytes"] - run["gradient_bytes"]
+            entry["modes"][label] = {
+                "peak_mib": _mib(run["peak_bytes"]),
+                "ratio": round(plain["peak_bytes"] / max(run["peak_bytes"], 1), 2),
+                "peak_without_gradients_mib": _mib(rest),
+                "ratio_without_gradients": round((plain["peak_bytes"] - plain["gradient_bytes"]) / max(rest, 1), 2),
+                "step_seconds": round(run["step_seconds"], 3),
+                "max_gradient_difference_float64": gradients_agree(name, args.layers, *modes[label]),
+            }
+            entry["modes"][label]["meets_target"] = entry["modes"][label]["ratio"] >= TARGET
+            mode = entry["modes"][label]
+            print(
+                f"{name:9s} K={args.layers} {label:18s} peak {mode['peak_mib']:8.1f} MiB ({mode['ratio']:5.2f}x less; "
+                f"without the {entry['gradients_mib']:.1f} MiB of gradients {mode['ratio_without_gradients']:5.2f}x), "
+                f"step {mode['step_seconds']:6.2f} s, gradients differ by {mode['max_gradient_difference_float64']:.1e}"
+            )
+        report["models"][name] = entry
+    report |= {"python": platform.python_version(), "torch": __import__("torch").__version__}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _mib(value: float) -> float:
+    return round(value / 2**20, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
