@@ -29,27 +29,23 @@ def format_float(value: float) -> str:
     return repr(value)
 
 
-class TorchPrinter:
-    """IR → torch source. ``names`` maps a reference to the local it is bound to."""
-
-    def __init__(self, net_call: Callable[[str], str], lipschitz_call: Callable[[str], str]):
-        self.net_call = net_call
-        self.lipschitz_call = lipschitz_call
+class _PythonPrinter:
+    """What the torch and numba printers share: names, arithmetic, powers, the operator table."""
 
     def __call__(self, expr: ir.Expr) -> str:
         return self.print(expr)[0]
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def wrap(self, expr: ir.Expr, needed: int) -> str:
+        text, prec = self.print(expr)
+        return text if prec >= needed else f"({text})"
+
+    def common(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
-            case ir.Const(value=value):
-                text = format_float(value)
-                return text, (UNARY if text.startswith("-") else ATOM)
             case ir.Ref(name=name):
                 return name, ATOM
-            case ir.Ones(shape=shape):
-                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
-            case ir.Eye(size=size):
-                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
             case ir.Binary(op=op, left=left, right=right):
                 prec = SUM if op in "+-" else PRODUCT
                 return f"{self.wrap(left, prec)} {op} {self.wrap(right, prec + 1)}", prec
@@ -59,24 +55,39 @@ class TorchPrinter:
                 return f"{self.wrap(base, ATOM)} ** {int(value)}", POWER
             case ir.Power(base=base, exponent=exponent):
                 return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
-            case ir.Transpose(operand=operand):
-                return f"{self.wrap(operand, ATOM)}.mT", ATOM
-            case ir.Apply(func=func, args=args):
-                return self.apply(FUNCTIONS[func].torch, args), ATOM
             case ir.Prox(op=op, scale=scale, arg=arg):
                 return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
             case ir.Proj(set=set_name, params=params, arg=arg):
                 printed = ", ".join([self(arg)] + [self(p) for p in params])
                 return f"{SET_TABLE[set_name].helper}({printed})", ATOM
+        raise TypeError(f"cannot print {type(expr).__name__} as code")
+
+
+class TorchPrinter(_PythonPrinter):
+    """IR → torch source. ``names`` maps a reference to the local it is bound to."""
+
+    def __init__(self, net_call: Callable[[str], str], lipschitz_call: Callable[[str], str]):
+        self.net_call = net_call
+        self.lipschitz_call = lipschitz_call
+
+    def print(self, expr: ir.Expr) -> tuple[str, int]:
+        match expr:
+            case ir.Const(value=value):
+                text = format_float(value)
+                return text, (UNARY if text.startswith("-") else ATOM)
+            case ir.Ones(shape=shape):
+                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
+            case ir.Eye(size=size):
+                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
+            case ir.Transpose(operand=operand):
+                return f"{self.wrap(operand, ATOM)}.mT", ATOM
+            case ir.Apply(func=func, args=args):
+                return self.apply(FUNCTIONS[func].torch, args), ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
             case ir.Lipschitz(var=var):
                 return self.lipschitz_call(var), ATOM
-        raise TypeError(f"cannot print {type(expr).__name__} as torch code")
-
-    def wrap(self, expr: ir.Expr, needed: int) -> str:
-        text, prec = self.print(expr)
-        return text if prec >= needed else f"({text})"
+        return self.common(expr)
 
     def apply(self, template: str, args: tuple[ir.Expr, ...]) -> str:
         def fill(match: re.Match) -> str:
@@ -147,7 +158,7 @@ class NumbaUnsupportedError(Exception):
     """A construct with no numba form yet; the message says which."""
 
 
-class NumbaPrinter:
+class NumbaPrinter(_PythonPrinter):
     """IR → numpy code for numba kernels.
 
     Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
@@ -160,9 +171,6 @@ class NumbaPrinter:
         self.per_sample = per_sample if batched else frozenset()
         self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
 
-    def __call__(self, expr: ir.Expr) -> str:
-        return self.print(expr)[0]
-
     def varies(self, expr: ir.Expr) -> bool:
         return any(isinstance(node, ir.Ref) and node.name in self.per_sample for node in ir.walk(expr))
 
@@ -170,8 +178,6 @@ class NumbaPrinter:
         match expr:
             case ir.Const(value=value):
                 return f"F({format_float(value)})", ATOM
-            case ir.Ref(name=name):
-                return name, ATOM
             case ir.Ones(shape=shape):
                 return f"np.ones(({_dims(shape)}), dtype)", ATOM
             case ir.Eye(size=size):
@@ -182,15 +188,6 @@ class NumbaPrinter:
                 return f"colsum({self.wrap(row, PRODUCT)} * {self.wrap(right, PRODUCT + 1)})", ATOM
             case ir.Binary(op="@", left=left, right=right):
                 return f"np.dot({self(left)}, {self(right)})", ATOM
-            case ir.Binary(op=op, left=left, right=right):
-                prec = SUM if op in "+-" else PRODUCT
-                return f"{self.wrap(left, prec)} {op} {self.wrap(right, prec + 1)}", prec
-            case ir.Neg(operand=operand):
-                return f"-{self.wrap(operand, UNARY)}", UNARY
-            case ir.Power(base=base, exponent=ir.Const(value=value)) if value.is_integer():
-                return f"{self.wrap(base, ATOM)} ** {int(value)}", POWER
-            case ir.Power(base=base, exponent=exponent):
-                return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
             case ir.Transpose(operand=operand):
                 if self.varies(operand):
                     raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
@@ -203,11 +200,6 @@ class NumbaPrinter:
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
-            case ir.Prox(op=op, scale=scale, arg=arg):
-                return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
-            case ir.Proj(set=set_name, params=params, arg=arg):
-                printed = ", ".join([self(arg)] + [self(p) for p in params])
-                return f"{SET_TABLE[set_name].helper}({printed})", ATOM
             case ir.NetCall(net=net, args=args):
                 if self.net_layer is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
@@ -220,14 +212,12 @@ class NumbaPrinter:
                 return call, ATOM
             case ir.Lipschitz(var=var):
                 raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
-        raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
+        if isinstance(expr, (ir.Grad, ir.Lipschitz)):
+            raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
+        return self.common(expr)
 
     def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:
         arg = args[index]
         if isinstance(arg, ir.Apply) and arg.func == "as_column":
             return f"as_column({self(arg.args[0])})"
         return self(arg)
-
-    def wrap(self, expr: ir.Expr, needed: int) -> str:
-        text, prec = self.print(expr)
-        return text if prec >= needed else f"({text})"
