@@ -278,7 +278,9 @@ def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> 
 def _lipschitz_args(low: LoweredUnfold, var: str) -> list[str]:
     hessian = low.problem.hessian_product(var)
     names, _ = referenced_names([hessian])
-    return [n for n in names if n != var and low.symbol(n).role != "dim"]
+    args = [n for n in names if n != var and low.symbol(n).role != "dim"]
+    # a Hessian of numbers alone still needs an array for its dtype: one sample's first input
+    return args or [low.problem.of_role("input")[0].name]
 
 
 def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, param_arg) -> dict:
