@@ -172,8 +172,12 @@ def gradients_agree(model_name: str, layers: int, checkpoint, patched: bool = Fa
         model, forward, y, x_true = _problem(model_name, layers, 20, 40, 8, torch.float64, cpu, mode, patched=patch)
         y = y.clone().requires_grad_(True)
         torch.nn.functional.mse_loss(forward(y=y), x_true).backward()
-        grads.append([p.grad for p in model.parameters()] + [y.grad])
-    return max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
+        by_name: dict[str, list] = {"input y": [y.grad]}
+        for key, parameter in model.named_parameters():  # W or W.0, W.1, ... (a ParameterList)
+            by_name.setdefault(key.split(".")[0], []).append(parameter.grad)
+        grads.append({key: torch.stack(values) if len(values) > 1 else values[0] for key, values in by_name.items()})
+    assert grads[0].keys() == grads[1].keys()
+    return max((grads[0][key] - grads[1][key]).abs().max().item() for key in grads[0])
 
 
 # ---------------------------------------------------------------------- the parent

@@ -9,7 +9,7 @@ spec writer, byte-level mutations of specs/*.unf): every case must end in succes
 SpecError, within one CPU second. Here a violation is counted and saved, not raised, so one run
 shows all of them: counts (success / SpecError / other exception / over the time limit), the
 slowest case, the most common error messages, and every failing input under
-``benchmarks/results/fuzz_failures/`` for replay with ``run_case``.
+``build/fuzz_failures/`` (ignored by git) for replay with ``run_case``.
 
 ``--run N`` goes one step further than the tests: it imports the generated model of the first N
 specs that compile, builds it on random float64 data (dims 4, 3, 5, …; batch 2) and runs forward
@@ -43,6 +43,7 @@ from unfoldgen import ir  # noqa: E402
 from unfoldgen.compiler import compile_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+FAILURES = ROOT / "build" / "fuzz_failures"
 GENERATED_SHARE = 0.6
 
 
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", type=int, default=0, help="build and run the first N specs that compile")
     parser.add_argument("--output", type=Path, default=RESULTS / "fuzz.json")
+    parser.add_argument("--failures", type=Path, default=FAILURES, help="where failing inputs are saved")
     args = parser.parse_args(argv)
 
     warm_up()
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 if problem is not None:
                     run_failures.append({"index": index, "error": problem, "input": text})
 
-    saved = _save_failures(failures + [{**f, "kind": "run"} for f in run_failures], args.output.parent)
+    saved = _save_failures(failures + [{**f, "kind": "run"} for f in run_failures], args.failures)
     report = {
         "cases": args.cases,
         "seed": args.seed,
@@ -203,10 +205,9 @@ def _show(data: str | bytes) -> str:
     return text if len(text) <= 2000 else text[:2000] + f"… ({len(text)} characters)"
 
 
-def _save_failures(failures: list[dict], results: Path) -> list[str]:
+def _save_failures(failures: list[dict], folder: Path) -> list[str]:
     if not failures:
         return []
-    folder = results / "fuzz_failures"
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for failure in failures[:200]:
