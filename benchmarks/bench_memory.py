@@ -1,4 +1,4 @@
-"""Peak memory of training a deep unfolding (K = 100) with and without ``checkpoint_layers=True``.
+"""Peak memory of training a deep unfolding (K = 100) with and without ``checkpoint_layers``.
 
     .venv/bin/python benchmarks/bench_memory.py                       # ISTA and LISTA-CP, K=100
     .venv/bin/python benchmarks/bench_memory.py --layers 50 --batch 128 --models ista
@@ -51,30 +51,7 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def segmented_forward(model, segment: int):
-    """What ``checkpoint_layers=SEGMENT`` could emit: checkpoint runs of ``segment`` layers, so that
-    backward keeps one state per segment (not per layer) plus one segment's activations at a time.
-    Built from the generated module's public pieces (prepare_inputs, initial_state, layer, outputs)."""
-    from torch.utils.checkpoint import checkpoint
-
-    def run(first: int, state: dict, inputs: dict) -> dict:
-        for k in range(first, min(first + segment, model.layers)):
-            state = model.layer(k, state, inputs)
-        return state
-
-    def forward(y):
-        inputs = model.prepare_inputs(y=y)
-        state = model.initial_state(inputs)
-        for first in range(0, model.layers, segment):
-            state = checkpoint(run, first, state, inputs, use_reentrant=False)
-        return model.outputs(state)
-
-    return forward
-
-
-def _problem(
-    model_name: str, layers: int, m: int, n: int, batch: int, dtype, device, checkpoint, seed=0, patched=False
-):
+def _problem(model_name: str, layers: int, m: int, n: int, batch: int, dtype, device, checkpoint, seed=0):
     import importlib
 
     import torch
@@ -86,15 +63,8 @@ def _problem(
     x_true = (torch.randn(batch, n, generator=generator, dtype=dtype) * mask).to(device)
     y = x_true @ A.T + 0.01 * torch.randn(batch, m, generator=generator, dtype=dtype).to(device)
     model_class = getattr(importlib.import_module(module), class_name)
-    if patched:  # the emitter changes proposed in benchmarks/bench_torch.py (LISTA-CP only)
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from bench_torch import load_patched
-
-        model_class = load_patched()
-        assert model_class is not None, "bench_torch.PATCHES no longer match generated/lista_cp"
-    model = model_class(A=A, lam=0.1, layers=layers, checkpoint_layers=checkpoint is True)
-    forward = segmented_forward(model, checkpoint) if checkpoint not in (False, True) else model
-    return model, forward, y, x_true
+    model = model_class(A=A, lam=0.1, layers=layers, checkpoint_layers=checkpoint)
+    return model, model, y, x_true
 
 
 def child(config: dict) -> dict:
@@ -112,7 +82,6 @@ def child(config: dict) -> dict:
         torch.float32,
         device,
         config["checkpoint"],
-        patched=config.get("patched", False),
     )
 
     def train_step(y_batch, x_batch):
@@ -161,15 +130,15 @@ def run_child(config: dict) -> dict:
 # ---------------------------------------------------------------------- gradients agree
 
 
-def gradients_agree(model_name: str, layers: int, checkpoint, patched: bool = False) -> float:
+def gradients_agree(model_name: str, layers: int, checkpoint) -> float:
     """Largest difference between the gradients without and with checkpointing (float64)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
     grads = []
-    for mode, patch in ((False, False), (checkpoint, patched)):
+    for mode in (False, checkpoint):
         cpu = torch.device("cpu")
-        model, forward, y, x_true = _problem(model_name, layers, 20, 40, 8, torch.float64, cpu, mode, patched=patch)
+        model, forward, y, x_true = _problem(model_name, layers, 20, 40, 8, torch.float64, cpu, mode)
         y = y.clone().requires_grad_(True)
         torch.nn.functional.mse_loss(forward(y=y), x_true).backward()
         by_name: dict[str, list] = {"input y": [y.grad]}
@@ -192,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--segment", type=int, default=0, help="layers per checkpointed segment (default √K)")
     parser.add_argument("--output", type=Path, default=RESULTS / "bench_memory.json")
     args = parser.parse_args(argv)
     if args.child:
@@ -209,15 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio": TARGET,
         "models": {},
     }
-    segment = args.segment or max(1, round(args.layers**0.5))
-    modes = {"plain": (False, False), "checkpoint_layers": (True, False), f"segments_of_{segment}": (segment, False)}
+    segment = max(1, round(args.layers**0.5))
+    # checkpoint_layers=1 recomputes every layer alone; True takes segments of √K layers
+    modes = {"plain": False, "checkpoint_layers=1": 1, f"checkpoint_layers=True ({segment} layers)": True}
     for name in args.models.split(","):
         base = {"model": name, **report["config"]}
-        if name == "lista_cp":  # with per-layer weights in a ParameterList (see bench_torch.PATCHES)
-            modes |= {"parameter_list": (False, True), f"parameter_list_segments_of_{segment}": (segment, True)}
-        runs = {
-            label: run_child({**base, "checkpoint": mode, "patched": patch}) for label, (mode, patch) in modes.items()
-        }
+        runs = {label: run_child({**base, "checkpoint": mode}) for label, mode in modes.items()}
         plain = runs["plain"]
         entry: dict = {"gradients_mib": _mib(plain["gradient_bytes"]), "method": plain["method"], "modes": {}}
         for label, run in runs.items():
@@ -230,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_without_gradients_mib": _mib(rest),
                 "ratio_without_gradients": round((plain["peak_bytes"] - plain["gradient_bytes"]) / max(rest, 1), 2),
                 "step_seconds": round(run["step_seconds"], 3),
-                "max_gradient_difference_float64": gradients_agree(name, args.layers, *modes[label]),
+                "max_gradient_difference_float64": gradients_agree(name, args.layers, modes[label]),
             }
             entry["modes"][label]["meets_target"] = entry["modes"][label]["ratio"] >= TARGET
             mode = entry["modes"][label]
             print(
-                f"{name:9s} K={args.layers} {label:18s} peak {mode['peak_mib']:8.1f} MiB ({mode['ratio']:5.2f}x less; "
+                f"{name:9s} K={args.layers} {label:32s} peak {mode['peak_mib']:8.1f} MiB ({mode['ratio']:5.2f}x less; "
                 f"without the {entry['gradients_mib']:.1f} MiB of gradients {mode['ratio_without_gradients']:5.2f}x), "
                 f"step {mode['step_seconds']:6.2f} s, gradients differ by {mode['max_gradient_difference_float64']:.1e}"
             )

@@ -242,11 +242,14 @@ def test_learned_parameters_are_per_layer():
         Fista(A=t64(A)): {},
     }
     for model, shapes in expected.items():
-        params = dict(model.named_parameters())
-        assert set(params) == set(shapes), type(model).__name__
+        names = {name.split(".")[0] for name, _ in model.named_parameters()}
+        assert names == set(shapes), type(model).__name__
         for name, shape in shapes.items():
             value = getattr(model, name)
-            assert isinstance(value, nn.Parameter), f"{type(model).__name__}.{name}"
+            if isinstance(value, nn.ParameterList):  # per-layer matrices: one parameter per layer
+                value = torch.stack(list(value))
+            else:
+                assert isinstance(value, nn.Parameter), f"{type(model).__name__}.{name}"
             assert tuple(value.shape) == shape, f"{type(model).__name__}.{name}"
             assert value.dtype == torch.float64
     assert torch.equal(Pgd(dtype=torch.float64).mu.data, torch.ones(10, dtype=torch.float64))
@@ -281,7 +284,8 @@ def test_lista_cp_learned_values(seed, size):
     Ws = np.stack([mu * A.T + 0.05 * rng.normal(size=(n, m)) for _ in range(16)])
     thetas = rng.uniform(0.2, 2.0, 16) * mu * lam
     model = ListaCp(A=t64(A), lam=lam)
-    model.W.data = t64(Ws)
+    for weight, value in zip(model.W, Ws, strict=True):
+        weight.data = t64(value)
     model.theta.data = t64(thetas)
     assert_close(run(model, y=Y), ref.lista_cp(A, Y, lam, 16, W=list(Ws), theta=thetas))
 

@@ -44,7 +44,8 @@ GENERATED_NAMES = frozenset(
     register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory
     state_dict to to_empty train training type xpu zero_grad T_destination
     PARADIGMS parameter_counts return_iterates sizes expected expected_dtype counts paradigm name
-    checkpoint path arrays numpy file allow_pickle load_params network""".split()
+    checkpoint path arrays numpy file allow_pickle load_params network
+    LAYER_LISTS run_layers segment start stop collect""".split()
 )
 # Generated methods named after a variable (lipschitz_x): no spec name may start like them.
 GENERATED_PREFIXES = ("lipschitz_",)
@@ -854,6 +855,14 @@ def _split_objective(
         if sign < 0 or _negative(coef):
             raise SpecError(
                 f"a non-smooth term ({call.func}) must be added, not subtracted (its coefficient must be positive)",
+                term.span,
+            )
+        defaults = {n: sym.init for n, sym in scope.symbols.items() if sym.role == "param" and sym.init is not None}
+        with_defaults = ir.substitute(coef, defaults)
+        if isinstance(with_defaults, ir.Const) and with_defaults.value < 0:
+            raise SpecError(
+                f"the coefficient of {call.func}() is {with_defaults.value:g} with the params' default values; "
+                "a non-smooth term's coefficient must be positive",
                 term.span,
             )
         nonsmooth.append(NonsmoothTerm(coef, call.func, call.args[0]))

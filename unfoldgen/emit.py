@@ -24,6 +24,8 @@ from unfoldgen.prox import PROX_TABLE, SET_TABLE
 from unfoldgen.resources import resource_dir
 
 INDENT = "    "
+# A module with neither data nor params keeps its dtype and device in this (unsaved) buffer.
+DTYPE_ANCHOR = "_dtype_anchor"
 
 
 @functools.cache
@@ -90,6 +92,7 @@ class _Context:
     mode: str
     lowered: LoweredUnfold
     locals: frozenset[str] = frozenset()
+    without_inputs: bool = False  # called when the model is built: dims and dtype cannot come from inputs
 
     def binding(self, name: str) -> str | None:
         """The right-hand side that binds local ``name``, or None if it is already local."""
@@ -104,7 +107,7 @@ class _Context:
             case "var" | "state":
                 return f'state["{name}"]'
             case "dim":
-                return _dim_binding(low, name, build=self.mode == "build")
+                return _dim_binding(low, name, build=self.mode == "build" or self.without_inputs)
             case "data" | "param":
                 if learned is None:
                     return f"self.{name}"
@@ -190,9 +193,11 @@ class _MethodWriter:
 
     def _reference(self) -> str:
         low = self.context.lowered
-        data = low.problem.of_role("data")
-        if data:
-            return f"self.{_problem_attr(low, data[0].name)}"
+        tensors = low.problem.of_role("data") + low.problem.of_role("param")
+        if tensors:
+            return f"self.{_problem_attr(low, tensors[0].name)}"
+        if self.context.without_inputs:
+            return f"self.{DTYPE_ANCHOR}"
         first_input = low.problem.of_role("input")[0].name
         return f'inputs["{first_input}"]'
 
@@ -243,10 +248,11 @@ class _ModelEmitter:
         self.inputs = low.problem.of_role("input")
         self.variables = low.problem.of_role("var")
         self.params = low.problem.of_role("param")
-        self.carried = self.variables + tuple(sym for sym in low.unfold.symbols if sym.role == "state")
-        self.printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}(inputs)")
-        self.build_printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}({{}})")
-        self.dtype_source = _dtype_source(low)
+        self.carried = low.carried
+        self.printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}(inputs)", low.per_sample)
+        self.build_printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}({{}})", low.per_sample)
+        self.layer_lists = layer_lists(low)
+        self.dtype_source = _dtype_source(low, self.layer_lists)
         self.net_classes: list[str] = []
 
     def net_call(self, name: str) -> str:
@@ -259,6 +265,7 @@ class _ModelEmitter:
             "if not isinstance(layers, int) or layers < 1:",
             f'{INDENT}raise ValueError(f"layers must be a positive integer, got {{layers!r}}")',
             "self.layers = layers",
+            "checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward",
             "self.checkpoint_layers = checkpoint_layers",
             "sizes: dict = {}",
         ]
@@ -269,6 +276,9 @@ class _ModelEmitter:
             lines += [f"dtype = {symbol.name}.dtype", f"device = {symbol.name}.device"]
         if not self.data:
             lines += ["dtype = dtype or torch.get_default_dtype()", 'device = torch.device("cpu")']
+        if not (self.data or self.params) and low.lipschitz_vars:
+            anchor = "torch.zeros((), dtype=dtype, device=device)"
+            lines.append(f'self.register_buffer("{DTYPE_ANCHOR}", {anchor}, persistent=False)')
         lines.append("self.sizes = sizes")
         for symbol in self.params:
             value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
@@ -300,13 +310,17 @@ class _ModelEmitter:
             if learn.role == "net":
                 continue
             symbol = low.symbol(name)
-            start = "torch.ones((), dtype=dtype, device=device)" if symbol.depends_on_inputs else name
-            if learn.per_layer:
-                shape = _internal_shape(symbol.shape)
-                expand = f"{start}.expand(layers{', ' + shape if shape else ''}).clone()"
+            start = name
+            if symbol.depends_on_inputs:  # a learned factor on the per-sample value, one at start
+                shape = _internal_shape(symbol.shape) if name in self.layer_lists else ""
+                start = f"torch.ones(({shape}), dtype=dtype, device=device)"
+            if name in self.layer_lists:
+                make = f"nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
+                writer.lines.append(f"self.{name} = {make}")
+            elif learn.per_layer:
+                writer.lines.append(f"self.{name} = nn.Parameter({start}.expand(layers).clone())")
             else:
-                expand = f"{start}.clone()"
-            writer.lines.append(f"self.{name} = nn.Parameter({expand})")
+                writer.lines.append(f"self.{name} = nn.Parameter({start}.clone())")
         for net in low.unfold.nets:
             writer.lines += self.net_lines(net, writer)
         return writer.lines
@@ -419,7 +433,8 @@ class _ModelEmitter:
         for var in self.low.lipschitz_vars:
             hessian = self.problem.hessian_product(var)
             symbol = self.low.symbol(var)
-            writer = _MethodWriter(_Context("problem", self.low, frozenset({var})), self.printer)
+            static = not ir.depends_on(hessian, self.low.per_sample - set(s.name for s in self.carried))
+            writer = _MethodWriter(_Context("problem", self.low, frozenset({var}), static), self.printer)
             writer.bound.append(var)
             writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in symbol.shape if isinstance(d, str)])
             rows, cols = symbol.shape
@@ -429,12 +444,15 @@ class _ModelEmitter:
         return methods
 
     def helper_sources(self) -> tuple[list[str], list[str], list[str]]:
-        """Sources of the runtime helpers, operators and net classes the module uses."""
+        """Sources of the runtime helpers, operators and net classes the module uses (call it
+        after every method is printed: the printers record the helpers they chose)."""
         low = self.low
-        expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic]
-        helpers: list[str] = ["as_data", "check_input", "size_of"]
+        expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
+        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment"]
         if low.lipschitz_vars:
             helpers += ["unit_basis", "largest_hessian_eigenvalue"]
+        for printer in (self.printer, self.build_printer):
+            helpers += [name for name in printer.helpers if name not in helpers]
         ops: list[str] = []
         for expr in [*expressions, self.objective_value()]:
             for node in ir.walk(expr):
@@ -458,7 +476,14 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     math = MathPrinter()
     emitter = _ModelEmitter(low)
     data, inputs, variables, params = emitter.data, emitter.inputs, emitter.variables, emitter.params
-    constructor_lines = emitter.constructor()
+    methods = {
+        "constructor_lines": emitter.constructor(),
+        "prepare_lines": emitter.prepare_inputs(),
+        "initial_lines": emitter.initial_state(),
+        "layer_lines": emitter.layer(),
+        "objective_lines": emitter.objective(),
+        "lipschitz_methods": emitter.lipschitz_methods(math),
+    }
     runtime_sources, op_sources, net_sources = emitter.helper_sources()
 
     # -- signatures and docs
@@ -476,7 +501,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     keyword_only = [f"{s.name}: float | Tensor | None = None" for s in low.static]
     keyword_only += [f"{d.name}: int | None = None" for d in problem.of_role("dim")]
     keyword_only += [f"layers: int = {unfold.layers}", "dtype: torch.dtype | None = None"]
-    keyword_only += ["checkpoint_layers: bool = False"]
+    keyword_only += ["checkpoint_layers: bool | int = False"]
     forward_args = ", ".join(f"{s.name}: Tensor" for s in inputs)
     outputs = unfold.outputs
     output_shapes = ", ".join(f"{o}: {_user_shape(low.symbol(o), True)}" for o in outputs)
@@ -510,7 +535,6 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "op_sources": op_sources,
         "net_sources": net_sources,
         "constructor_args": required + optional + (["*"] if keyword_only else []) + keyword_only,
-        "constructor_lines": constructor_lines,
         "data_doc": [f"{s.name}: {_user_shape(s, False)}" for s in data],
         "input_names": [s.name for s in inputs],
         "input_doc": [f"{s.name}: {_user_shape(s, True)}" for s in inputs],
@@ -520,12 +544,9 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "outputs": [{"name": o, "layout": _user_layout(low.symbol(o).shape)} for o in outputs],
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
-        "prepare_lines": emitter.prepare_inputs(),
-        "initial_lines": emitter.initial_state(),
-        "layer_lines": emitter.layer(),
-        "objective_lines": emitter.objective(),
-        "lipschitz_methods": emitter.lipschitz_methods(math),
+        **methods,
         "paradigms": low.paradigms,
+        "layer_lists": emitter.layer_lists,
         "learned_names": list(low.learned),
         "shape_doc": {s.name: fmt_shape(s.shape) for s in unfold.symbols},
     }
@@ -538,14 +559,27 @@ def _user_layout(shape: ir.Shape) -> str:
     return ".squeeze(-1)" if shape[1] == 1 else ""
 
 
-def _dtype_source(low: LoweredUnfold) -> str:
+def layer_lists(low: LoweredUnfold) -> list[str]:
+    """Per-layer learned tensors (not scalars) kept as one parameter per layer (nn.ParameterList).
+
+    Indexing one stacked (K, ...) parameter per layer would make every layer's backward write a
+    zero-filled (K, ...) gradient; scalars stay stacked, so a schedule of steps is one tensor.
+    """
+    return [
+        name
+        for name, learn in low.learned.items()
+        if learn.role != "net" and learn.per_layer and low.symbol(name).shape != ()
+    ]
+
+
+def _dtype_source(low: LoweredUnfold, lists: list[str]) -> str:
     tensors = [s for s in low.problem.symbols if s.role in ("data", "param")]
     if tensors:
         return f"self.{_problem_attr(low, tensors[0].name)}.dtype"
     if low.learned:
         name = next(iter(low.learned))
         if low.learned[name].role != "net":
-            return f"self.{name}.dtype"
+            return f"self.{name}[0].dtype" if name in lists else f"self.{name}.dtype"
     return "None"
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unfoldgen import __version__, ir
-from unfoldgen.check import Symbol
 from unfoldgen.emit import format_python, helper_sources, referenced_names, template_environment
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
@@ -32,19 +31,13 @@ class KernelPlan:
     reason: str  # why per-sample, for the docstring
 
 
-def _state_symbols(low: LoweredUnfold) -> tuple[Symbol, ...]:
-    return low.problem.of_role("var") + tuple(s for s in low.unfold.symbols if s.role == "state")
-
-
 def plan(low: LoweredUnfold) -> KernelPlan:
     """Choose the layout, or raise NumbaUnsupportedError naming what has no numba form."""
     for net in low.unfold.nets:
         if net.kind != "mlp":
             raise NumbaUnsupportedError(f"{net.kind} nets (mlp nets are supported)")
     per_sample_matrices = [
-        s.name
-        for s in low.problem.of_role("input") + _state_symbols(low)
-        if not ir.is_scalar(s.shape) and s.shape[1] != 1
+        s.name for s in low.problem.of_role("input") + low.carried if not ir.is_scalar(s.shape) and s.shape[1] != 1
     ]
     for rule in low.rules:
         for node in ir.walk(rule.value):
@@ -59,19 +52,10 @@ def plan(low: LoweredUnfold) -> KernelPlan:
         return KernelPlan(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
     if low.dynamic:
         return KernelPlan(False, "per-sample hyperparameters")
-    printer = NumbaPrinter(_per_sample_names(low), net_layer=lambda net: "k")
+    printer = NumbaPrinter(low.per_sample, net_layer=lambda net: "k")
     for rule in low.rules:
         printer(rule.value)  # raises on what the batched layout cannot express
     return KernelPlan(True, "")
-
-
-def _per_sample_names(low: LoweredUnfold) -> frozenset[str]:
-    names = {s.name for s in low.problem.of_role("input") + _state_symbols(low)}
-    names |= {s.name for s in low.dynamic}
-    for rule in low.rules:
-        if rule.is_let and ir.depends_on(rule.value, names):
-            names.add(rule.target)
-    return frozenset(names)
 
 
 def _param_key(low: LoweredUnfold, name: str, problem_value: bool = False) -> str:
@@ -99,9 +83,9 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     kernel_plan = plan(low)
     batched = kernel_plan.batched
     problem = low.problem
-    printer = NumbaPrinter(_per_sample_names(low), batched, net_layer=lambda net: _net_index(low, net))
+    printer = NumbaPrinter(low.per_sample, batched, net_layer=lambda net: _net_index(low, net))
     inputs = problem.of_role("input")
-    states = _state_symbols(low)
+    states = low.carried
     state_names = [s.name for s in states]
 
     # -- the layer function: free names (params, inputs, dims), then the carried states
@@ -181,8 +165,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_args": layer_args,
         "layer_lines": layer_lines,
         "layer_returns": returns,
-        "network_args": ["layers", *array_args, *net_args]
-        + [s.name if batched else f"{s.name}_batch" for s in inputs],
+        "network_args": ["layers", *array_args, *net_args] + [s.name if batched else f"{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
         "input_axes": {s.name: _axes(s.shape) for s in inputs},
         "reference": inputs[0].name,

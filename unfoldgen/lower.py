@@ -25,6 +25,21 @@ class LoweredUnfold:
     lipschitz_vars: tuple[str, ...]
     paradigms: dict[str, int]
 
+    @property
+    def carried(self) -> tuple[Symbol, ...]:
+        """What a layer carries to the next: the problem's variables, then the unfold's states."""
+        return self.problem.of_role("var") + tuple(s for s in self.unfold.symbols if s.role == "state")
+
+    @property
+    def per_sample(self) -> frozenset[str]:
+        """Names of the quantities that differ between the samples of a batch."""
+        names = {s.name for s in self.problem.of_role("input") + self.carried}
+        names |= {s.name for s in self.dynamic}
+        for rule in self.rules:
+            if rule.is_let and ir.depends_on(rule.value, names):
+                names.add(rule.target)
+        return frozenset(names)
+
     def symbol(self, name: str) -> Symbol:
         for symbol in self.problem.symbols + self.unfold.symbols:
             if symbol.name == name:

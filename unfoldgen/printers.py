@@ -32,6 +32,11 @@ def format_float(value: float) -> str:
 class _PythonPrinter:
     """What the torch and numba printers share: names, arithmetic, powers, the operator table."""
 
+    per_sample: frozenset[str] = frozenset()  # names of quantities that vary by sample
+
+    def varies(self, expr: ir.Expr) -> bool:
+        return ir.depends_on(expr, self.per_sample)
+
     def __call__(self, expr: ir.Expr) -> str:
         return self.print(expr)[0]
 
@@ -64,14 +69,29 @@ class _PythonPrinter:
 
 
 class TorchPrinter(_PythonPrinter):
-    """IR → torch source. ``names`` maps a reference to the local it is bound to."""
+    """IR → torch source.
 
-    def __init__(self, net_call: Callable[[str], str], lipschitz_call: Callable[[str], str]):
+    ``per_sample`` names the quantities with a batch axis: a product of a shared matrix with one
+    of them prints as ``shared_matmul`` (one GEMM), and ``helpers`` records that it was used.
+    """
+
+    def __init__(
+        self,
+        net_call: Callable[[str], str],
+        lipschitz_call: Callable[[str], str],
+        per_sample: frozenset[str] = frozenset(),
+    ):
         self.net_call = net_call
         self.lipschitz_call = lipschitz_call
+        self.per_sample = per_sample
+        self.helpers: list[str] = []
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
+            case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
+                if "shared_matmul" not in self.helpers:
+                    self.helpers.append("shared_matmul")
+                return f"shared_matmul({self(left)}, {self(right)})", ATOM
             case ir.Const(value=value):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
@@ -170,9 +190,6 @@ class NumbaPrinter(_PythonPrinter):
     def __init__(self, per_sample: frozenset[str], batched: bool = True, net_layer: Callable[[str], str] | None = None):
         self.per_sample = per_sample if batched else frozenset()
         self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
-
-    def varies(self, expr: ir.Expr) -> bool:
-        return any(isinstance(node, ir.Ref) and node.name in self.per_sample for node in ir.walk(expr))
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:

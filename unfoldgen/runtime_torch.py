@@ -71,3 +71,25 @@ def huber_elementwise(v: Tensor, delta: Tensor | float) -> Tensor:
     """h_δ(v) = v²/2 where |v| ≤ δ, δ(|v| − δ/2) elsewhere (elementwise)."""
     magnitude = v.abs()
     return torch.where(magnitude <= delta, 0.5 * v**2, delta * (magnitude - 0.5 * delta))
+
+
+def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
+    """``matrix @ batch`` for a matrix shared by the batch and a batch ``(..., n, c)``, as one GEMM
+    over all columns: a broadcast ``@`` runs one small product per sample, and its backward one
+    per sample too (measured 7-12x slower for LISTA-CP at batch 64)."""
+    if matrix.dim() != 2:
+        return matrix @ batch
+    if batch.shape[-1] == 1:  # a batch of vectors: the samples are the rows of one product
+        return torch.nn.functional.linear(batch.squeeze(-1), matrix).unsqueeze(-1)
+    rows = batch.mT.reshape(-1, batch.shape[-2]) @ matrix.mT
+    return rows.reshape(*batch.shape[:-2], batch.shape[-1], matrix.shape[-2]).mT
+
+
+def checkpoint_segment(setting: bool | int, layers: int) -> int:
+    """Layers per recomputed segment for ``checkpoint_layers``: 0 (off), ``True`` (√K, the segment
+    length that minimises stored states plus one segment's activations), or a positive count."""
+    if isinstance(setting, bool):
+        return max(1, round(layers**0.5)) if setting else 0
+    if not isinstance(setting, int) or setting < 0:
+        raise ValueError(f"checkpoint_layers must be True, False or a number of layers >= 1, got {setting!r}")
+    return min(setting, layers)

@@ -121,8 +121,8 @@ def describe(model: nn.Module) -> ModelInfo:
 
     Built by ``build_model``: exact (from the spec). Otherwise read from the module: inputs from
     ``forward``'s signature, variables from ``objective``'s, outputs assumed to be the variables,
-    learned names from ``PARADIGMS``; a learned tensor counts as per layer when its first axis has
-    ``model.layers`` entries (a net: when it is a ModuleList).
+    learned names from ``PARADIGMS``; a learned tensor counts as per layer when it is a
+    ParameterList or its first axis has ``model.layers`` entries (a net: when it is a ModuleList).
     """
     info = getattr(model, "unfoldgen_info", None)
     if isinstance(info, ModelInfo):
@@ -139,7 +139,7 @@ def describe(model: nn.Module) -> ModelInfo:
     learned = {}
     for name, paradigm in model.PARADIGMS.items():
         value = getattr(model, name)
-        if isinstance(value, nn.ModuleList):
+        if isinstance(value, (nn.ModuleList, nn.ParameterList)):
             per_layer = True
         elif isinstance(value, nn.Module):
             per_layer = False
@@ -596,7 +596,10 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
     for name, (paradigm, per_layer) in info.learned.items():
         value = getattr(model, name)
         entry: dict[str, Any] = {"paradigm": paradigm, "per_layer": per_layer}
-        if isinstance(value, nn.Module):
+        if isinstance(value, nn.ParameterList):
+            entry["kind"] = "tensor"
+            entry["norm"] = [float(p.detach().double().norm()) for p in value]
+        elif isinstance(value, nn.Module):
             modules = list(value) if isinstance(value, nn.ModuleList) else [value]
             norms = [float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in m.parameters()))) for m in modules]
             entry["kind"] = "net"
@@ -962,10 +965,10 @@ def _configure_phase(
         if not per_layer:
             continue
         value = getattr(model, name)
-        if isinstance(value, nn.ModuleList):
-            for index, module in enumerate(value):
+        if isinstance(value, (nn.ModuleList, nn.ParameterList)):
+            for index, entry in enumerate(value):
                 keep = index == newest if phase.train == "new" else index <= newest
-                for parameter in module.parameters():
+                for parameter in entry.parameters() if isinstance(entry, nn.Module) else [entry]:
                     parameter.requires_grad_(keep)
         else:
             mask = torch.zeros_like(value)

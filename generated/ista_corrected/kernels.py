@@ -74,6 +74,17 @@ def params_from_state_dict(state_dict: dict) -> dict:
     sizes: dict = {}
     dtype = None
     for name, axes in PARAMETERS.items():
+        if name not in state_dict and f"{name}.0" in state_dict:
+            # a torch state dict keeps per-layer tensors one per layer: stack them as (K, ...)
+            count = sum(
+                1
+                for key in state_dict
+                if key.startswith(f"{name}.") and key[len(name) + 1 :].isdigit()
+            )
+            state_dict = {
+                **state_dict,
+                name: np.stack([np.asarray(state_dict[f"{name}.{k}"]) for k in range(count)]),
+            }
         if name not in state_dict:
             raise ValueError(f"parameter {name!r} is missing (expected axes {axes})")
         value = np.asarray(state_dict[name])

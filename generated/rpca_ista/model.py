@@ -83,6 +83,18 @@ def size_of(dim: str, sizes: dict) -> int:
     return sizes[dim]
 
 
+def checkpoint_segment(setting: bool | int, layers: int) -> int:
+    """Layers per recomputed segment for ``checkpoint_layers``: 0 (off), ``True`` (√K, the segment
+    length that minimises stored states plus one segment's activations), or a positive count."""
+    if isinstance(setting, bool):
+        return max(1, round(layers**0.5)) if setting else 0
+    if not isinstance(setting, int) or setting < 0:
+        raise ValueError(
+            f"checkpoint_layers must be True, False or a number of layers >= 1, got {setting!r}"
+        )
+    return min(setting, layers)
+
+
 def svt(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^T``.
 
@@ -109,6 +121,8 @@ class RpcaIsta(nn.Module):
     """
 
     PARADIGMS: dict[str, int] = {"mu": 1, "lam1": 2, "lam2": 2}
+    # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
+    LAYER_LISTS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -120,12 +134,13 @@ class RpcaIsta(nn.Module):
         n: int | None = None,
         layers: int = 10,
         dtype: torch.dtype | None = None,
-        checkpoint_layers: bool = False,
+        checkpoint_layers: bool | int = False,
     ) -> None:
         super().__init__()
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be a positive integer, got {layers!r}")
         self.layers = layers
+        checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
         sizes: dict = {}
         if m is not None:
@@ -191,16 +206,45 @@ class RpcaIsta(nn.Module):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
         inputs = self.prepare_inputs(D=D)
         state = self.initial_state(inputs)
+        segment = (
+            checkpoint_segment(self.checkpoint_layers, self.layers)
+            if torch.is_grad_enabled()
+            else 0
+        )
         iterates = []
-        for k in range(self.layers):
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                # keep only layer inputs; recompute the layer for gradients: memory stays flat in K
-                state = checkpoint(self.layer, k, state, inputs, use_reentrant=False)
+        for start in range(0, self.layers, segment or self.layers):
+            stop = min(start + (segment or self.layers), self.layers)
+            if segment:
+                # keep only the state entering each segment; recompute the segment for gradients
+                state, outputs = checkpoint(
+                    self.run_layers,
+                    start,
+                    stop,
+                    state,
+                    inputs,
+                    return_iterates,
+                    use_reentrant=False,
+                )
             else:
-                state = self.layer(k, state, inputs)
-            if return_iterates:
-                iterates.append(self.outputs(state))
+                state, outputs = self.run_layers(start, stop, state, inputs, return_iterates)
+            iterates += outputs
         return iterates if return_iterates else self.outputs(state)
+
+    def run_layers(
+        self,
+        start: int,
+        stop: int,
+        state: dict[str, Tensor],
+        inputs: dict[str, Tensor],
+        collect: bool,
+    ) -> tuple[dict[str, Tensor], list]:
+        """Layers start … stop-1; with collect, also the outputs after each of them."""
+        outputs = []
+        for k in range(start, stop):
+            state = self.layer(k, state, inputs)
+            if collect:
+                outputs.append(self.outputs(state))
+        return state, outputs
 
     def objective(self, D: Tensor, L: Tensor, S: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ((D − L − S)^2) + lam1·‖L‖_* + lam2·‖S‖₁."""
@@ -224,6 +268,8 @@ class RpcaIsta(nn.Module):
         import numpy  # only here: the module itself needs nothing but torch
 
         arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
+        for name in self.LAYER_LISTS:  # the kernels take per-layer tensors stacked as (K, ...)
+            arrays[name] = numpy.stack([arrays.pop(f"{name}.{k}") for k in range(self.layers)])
         numpy.savez(path, layers=numpy.array(self.layers), **arrays)
 
     def parameter_counts(self) -> dict[int, int]:
