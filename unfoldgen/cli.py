@@ -1,6 +1,7 @@
 """The command line: `unfoldgen check | compile | explain | train`.
 
-Exit codes: 0 ok, 1 spec errors (or training diverged), 2 usage (or data errors)."""
+Exit codes: 0 ok, 1 spec errors (or training diverged), 2 usage (or data errors, or a drawing
+that cannot be made: Graphviz missing)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 from unfoldgen import __version__
 from unfoldgen.compiler import compile_text, read_spec, spec_files
 from unfoldgen.errors import SpecError
-from unfoldgen.explain import explain
+from unfoldgen.explain import UnfoldChoiceError, choose_unfolds, explain_lowered
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 # the same as unfoldgen.train.SCHEMES / LOSSES (not imported here: that would load torch for every command)
 TRAIN_SCHEMES = ("supervised", "unsupervised", "deep-supervision", "layerwise")
 TRAIN_LOSSES = ("nmse", "mse")
+# the same as unfoldgen.graph.FORMATS (not imported here, for the same reason)
+GRAPH_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--check", action="store_true", help="exit 1 with a diff if OUTPUT differs")
     explain_ = commands.add_parser("explain", help="show derived gradients, prox operators and one layer")
     explain_.add_argument("spec", type=Path)
-    explain_.add_argument("--unfold", help="only this unfold block")
+    explain_.add_argument("--unfold", help="only this unfold block (needed with --graph when the spec has several)")
+    explain_.add_argument(
+        "--graph",
+        type=Path,
+        metavar="FILE",
+        help="also draw one layer's dataflow and the K-layer chain; the suffix picks the format: "
+        ".svg, .png, .pdf (need Graphviz's dot) or .dot (the graphviz source)",
+    )
     train = commands.add_parser("train", help="train an unfolded network (see unfoldgen.train)")
     _add_train_arguments(train)
     return parser
@@ -142,6 +152,38 @@ def _run_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_explain(args: argparse.Namespace) -> int:
+    graph_path: Path | None = args.graph
+    if graph_path is not None and graph_path.suffix.lower() not in GRAPH_FORMATS:
+        shown = graph_path.suffix or "no suffix"
+        print(
+            f"unfoldgen: --graph {graph_path}: the suffix chooses the format ({shown} is not one of "
+            f"{', '.join(GRAPH_FORMATS)})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    text = read_spec(args.spec)
+    compiled = compile_text(text, str(args.spec))
+    try:
+        chosen = choose_unfolds(compiled.lowered, str(args.spec), args.unfold, single=graph_path is not None)
+    except UnfoldChoiceError as err:
+        print(f"unfoldgen: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if graph_path is not None:
+        from unfoldgen.graph import DrawError, draw
+
+        try:
+            draw(chosen[0], graph_path)
+        except DrawError as err:
+            print(f"unfoldgen: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    print(explain_lowered(chosen))
+    if graph_path is not None:
+        low = chosen[0]
+        print(f"wrote {graph_path}: one layer of {low.name} and its {low.unfold.layers}-layer chain")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
@@ -160,13 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             case "compile":
                 return _run_compile(args)
             case "explain":
-                text = read_spec(args.spec)
-                try:
-                    print(explain(text, str(args.spec), args.unfold))
-                except KeyError as err:
-                    print(f"unfoldgen: {err.args[0]}", file=sys.stderr)
-                    return EXIT_USAGE
-                return EXIT_OK
+                return _run_explain(args)
             case "train":
                 from unfoldgen.data import DataError
                 from unfoldgen.train import run_from_args

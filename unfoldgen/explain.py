@@ -1,20 +1,46 @@
-"""`unfoldgen explain`: the derived gradients, the prox operators and one layer, as math."""
+"""`unfoldgen explain`: the derived gradients, the prox operators and one layer, as math; with
+``--graph FILE`` also a drawing of one layer's dataflow and the K-layer chain (``unfoldgen.graph``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from unfoldgen import ir
 from unfoldgen.compiler import compile_text
+from unfoldgen.lower import LoweredUnfold
 from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 
+class UnfoldChoiceError(KeyError):
+    """``--unfold`` names no unfold of the spec, or one unfold is needed and the spec has several."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def choose_unfolds(
+    lowered: Sequence[LoweredUnfold], filename: str, unfold_name: str | None, single: bool = False
+) -> list[LoweredUnfold]:
+    """The unfolds ``unfold_name`` selects (all of them when it is None); ``single``: exactly one."""
+    names = ", ".join(low.name for low in lowered)
+    if unfold_name is not None:
+        chosen = [low for low in lowered if low.name == unfold_name]
+        if not chosen:
+            raise UnfoldChoiceError(f"no unfold named {unfold_name!r} in {filename} (have: {names})")
+        return chosen
+    if single and len(lowered) > 1:
+        raise UnfoldChoiceError(f"{filename} has {len(lowered)} unfolds ({names}); choose one with --unfold NAME")
+    return list(lowered)
+
+
 def explain(text: str, filename: str, unfold_name: str | None = None) -> str:
     compiled = compile_text(text, filename)
+    return explain_lowered(choose_unfolds(compiled.lowered, filename, unfold_name))
+
+
+def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
     math = MathPrinter()
-    lowered = [low for low in compiled.lowered if unfold_name in (None, low.name)]
-    if unfold_name is not None and not lowered:
-        names = ", ".join(low.name for low in compiled.lowered)
-        raise KeyError(f"no unfold named {unfold_name!r} in {filename} (have: {names})")
     out: list[str] = []
     for low in lowered:
         problem = low.problem

@@ -27,7 +27,9 @@ from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INSTALL_DOT = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS)"
 INSTALL_PACKAGE = "install the Python package: `pip install graphviz`"
-SOURCE_FORMATS = (".dot", ".gv")
+SOURCE_FORMATS = (".dot", ".gv")  # graphviz source: needs the Python package, not the dot program
+IMAGE_FORMATS = (".svg", ".png", ".pdf")  # rendered by dot
+FORMATS = SOURCE_FORMATS + IMAGE_FORMATS
 
 # colours: one per kind of node, the same in every drawing
 STYLE = {
@@ -49,15 +51,25 @@ STYLE = {
 OPERATORS = {"+": "+", "-": "−", "*": "·", "/": "÷", "@": "@"}
 
 
-class GraphvizMissingError(RuntimeError):
-    """The graphviz package or the dot program is not installed."""
+class DrawError(RuntimeError):
+    """A drawing could not be made (see the message)."""
+
+
+class GraphvizMissingError(DrawError):
+    """The graphviz package or the dot program is not installed; ``missing`` says which."""
+
+    def __init__(self, message: str, missing: str):
+        super().__init__(message)
+        self.missing = missing  # "package" or "dot"
 
 
 def _graphviz():
     try:
         import graphviz
     except ImportError:
-        raise GraphvizMissingError(f"drawing needs the graphviz Python package: {INSTALL_PACKAGE}") from None
+        raise GraphvizMissingError(
+            f"drawing needs the graphviz Python package: {INSTALL_PACKAGE}", missing="package"
+        ) from None
     return graphviz
 
 
@@ -322,18 +334,29 @@ def to_graph(low: LoweredUnfold, layers_shown: int = 2):
 def draw(lowered: LoweredUnfold, path: str | Path) -> Path:
     """Render the drawing to ``path``; the format follows the suffix (.svg, .png, .pdf, .dot, .gv)."""
     path = Path(path)
-    graph = to_graph(lowered)
     suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}"
+        )
+    graph = to_graph(lowered)
     if suffix in SOURCE_FORMATS:
         path.write_text(graph.source, encoding="utf-8")
         return path
-    if not suffix:
-        raise ValueError(f"{path}: give the file a suffix (.svg, .png, .pdf or .dot) to choose the format")
+    missing_dot = GraphvizMissingError(
+        f"cannot render {path.name}: Graphviz's `dot` program is not on PATH; {INSTALL_DOT}; "
+        f"or write the graphviz source with a .dot suffix (needs no program)",
+        missing="dot",
+    )
     if not dot_available():
-        raise GraphvizMissingError(
-            f"cannot render {path.name}: Graphviz's `dot` program is not on PATH; {INSTALL_DOT}; "
-            f"or write the source with a .dot suffix"
-        )
-    rendered = graph.pipe(format=suffix[1:])
+        raise missing_dot
+    graphviz = _graphviz()
+    try:
+        rendered = graph.pipe(format=suffix[1:])
+    except graphviz.ExecutableNotFound:
+        raise missing_dot from None
+    except graphviz.CalledProcessError as err:
+        detail = (err.stderr or b"").decode("utf-8", "replace").strip()
+        raise DrawError(f"Graphviz's dot failed to render {path.name}: {detail or err}") from None
     path.write_bytes(rendered)
     return path
