@@ -106,8 +106,8 @@ def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
 
 def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     """``matrix @ batch`` for a matrix shared by the batch and a batch ``(..., n, c)``, as one GEMM
-    over all columns: a broadcast ``@`` runs one small product per sample, and its backward one
-    per sample too (measured 7-12x slower for LISTA-CP at batch 64)."""
+    over all columns: a broadcast ``@`` runs one small product per sample, and so does its gradient
+    (measured 7-12x slower for LISTA-CP at batch 64)."""
     if matrix.dim() != 2:
         return matrix @ batch
     if batch.shape[-1] == 1:  # a batch of vectors: the samples are the rows of one product
