@@ -81,3 +81,21 @@ def load_class(text: str, unfold: str | None = None, filename: str = "spec.unf")
 def generated_source(text: str, unfold: str, filename: str = "spec.unf") -> str:
     """The text of the generated ``model.py`` of ``unfold`` (no import)."""
     return compile_text(text, filename).files[f"{unfold}/model.py"]
+
+
+def stacked(value):
+    """A learned tensor as one tensor: per-layer parameters (an ``nn.ParameterList``) stacked."""
+    import torch
+
+    return torch.stack(list(value)) if isinstance(value, torch.nn.ParameterList) else value
+
+
+def set_layers(value, values) -> None:
+    """Overwrite a learned tensor; per-layer parameters take ``values[k]`` in layer k."""
+    import torch
+
+    if isinstance(value, torch.nn.ParameterList):
+        for parameter, layer_value in zip(value, values, strict=True):
+            parameter.data = torch.as_tensor(layer_value, dtype=parameter.dtype).reshape(parameter.shape)
+    else:
+        value.data = values

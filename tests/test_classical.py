@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import reference as ref
 import torch
+from helpers import set_layers, stacked
 from torch import nn
 
 from generated.admm import Admm
@@ -252,8 +253,8 @@ def test_learned_parameters_are_per_layer():
                 assert isinstance(value, nn.Parameter), f"{type(model).__name__}.{name}"
             assert tuple(value.shape) == shape, f"{type(model).__name__}.{name}"
             assert value.dtype == torch.float64
-    assert torch.equal(Pgd(dtype=torch.float64).mu.data, torch.ones(10, dtype=torch.float64))
-    mu = npy(Ista(A=t64(A), layers=5).mu)
+    assert torch.equal(stacked(Pgd(dtype=torch.float64).mu).data, torch.ones(10, dtype=torch.float64))
+    mu = npy(stacked(Ista(A=t64(A), layers=5).mu))
     assert_close(mu, np.full(5, 1 / ref.lipschitz(A)), tol=1e-12 / ref.lipschitz(A), what="mu = 1/L")
 
 
@@ -266,8 +267,8 @@ def test_ista_learned_values(seed, size):
     mus = rng.uniform(0.2, 1.8, 16) / L
     lams = rng.uniform(0.2, 2.0, 16) * lam
     model = Ista(A=t64(A), lam=lam)
-    model.mu.data = t64(mus)
-    model.lam.data = t64(lams)
+    set_layers(model.mu, t64(mus))
+    set_layers(model.lam, t64(lams))
     assert_close(run(model, y=Y), ref.ista(A, Y, lams, 16, mu=mus))
     iterates = run_iterates(model, y=Y)
     for k, (got, want) in enumerate(zip(iterates, ref.ista(A, Y, lams, 16, mu=mus, return_iterates=True), strict=True)):
@@ -284,9 +285,8 @@ def test_lista_cp_learned_values(seed, size):
     Ws = np.stack([mu * A.T + 0.05 * rng.normal(size=(n, m)) for _ in range(16)])
     thetas = rng.uniform(0.2, 2.0, 16) * mu * lam
     model = ListaCp(A=t64(A), lam=lam)
-    for weight, value in zip(model.W, Ws, strict=True):
-        weight.data = t64(value)
-    model.theta.data = t64(thetas)
+    set_layers(model.W, t64(Ws))
+    set_layers(model.theta, t64(thetas))
     assert_close(run(model, y=Y), ref.lista_cp(A, Y, lam, 16, W=list(Ws), theta=thetas))
 
 
@@ -306,7 +306,7 @@ def test_admm_learned_values(seed, size):
     A, Y, lam = lasso_data(seed, size)
     rhos = np.random.default_rng(4000 + seed).uniform(0.1, 5.0, 20)
     model = Admm(A=t64(A), lam=lam)
-    model.rho.data = t64(rhos)
+    set_layers(model.rho, t64(rhos))
     assert_close(run(model, y=Y), ref.admm(A, Y, lam, 20, rho=rhos))
 
 
@@ -316,7 +316,7 @@ def test_pgd_learned_values(seed, size):
     H, Y = box_data(seed, size)
     factors = np.random.default_rng(5000 + seed).uniform(0.2, 1.9, 10)
     model = Pgd(dtype=torch.float64)
-    model.mu.data = t64(factors)
+    set_layers(model.mu, t64(factors))
     expected = pgd_reference_per_sample(H, Y, factors)
     iterates = run_iterates(model, H=H, y=Y)
     for k, (got, want) in enumerate(zip(iterates, expected, strict=True)):
@@ -333,9 +333,9 @@ def test_rpca_learned_values(seed, size):
     lam1s = rng.uniform(0.2, 3.0, 10)
     lam2s = rng.uniform(0.02, 1.0, 10)
     model = RpcaIsta(dtype=torch.float64)
-    model.mu.data = t64(mus)
-    model.lam1.data = t64(lam1s)
-    model.lam2.data = t64(lam2s)
+    set_layers(model.mu, t64(mus))
+    set_layers(model.lam1, t64(lam1s))
+    set_layers(model.lam2, t64(lam2s))
     L, S = run(model, D=D)
     L_ref, S_ref = ref.rpca_ista(D, 10, lam1=lam1s, lam2=lam2s, mu=mus)
     assert_close(L, L_ref, what="L")
@@ -351,8 +351,8 @@ def test_objectives_equal_reference(seed):
     X = np.random.default_rng(seed).normal(size=(Y.shape[0], A.shape[1]))
     for cls in (Ista, Fista, ListaCp, Admm):
         model = cls(A=t64(A), lam=lam)
-        if hasattr(model, "lam") and isinstance(model.lam, nn.Parameter):
-            model.lam.data = t64(np.full(16, 123.0))  # the objective uses the problem's lam
+        if hasattr(model, "lam") and isinstance(model.lam, nn.ParameterList):
+            set_layers(model.lam, t64(np.full(16, 123.0)))  # the objective uses the problem's lam
         with torch.no_grad():
             value = model.objective(y=t64(Y), x=t64(X))
         assert_close(value, [ref.lasso_objective(A, Y[b], X[b], lam) for b in range(len(Y))], tol=1e-9)
@@ -415,7 +415,7 @@ def test_ista_learned_prox_runs(size):
     assert_close(iterates[-1], npy(X), tol=0.0)
     # the net is trainable and gradients reach it and the step sizes
     model(y=t64(Y)).square().sum().backward()
-    assert model.mu.grad is not None and torch.isfinite(model.mu.grad).all()
+    assert all(mu.grad is not None and torch.isfinite(mu.grad).all() for mu in model.mu)
     assert all(p.grad is not None for p in model.denoise.parameters())
 
 

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 try:
-    from tests.helpers import generated_source, load_class
+    from tests.helpers import generated_source, load_class, stacked
 except ModuleNotFoundError:  # bare `pytest`: tests/ is on sys.path, the repo root not
-    from helpers import generated_source, load_class
+    from helpers import generated_source, load_class, stacked
 
 DTYPE = torch.float64
 BATCH = 3
@@ -662,7 +662,7 @@ def test_lipschitz_of_data(objective, decls, var_axes, input_decls, build, learn
     cls = load_class(lipschitz_spec(objective, decls, var_axes, learn, start="0"))
     for seed, (m, n) in enumerate(LIPSCHITZ_SIZES):
         model, inputs, expected = _model_and_inputs(cls, build, seed, m, n, input_decls, False, var_axes)
-        mu = model.mu.detach()
+        mu = stacked(model.mu).detach()
         assert mu.dtype == DTYPE
         assert mu.shape == ((2,) if learn else ())
         np.testing.assert_allclose((1 / mu).numpy(), expected, rtol=1e-10, atol=0)
@@ -685,7 +685,7 @@ def test_lipschitz_step_from_input(objective, decls, var_axes, input_decls, buil
 def test_lipschitz_of_data_is_built_once_when_x_starts_at_an_input():
     cls = load_class(lipschitz_spec("0.5 * sumsq(A @ x - y)", LSQ_DECLS, ("n",), False, start="x0"))
     model, _, expected = _model_and_inputs(cls, _lsq(1.0), 0, 5, 3, "y:m", True, ("n",))
-    np.testing.assert_allclose(1 / model.mu.detach().numpy(), expected, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(1 / stacked(model.mu).detach().numpy(), expected, rtol=1e-10, atol=0)
 
 
 PER_SAMPLE_DECLS = """    dim m, n

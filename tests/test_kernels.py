@@ -120,8 +120,14 @@ def test_params_are_checked():
     del missing["A"]
     with pytest.raises(ValueError, match="'A' is missing"):
         kernels.params_from_state_dict(missing)
+    steps = np.stack([state.pop(f"mu.{k}") for k in range(16)])  # one entry per layer, or stacked
     with pytest.raises(ValueError, match="parameter 'mu'"):
-        kernels.params_from_state_dict({**state, "mu": state["mu"][:, None]})
+        kernels.params_from_state_dict({**state, "mu": steps[:, None]})
+    torn = {**state, **{f"mu.{k}": steps[k] for k in range(16) if k != 3}}
+    with pytest.raises(ValueError, match=r"parameter 'mu': the entries of layers \[3\] are missing"):
+        kernels.params_from_state_dict(torn)
+    np.testing.assert_array_equal(kernels.params_from_state_dict({**state, "mu": steps})["mu"], steps)
+    state |= {f"mu.{k}": steps[k] for k in range(16)}
     with pytest.raises(ValueError, match="dtype"):
         kernels.params_from_state_dict({**state, "A": state["A"].astype(np.float32)})
     params = kernels.params_from_state_dict(state)

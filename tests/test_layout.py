@@ -1,7 +1,7 @@
 """How generated modules hold per-layer parameters, run shared products and checkpoint layers.
 
-- per-layer matrices are one ``nn.Parameter`` per layer (``nn.ParameterList``), per-layer
-  scalars one ``(K,)`` tensor; ``export_npz`` and the kernels' loader stack the lists back;
+- per-layer tensors are one ``nn.Parameter`` per layer (``nn.ParameterList``); ``export_npz`` and
+  the kernels' loader stack them back to ``(K, ...)``;
 - a shared matrix times a batch prints as ``shared_matmul`` (one GEMM) and equals ``@``;
 - ``checkpoint_layers`` (True: segments of √K layers, or a segment length) keeps outputs,
   iterates and gradients exactly; bad settings are refused when the model is built;
@@ -37,8 +37,8 @@ def test_per_layer_matrices_are_one_parameter_per_layer():
     A, _ = lasso_problem()
     model = lista_cp.ListaCp(A, layers=6)
     assert isinstance(model.W, torch.nn.ParameterList) and len(model.W) == 6
-    assert model.LAYER_LISTS == ("W",)
-    assert model.theta.shape == (6,)  # scalars stay one schedule tensor
+    assert model.LAYER_LISTS == ("W", "theta")
+    assert isinstance(model.theta, torch.nn.ParameterList) and model.theta[0].shape == ()
     keys = [key for key in model.state_dict() if key.startswith("W.")]
     assert keys == [f"W.{k}" for k in range(6)]
     # every layer starts from the same classical weight but trains on its own
@@ -150,7 +150,7 @@ unfold steps from denoise {
 def test_build_time_lipschitz_without_data_uses_constructor_dims():
     steps = load_class(NO_DATA)
     model = steps(n=4, dtype=torch.float64)
-    torch.testing.assert_close(model.mu, torch.full((3,), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(torch.stack(list(model.mu)), torch.full((3,), 0.5, dtype=torch.float64))
     assert "_dtype_anchor" not in model.state_dict()
     y = torch.tensor([[1.0, -0.02, 0.5, 0.0]], dtype=torch.float64)
     x = torch.zeros_like(y)

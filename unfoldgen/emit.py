@@ -312,13 +312,10 @@ class _ModelEmitter:
             symbol = low.symbol(name)
             start = name
             if symbol.depends_on_inputs:  # a learned factor on the per-sample value, one at start
-                shape = _internal_shape(symbol.shape) if name in self.layer_lists else ""
-                start = f"torch.ones(({shape}), dtype=dtype, device=device)"
-            if name in self.layer_lists:
+                start = f"torch.ones(({_internal_shape(symbol.shape)}), dtype=dtype, device=device)"
+            if learn.per_layer:
                 make = f"nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
                 writer.lines.append(f"self.{name} = {make}")
-            elif learn.per_layer:
-                writer.lines.append(f"self.{name} = nn.Parameter({start}.expand(layers).clone())")
             else:
                 writer.lines.append(f"self.{name} = nn.Parameter({start}.clone())")
         for net in low.unfold.nets:
@@ -560,16 +557,13 @@ def _user_layout(shape: ir.Shape) -> str:
 
 
 def layer_lists(low: LoweredUnfold) -> list[str]:
-    """Per-layer learned tensors (not scalars) kept as one parameter per layer (nn.ParameterList).
+    """Per-layer learned tensors, kept as one parameter per layer (nn.ParameterList).
 
     Indexing one stacked (K, ...) parameter per layer would make every layer's backward write a
-    zero-filled (K, ...) gradient; scalars stay stacked, so a schedule of steps is one tensor.
+    zero-filled (K, ...) gradient (for matrices that tripled a LISTA-CP training step; for scalars
+    it still costs a few small operations per layer, measured at 2-3% of the step).
     """
-    return [
-        name
-        for name, learn in low.learned.items()
-        if learn.role != "net" and learn.per_layer and low.symbol(name).shape != ()
-    ]
+    return [name for name, learn in low.learned.items() if learn.role != "net" and learn.per_layer]
 
 
 def _dtype_source(low: LoweredUnfold, lists: list[str]) -> str:

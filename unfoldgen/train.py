@@ -596,7 +596,10 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
     for name, (paradigm, per_layer) in info.learned.items():
         value = getattr(model, name)
         entry: dict[str, Any] = {"paradigm": paradigm, "per_layer": per_layer}
-        if isinstance(value, nn.ParameterList):
+        if isinstance(value, nn.ParameterList) and all(p.dim() == 0 for p in value):
+            entry["kind"] = "scalar"
+            entry["value"] = [float(p.detach()) for p in value]
+        elif isinstance(value, nn.ParameterList):
             entry["kind"] = "tensor"
             entry["norm"] = [float(p.detach().double().norm()) for p in value]
         elif isinstance(value, nn.Module):

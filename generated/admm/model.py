@@ -120,7 +120,7 @@ class Admm(nn.Module):
 
     PARADIGMS: dict[str, int] = {"rho": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = ("rho",)
 
     def __init__(
         self,
@@ -155,7 +155,7 @@ class Admm(nn.Module):
         if rho is None:
             rho = 1.0
         rho = torch.as_tensor(rho, dtype=dtype, device=device).reshape(())
-        self.rho = nn.Parameter(rho.expand(layers).clone())
+        self.rho = nn.ParameterList([nn.Parameter(rho.clone()) for _ in range(layers)])
 
     def prepare_inputs(self, y: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""
@@ -208,9 +208,10 @@ class Admm(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -131,7 +131,10 @@ class Ista(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1, "lam": 2}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = (
+        "mu",
+        "lam",
+    )
 
     def __init__(
         self,
@@ -166,8 +169,8 @@ class Ista(nn.Module):
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
-        self.mu = nn.Parameter(mu.expand(layers).clone())
-        self.lam = nn.Parameter(lam.expand(layers).clone())
+        self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
+        self.lam = nn.ParameterList([nn.Parameter(lam.clone()) for _ in range(layers)])
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).
@@ -222,9 +225,10 @@ class Ista(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -157,7 +157,7 @@ class IstaConvCorrected(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1, "c": 3}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = ("mu",)
 
     def __init__(
         self,
@@ -192,7 +192,7 @@ class IstaConvCorrected(nn.Module):
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
-        self.mu = nn.Parameter(mu.expand(layers).clone())
+        self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         self.c = Conv1dNet(2, hidden=8, depth=2, kernel=3, zero_init=True).to(
             dtype=dtype, device=device
         )
@@ -252,9 +252,10 @@ class IstaConvCorrected(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -151,7 +151,7 @@ class IstaLearnedProx(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1, "denoise": 4}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = ("mu",)
 
     def __init__(
         self,
@@ -186,7 +186,7 @@ class IstaLearnedProx(nn.Module):
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
-        self.mu = nn.Parameter(mu.expand(layers).clone())
+        self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         n = self.A.shape[-1]
         self.denoise = Mlp(n * 1, n * 1, hidden=128, depth=3, zero_init=False).to(
             dtype=dtype, device=device
@@ -244,9 +244,10 @@ class IstaLearnedProx(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -11,6 +11,8 @@ only (no torch). float32 and float64; every array must have the same dtype.
 
 from __future__ import annotations
 
+import re
+
 import numba
 import numpy as np
 
@@ -61,16 +63,17 @@ def params_from_state_dict(state_dict: dict) -> dict:
     sizes: dict = {}
     dtype = None
     for name, axes in PARAMETERS.items():
-        if name not in state_dict and f"{name}.0" in state_dict:
-            # a torch state dict keeps per-layer tensors one per layer: stack them as (K, ...)
-            count = sum(
-                1
-                for key in state_dict
-                if key.startswith(f"{name}.") and key[len(name) + 1 :].isdigit()
-            )
+        layers = sorted(
+            int(key[len(name) + 1 :]) for key in state_dict if re.fullmatch(rf"{name}\.\d+", key)
+        )
+        if name not in state_dict and layers:
+            # a torch state dict holds per-layer tensors one per layer (NAME.k): stack them as (K, ...)
+            if layers != list(range(len(layers))):
+                missing = sorted(set(range(layers[-1] + 1)) - set(layers))
+                raise ValueError(f"parameter {name!r}: the entries of layers {missing} are missing")
             state_dict = {
                 **state_dict,
-                name: np.stack([np.asarray(state_dict[f"{name}.{k}"]) for k in range(count)]),
+                name: np.stack([np.asarray(state_dict[f"{name}.{k}"]) for k in layers]),
             }
         if name not in state_dict:
             raise ValueError(f"parameter {name!r} is missing (expected axes {axes})")

@@ -134,6 +134,7 @@ class Lista(nn.Module):
     LAYER_LISTS: tuple[str, ...] = (
         "W1",
         "W2",
+        "theta",
     )
 
     def __init__(
@@ -186,7 +187,7 @@ class Lista(nn.Module):
         self.register_buffer("mu", mu)
         self.W1 = nn.ParameterList([nn.Parameter(W1.clone()) for _ in range(layers)])
         self.W2 = nn.ParameterList([nn.Parameter(W2.clone()) for _ in range(layers)])
-        self.theta = nn.Parameter(theta.expand(layers).clone())
+        self.theta = nn.ParameterList([nn.Parameter(theta.clone()) for _ in range(layers)])
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).
@@ -241,9 +242,10 @@ class Lista(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -131,7 +131,10 @@ class ListaCp(nn.Module):
 
     PARADIGMS: dict[str, int] = {"W": 2, "theta": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ("W",)
+    LAYER_LISTS: tuple[str, ...] = (
+        "W",
+        "theta",
+    )
 
     def __init__(
         self,
@@ -178,7 +181,7 @@ class ListaCp(nn.Module):
         theta = torch.as_tensor(theta, dtype=dtype, device=device).reshape(())
         self.register_buffer("mu", mu)
         self.W = nn.ParameterList([nn.Parameter(W.clone()) for _ in range(layers)])
-        self.theta = nn.Parameter(theta.expand(layers).clone())
+        self.theta = nn.ParameterList([nn.Parameter(theta.clone()) for _ in range(layers)])
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).
@@ -233,9 +236,10 @@ class ListaCp(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -122,7 +122,7 @@ class Pgd(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = ("mu",)
 
     def __init__(
         self,
@@ -150,7 +150,12 @@ class Pgd(nn.Module):
             "_dtype_anchor", torch.zeros((), dtype=dtype, device=device), persistent=False
         )
         self.sizes = sizes
-        self.mu = nn.Parameter(torch.ones((), dtype=dtype, device=device).expand(layers).clone())
+        self.mu = nn.ParameterList(
+            [
+                nn.Parameter(torch.ones((), dtype=dtype, device=device).clone())
+                for _ in range(layers)
+            ]
+        )
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).
@@ -168,8 +173,8 @@ class Pgd(nn.Module):
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""
         sizes = {} if sizes is None else sizes
         sizes.update(self.sizes)
-        H = check_input("H", H, ("m", "n"), sizes, self.mu.dtype)
-        y = check_input("y", y, ("m",), sizes, self.mu.dtype)
+        H = check_input("H", H, ("m", "n"), sizes, self.mu[0].dtype)
+        y = check_input("y", y, ("m",), sizes, self.mu[0].dtype)
         inputs = {"H": H, "y": y}
         inputs["mu"] = mu = 1.0 / self.lipschitz_x(inputs)
         return inputs
@@ -206,9 +211,10 @@ class Pgd(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(
@@ -245,7 +251,7 @@ class Pgd(nn.Module):
         """The problem's objective per sample, shape (B,): Σ((H x − y)^2)."""
         sizes = {}
         inputs = self.prepare_inputs(H=H, y=y, sizes=sizes)
-        x = check_input("x", x, ("n",), sizes, self.mu.dtype)
+        x = check_input("x", x, ("n",), sizes, self.mu[0].dtype)
         H = inputs["H"]
         y = inputs["y"]
         value = ((H @ x - y) ** 2).sum(dim=(-2, -1), keepdim=True)

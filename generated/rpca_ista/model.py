@@ -122,7 +122,11 @@ class RpcaIsta(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1, "lam1": 2, "lam2": 2}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = (
+        "mu",
+        "lam1",
+        "lam2",
+    )
 
     def __init__(
         self,
@@ -157,9 +161,9 @@ class RpcaIsta(nn.Module):
         if mu is None:
             mu = 0.5
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
-        self.mu = nn.Parameter(mu.expand(layers).clone())
-        self.lam1 = nn.Parameter(lam1.expand(layers).clone())
-        self.lam2 = nn.Parameter(lam2.expand(layers).clone())
+        self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
+        self.lam1 = nn.ParameterList([nn.Parameter(lam1.clone()) for _ in range(layers)])
+        self.lam2 = nn.ParameterList([nn.Parameter(lam2.clone()) for _ in range(layers)])
 
     def prepare_inputs(self, D: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""
@@ -211,9 +215,10 @@ class RpcaIsta(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(

@@ -143,7 +143,10 @@ class RpcaLearnedProx(nn.Module):
 
     PARADIGMS: dict[str, int] = {"mu": 1, "lam1": 2, "denoise": 4}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
-    LAYER_LISTS: tuple[str, ...] = ()
+    LAYER_LISTS: tuple[str, ...] = (
+        "mu",
+        "lam1",
+    )
 
     def __init__(
         self,
@@ -178,8 +181,8 @@ class RpcaLearnedProx(nn.Module):
         if mu is None:
             mu = 0.5
         mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
-        self.mu = nn.Parameter(mu.expand(layers).clone())
-        self.lam1 = nn.Parameter(lam1.expand(layers).clone())
+        self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
+        self.lam1 = nn.ParameterList([nn.Parameter(lam1.clone()) for _ in range(layers)])
         self.denoise = Conv2dNet(1, hidden=8, depth=2, kernel=3, zero_init=False).to(
             dtype=dtype, device=device
         )
@@ -233,9 +236,10 @@ class RpcaLearnedProx(nn.Module):
             if torch.is_grad_enabled()
             else 0
         )
+        span = segment or self.layers  # layers run at a time
         iterates = []
-        for start in range(0, self.layers, segment or self.layers):
-            stop = min(start + (segment or self.layers), self.layers)
+        for start in range(0, self.layers, span):
+            stop = min(start + span, self.layers)
             if segment:
                 # keep only the state entering each segment; recompute the segment for gradients
                 state, outputs = checkpoint(
