@@ -94,7 +94,7 @@ def build(layers: int, m: int, n: int, batch: int, seed: int = 0) -> tuple[dict[
     x_true = torch.randn(batch, n, generator=generator) * (torch.rand(batch, n, generator=generator) < 0.1)
     y = x_true @ A.T + 0.01 * torch.randn(batch, m, generator=generator)
     generated = generated_module.ListaCp(A=A, lam=0.1, layers=layers)
-    W, theta = torch.stack(list(generated.W)).detach(), generated.theta.detach()
+    W, theta = torch.stack(list(generated.W)).detach(), torch.stack(list(generated.theta)).detach()
     models = {
         "generated": generated,
         "hand": HandListaCp(A, W, theta),
