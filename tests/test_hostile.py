@@ -308,7 +308,8 @@ GENERATED = frozenset(
     sqrt squeeze state state_dict sum update use_reentrant utils
     self torch nn Tensor dtype device eye inf float int dict tuple list bool str None True False
     batch sizes value layers name expand reshape as_tensor keepdim dim mT
-    LAYER_LISTS ParameterList run_layers segment span start stop collect min range pop stack persistent zeros
+    LAYER_LISTS ParameterList run_layers segment span start stop collect INPUTS VARIABLES OUTPUTS
+    min range pop stack persistent zeros
     """.split()
 )
 HELPER_MODULES = ("runtime_torch", "ops_torch", "nets_torch")

@@ -385,6 +385,16 @@ def test_fit_accepts_a_model_built_by_hand():
     assert result.nmse_db[-1] < result.metrics["validation"]["classical"]["nmse_db"][-1]
 
 
+@pytest.mark.parametrize("unfold", ["admm", "lista_cp", "ista_corrected"])
+def test_a_module_built_by_hand_describes_itself_as_the_spec_does(unfold):
+    """INPUTS / VARIABLES / OUTPUTS of the generated class give the exact interface (admm outputs
+    its split variable z, which estimates x) without the spec."""
+    loaded = load_spec(LASSO)
+    by_hand = loaded.model_class(unfold)(A=torch.tensor(SOURCE.fixed["A"], dtype=torch.float32), layers=3)
+    from_spec = build("lasso.unf", unfold, layers=3).model
+    assert describe(by_hand) == describe(from_spec)
+
+
 def test_fit_rejects_bad_requests():
     prepared = build("lasso.unf", "fista", layers=3)
     with pytest.raises(ValueError, match="learns nothing"):

@@ -45,7 +45,7 @@ GENERATED_NAMES = frozenset(
     state_dict to to_empty train training type xpu zero_grad T_destination
     PARADIGMS parameter_counts return_iterates sizes expected expected_dtype counts paradigm name
     checkpoint path arrays numpy file allow_pickle load_params network
-    LAYER_LISTS run_layers segment span start stop collect""".split()
+    LAYER_LISTS run_layers segment span start stop collect INPUTS VARIABLES OUTPUTS""".split()
 )
 # Generated methods named after a variable (lipschitz_x): no spec name may start like them.
 GENERATED_PREFIXES = ("lipschitz_",)

@@ -119,8 +119,9 @@ def info_from_unfold(unfold: Any) -> ModelInfo:
 def describe(model: nn.Module) -> ModelInfo:
     """The interface of a generated module.
 
-    Built by ``build_model``: exact (from the spec). Otherwise read from the module: inputs from
-    ``forward``'s signature, variables from ``objective``'s, outputs assumed to be the variables,
+    Built by ``build_model``: exact (from the spec). Otherwise read from the module: its
+    ``INPUTS``, ``VARIABLES`` and ``OUTPUTS`` (modules generated before those existed: inputs from
+    ``forward``'s signature, variables from ``objective``'s, outputs assumed to be the variables),
     learned names from ``PARADIGMS``; a learned tensor counts as per layer when it is a
     ParameterList or its first axis has ``model.layers`` entries (a net: when it is a ModuleList).
     """
@@ -136,6 +137,10 @@ def describe(model: nn.Module) -> ModelInfo:
     ]
     objective = [p.name for p in inspect.signature(model.objective).parameters.values()]
     variables = tuple(name for name in objective if name not in forward)
+    if hasattr(model, "OUTPUTS"):  # generated modules name their interface
+        inputs, variables, outputs = tuple(model.INPUTS), tuple(model.VARIABLES), tuple(model.OUTPUTS)
+    else:  # older generated modules: outputs assumed to be the variables
+        inputs, outputs = tuple(forward), variables
     learned = {}
     for name, paradigm in model.PARADIGMS.items():
         value = getattr(model, name)
@@ -146,7 +151,7 @@ def describe(model: nn.Module) -> ModelInfo:
         else:
             per_layer = value.dim() >= 1 and value.shape[0] == model.layers
         learned[name] = (paradigm, per_layer)
-    return ModelInfo(tuple(forward), variables, variables, {v: v for v in variables}, learned)
+    return ModelInfo(inputs, variables, outputs, _match_outputs(outputs, variables), learned)
 
 
 # ---------------------------------------------------------------------- models from specs

@@ -118,6 +118,9 @@ class Admm(nn.Module):
     Outputs: z: (B, n).
     """
 
+    INPUTS: tuple[str, ...] = ("y",)
+    VARIABLES: tuple[str, ...] = ("x",)
+    OUTPUTS: tuple[str, ...] = ("z",)
     PARADIGMS: dict[str, int] = {"rho": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("rho",)

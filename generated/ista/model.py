@@ -129,6 +129,9 @@ class Ista(nn.Module):
     Outputs: x: (B, n).
     """
 
+    INPUTS: tuple[str, ...] = ("y",)
+    VARIABLES: tuple[str, ...] = ("x",)
+    OUTPUTS: tuple[str, ...] = ("x",)
     PARADIGMS: dict[str, int] = {"mu": 1, "lam": 2}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = (

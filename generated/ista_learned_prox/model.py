@@ -149,6 +149,9 @@ class IstaLearnedProx(nn.Module):
     Outputs: x: (B, n).
     """
 
+    INPUTS: tuple[str, ...] = ("y",)
+    VARIABLES: tuple[str, ...] = ("x",)
+    OUTPUTS: tuple[str, ...] = ("x",)
     PARADIGMS: dict[str, int] = {"mu": 1, "denoise": 4}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("mu",)

@@ -129,6 +129,9 @@ class ListaTied(nn.Module):
     Outputs: x: (B, n).
     """
 
+    INPUTS: tuple[str, ...] = ("y",)
+    VARIABLES: tuple[str, ...] = ("x",)
+    OUTPUTS: tuple[str, ...] = ("x",)
     PARADIGMS: dict[str, int] = {"W": 2, "theta": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("theta",)

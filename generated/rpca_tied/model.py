@@ -120,6 +120,15 @@ class RpcaTied(nn.Module):
     Outputs: L: (B, m, n), S: (B, m, n).
     """
 
+    INPUTS: tuple[str, ...] = ("D",)
+    VARIABLES: tuple[str, ...] = (
+        "L",
+        "S",
+    )
+    OUTPUTS: tuple[str, ...] = (
+        "L",
+        "S",
+    )
     PARADIGMS: dict[str, int] = {"mu": 1, "lam1": 2, "lam2": 2}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ()
