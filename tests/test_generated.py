@@ -60,6 +60,9 @@ EXAMPLES = {
         [[3, 5, 4], [3, 5, 4]],
     ),
     "pgd_corrected": ("PgdCorrected", "PgdCorrected(n=10, dtype=torch.float64)", "model(H=H, y=y)", [[3, 10]]),
+    "rpca_steps": ("RpcaSteps", "RpcaSteps(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "rpca_precond": ("RpcaPrecond", "RpcaPrecond(m=5, dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "rpca_corona": ("RpcaCorona", "RpcaCorona(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
 }
 
 STANDALONE = textwrap.dedent(

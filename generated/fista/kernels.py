@@ -11,8 +11,6 @@ only (no torch). float32 and float64; every array must have the same dtype.
 
 from __future__ import annotations
 
-import re
-
 import numba
 import numpy as np
 
@@ -69,8 +67,11 @@ def params_from_state_dict(state_dict: dict) -> dict:
     sizes: dict = {}
     dtype = None
     for name, axes in PARAMETERS.items():
+        prefix = f"{name}."
         layers = sorted(
-            int(key[len(name) + 1 :]) for key in state_dict if re.fullmatch(rf"{name}\.\d+", key)
+            int(key[len(prefix) :])
+            for key in state_dict
+            if key.startswith(prefix) and key[len(prefix) :].isdigit()
         )
         if name not in state_dict and layers:
             # a torch state dict holds per-layer tensors one per layer (NAME.k): stack them as (K, ...)
