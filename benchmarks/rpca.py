@@ -15,7 +15,7 @@ docs/img: ``rpca_accuracy.png``, ``rpca_robustness.png``, ``rpca_thresholds.png`
 each training run's folder (checkpoints, metrics) under ``--runs`` (default runs/rpca, ignored by
 git). ``--quick`` is the small variant the test suite runs (12×12, K=5, well under a minute).
 
-    .venv/bin/python benchmarks/rpca.py              # full study (~20 min on 2 shared cores)
+    .venv/bin/python benchmarks/rpca.py              # full study (~22 min on 2 shared cores)
     .venv/bin/python benchmarks/rpca.py --quick      # smoke-sized variant
     .venv/bin/python benchmarks/rpca.py --device cuda
 """
