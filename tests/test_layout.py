@@ -186,3 +186,44 @@ def test_a_function_used_only_in_a_start_value_carries_its_helper():
     magnitude = y.abs()
     expected = torch.where(magnitude <= 1, 0.5 * y**2, magnitude - 0.5).sum(dim=1)
     torch.testing.assert_close(state["t"].reshape(-1), expected)
+
+
+SHAPED_PARAMS = """
+problem mixed {
+    dim m, n
+    input D : real[m, n]
+    var L : real[m, n] = 0
+    param H : real[m, m] = eye(m)
+    param w : real[n] = 1
+    param lam : real = 0.1
+    param rho : real = 2 * lam
+    minimize 0.5 * sumsq(D - H @ L) + 0.5 * rho * sumsq(L @ w)
+}
+unfold steps from mixed {
+    layers 2
+    hyper mu : real = 0.1
+    iterate { L = L - mu * grad(L) }
+}
+"""
+
+
+def test_params_with_computed_defaults_are_optional_and_shaped():
+    """A shaped param or one whose default is an expression (eye(m), 2 * lam) is optional: its
+    default is computed from the dims the constructor is given (it used to be a required argument,
+    reshaped with an unbound dim)."""
+    steps = load_class(SHAPED_PARAMS)
+    model = steps(m=3, n=4, dtype=torch.float64)
+    torch.testing.assert_close(model.H, torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(model.w, torch.ones(4, 1, dtype=torch.float64))
+    torch.testing.assert_close(model.rho, torch.tensor(0.2, dtype=torch.float64))
+    H = 2 * torch.eye(3, dtype=torch.float64)
+    assert torch.equal(steps(m=3, n=4, H=H, dtype=torch.float64).H, H)
+    D = torch.randn(2, 3, 4, dtype=torch.float64)
+    L = torch.zeros_like(D)
+    for _ in range(2):  # gradient of the objective with the defaults: Hᵀ(HL − D) + ρ (L w) wᵀ
+        L = L - 0.1 * (
+            (L - D) + 0.2 * (L @ torch.ones(4, 1, dtype=torch.float64)) @ torch.ones(1, 4, dtype=torch.float64)
+        )
+    torch.testing.assert_close(model(D), L)
+    with pytest.raises(ValueError, match=r"pass m=\.\.\. to the constructor"):
+        steps(n=4)

@@ -280,17 +280,30 @@ class _ModelEmitter:
             anchor = "torch.zeros((), dtype=dtype, device=device)"
             lines.append(f'self.register_buffer("{DTYPE_ANCHOR}", {anchor}, persistent=False)')
         lines.append("self.sizes = sizes")
-        for symbol in self.params:
-            value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
-            lines.append(f"{symbol.name} = {value}.reshape({_internal_shape(symbol.shape) or '()'})")
-        for symbol in self.data + self.params:
+        for symbol in self.data:
             lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
         writer = _MethodWriter(
             _Context("build", low, frozenset(s.name for s in self.data + self.params)), self.build_printer
         )
         writer.lines = lines
-        writer.bound = [s.name for s in self.data + self.params]
+        writer.bound = [s.name for s in self.data]
         writer.dtype_bound = True
+        for symbol in self.params:
+            for dim in symbol.shape:  # a shaped param is reshaped with the dims the data fixed
+                if isinstance(dim, str) and dim not in writer.bound:
+                    writer._bind(dim)
+            if _computed_default(symbol):  # e.g. eye(m): computed when the caller passes nothing
+                writer.bind_for([symbol.init])
+                lines += [f"if {symbol.name} is None:", f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}"]
+            if symbol.shape:
+                shape = f"({_internal_shape(symbol.shape)})"
+                lines.append(f"{symbol.name} = as_shaped({symbol.name}, {shape}, dtype, device)")
+            else:
+                value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
+                lines.append(f"{symbol.name} = {value}.reshape(())")
+            writer.bound.append(symbol.name)
+        for symbol in self.params:
+            lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
         for symbol in low.static:
             writer.bind_for([symbol.init])
             for dim in symbol.shape:
@@ -446,6 +459,8 @@ class _ModelEmitter:
         low = self.low
         expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
         helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment"]
+        if any(symbol.shape for symbol in self.params):
+            helpers.append("as_shaped")
         if low.lipschitz_vars:
             helpers += ["unit_basis", "largest_hessian_eigenvalue"]
         for printer in (self.printer, self.build_printer):
@@ -493,9 +508,10 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
             )
         return f"{symbol.name}: Tensor"
 
-    required = [data_param(s) for s in data] + [data_param(s) for s in params if not isinstance(s.init, ir.Const)]
+    required = [data_param(s) for s in data] + [data_param(s) for s in params if s.init is None]
     optional = [data_param(s) for s in params if isinstance(s.init, ir.Const)]
-    keyword_only = [f"{s.name}: float | Tensor | None = None" for s in low.static]
+    keyword_only = [f"{s.name}: float | Tensor | None = None" for s in params if _computed_default(s)]
+    keyword_only += [f"{s.name}: float | Tensor | None = None" for s in low.static]
     keyword_only += [f"{d.name}: int | None = None" for d in problem.of_role("dim")]
     keyword_only += [f"layers: int = {unfold.layers}", "dtype: torch.dtype | None = None"]
     keyword_only += ["checkpoint_layers: bool | int = False"]
@@ -547,6 +563,11 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "learned_names": list(low.learned),
         "shape_doc": {s.name: fmt_shape(s.shape) for s in unfold.symbols},
     }
+
+
+def _computed_default(symbol: Symbol) -> bool:
+    """A param whose default is an expression (``eye(m)``, ``2 * lam``), not a number."""
+    return symbol.init is not None and not isinstance(symbol.init, ir.Const)
 
 
 def _user_layout(shape: ir.Shape) -> str:

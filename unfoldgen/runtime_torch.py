@@ -93,3 +93,11 @@ def checkpoint_segment(setting: bool | int, layers: int) -> int:
     if not isinstance(setting, int) or setting < 0:
         raise ValueError(f"checkpoint_layers must be True, False or a number of layers >= 1, got {setting!r}")
     return min(setting, layers)
+
+
+def as_shaped(value: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A shaped param: a tensor of ``shape`` (any layout with as many entries), or one number for all."""
+    tensor = torch.as_tensor(value, dtype=dtype, device=device)
+    if tensor.numel() == 1:
+        return tensor.reshape(()).expand(shape).clone()
+    return tensor.reshape(shape)

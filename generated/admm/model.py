@@ -152,8 +152,8 @@ class Admm(nn.Module):
         dtype = A.dtype
         device = A.device
         self.sizes = sizes
-        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("A", A)
+        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("lam", lam)
         if rho is None:
             rho = 1.0

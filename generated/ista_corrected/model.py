@@ -188,8 +188,8 @@ class IstaCorrected(nn.Module):
         dtype = A.dtype
         device = A.device
         self.sizes = sizes
-        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("A", A)
+        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("lam", lam)
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})

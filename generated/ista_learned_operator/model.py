@@ -163,8 +163,8 @@ class IstaLearnedOperator(nn.Module):
         dtype = A.dtype
         device = A.device
         self.sizes = sizes
-        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("_problem_A", A)
+        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
         self.register_buffer("lam", lam)
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
