@@ -99,3 +99,14 @@ def set_layers(value, values) -> None:
             parameter.data = torch.as_tensor(layer_value, dtype=parameter.dtype).reshape(parameter.shape)
     else:
         value.data = values
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/NAME.py`` (a script, not a package) as a module."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -261,10 +261,13 @@ def test_jit_script_is_not_supported(package: str):
 # ---------------------------------------------------------------------- checkpoint_layers
 
 
-@pytest.mark.parametrize("package", EXAMPLES)
-def test_checkpoint_layers_gives_the_same_gradients(package: str):
-    plain = build(package, layers=4)
-    recomputed = build(package, layers=4, checkpoint_layers=True)
+CHECKPOINT_CASES = [(package, 4) for package in EXAMPLES] + [("ista", 100), ("lista_cp", 100)]
+
+
+@pytest.mark.parametrize(("package", "layers"), CHECKPOINT_CASES)
+def test_checkpoint_layers_gives_the_same_gradients(package: str, layers: int):
+    plain = build(package, layers=layers)
+    recomputed = build(package, layers=layers, checkpoint_layers=True)
     recomputed.model.load_state_dict(plain.model.state_dict())
     grads = []
     for example in (plain, recomputed):
@@ -273,22 +276,8 @@ def test_checkpoint_layers_gives_the_same_gradients(package: str):
         grads.append(all_gradients(example.model, inputs))
     want, got = grads
     assert want and sorted(got) == sorted(want)
-    for name, grad in want.items():
-        torch.testing.assert_close(got[name], grad, rtol=0, atol=1e-10, msg=f"gradient of {name}")
-
-
-@pytest.mark.parametrize("package", ["ista", "lista_cp"])
-def test_checkpoint_layers_same_gradients_at_100_layers(package: str):
-    plain = build(package, layers=100)
-    recomputed = build(package, layers=100, checkpoint_layers=True)
-    recomputed.model.load_state_dict(plain.model.state_dict())
-    grads = []
-    for example in (plain, recomputed):
-        inputs = with_grad(example.inputs)
-        loss_of(example.model(**inputs)).backward()
-        grads.append(all_gradients(example.model, inputs))
-    want, got = grads
-    assert len(want) >= 2
+    if layers == 100:  # the deep cases learn something besides the input's gradient
+        assert len(want) >= 2
     for name, grad in want.items():
         torch.testing.assert_close(got[name], grad, rtol=0, atol=1e-10, msg=f"gradient of {name}")
 

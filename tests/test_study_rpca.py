@@ -8,23 +8,16 @@ about 40 s on a loaded 2-core machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_study():
-    spec = importlib.util.spec_from_file_location("rpca_study", ROOT / "benchmarks" / "rpca.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("rpca")
 
 
 @pytest.fixture(scope="module")

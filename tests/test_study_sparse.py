@@ -8,22 +8,15 @@ network, no latency timing): about 40 s on a loaded 2-core machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_study():
-    spec = importlib.util.spec_from_file_location("sparse_recovery_study", ROOT / "benchmarks" / "sparse_recovery.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sparse_recovery")
 
 
 @pytest.fixture(scope="module")
