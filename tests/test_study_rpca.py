@@ -15,7 +15,6 @@ import torch
 from helpers import load_benchmark
 
 
-
 def load_study():
     return load_benchmark("rpca")
 

@@ -14,7 +14,6 @@ import pytest
 from helpers import load_benchmark
 
 
-
 def load_study():
     return load_benchmark("sparse_recovery")
 
