@@ -21,7 +21,6 @@ from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import MathPrinter, TorchPrinter, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
-from unfoldgen.resources import resource_dir
 
 INDENT = "    "
 # A module with neither data nor params keeps its dtype and device in this (unsaved) buffer.
@@ -31,7 +30,7 @@ DTYPE_ANCHOR = "_dtype_anchor"
 @functools.cache
 def template_environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        loader=jinja2.PackageLoader("unfoldgen", "templates"),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

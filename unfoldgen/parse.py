@@ -12,7 +12,7 @@ from lark.tree import Meta, Tree
 
 from unfoldgen import syntax as s
 from unfoldgen.errors import Span, SpecError
-from unfoldgen.resources import resource_dir
+from unfoldgen.resources import read_resource
 
 MAX_SPEC_BYTES = 256_000  # lexing whitespace-only text costs ~0.8 µs a character: a quarter second at most
 MAX_TOKENS = 10_000  # ~50 µs each to parse and check: keeps any spec under a second (lasso.unf has 564)
@@ -36,7 +36,7 @@ TERMINAL_WORDS = {
 
 @functools.cache
 def _parser() -> Lark:
-    grammar = (resource_dir("grammar") / "unfold.lark").read_text()
+    grammar = read_resource("grammar", "unfold.lark")
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 

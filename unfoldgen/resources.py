@@ -1,16 +1,15 @@
-"""Where the packaged grammar and templates live (top-level folders, shipped in the wheel)."""
+"""The grammar and templates ship inside the package; importlib.resources finds them in any install layout."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 
-def resource_dir(name: str) -> Path:
-    """`grammar/` or `templates/`: beside the package in a checkout, under the prefix when installed."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / name, Path(sys.prefix) / "share" / "unfoldgen" / name]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"unfoldgen's {name}/ folder is missing (looked in {candidates})")
+def resource(folder: str, name: str) -> Traversable:
+    """``unfoldgen/<folder>/<name>`` as a package resource (a checkout, a wheel, a zip)."""
+    return resources.files("unfoldgen").joinpath(folder, name)
+
+
+def read_resource(folder: str, name: str) -> str:
+    return resource(folder, name).read_text(encoding="utf-8")
