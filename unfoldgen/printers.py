@@ -210,8 +210,8 @@ class NumbaPrinter(_PythonPrinter):
                     raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
                 return f"{self.wrap(operand, ATOM)}.T", ATOM
             case ir.Apply(func=func, args=args):
-                template = FUNCTIONS[func].numpy
-                if not template:
+                template = FUNCTIONS[func].numba
+                if template is None:
                     raise NumbaUnsupportedError(f"{func}() in a kernel")
                 if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and args[0].shape[1:] != (1,):
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
