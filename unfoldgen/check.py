@@ -383,8 +383,9 @@ class _Elaborator:
         if entry is None or not entry.user:
             if name in self.scope.symbols:
                 raise SpecError(f"{name!r} is {a_role(self.scope.symbols[name].role)}, not a function", expr.span)
+            known = sorted(user_function_names())
             hint = _suggest(name, sorted(user_function_names() | set(self.scope.nets)))
-            raise SpecError(f"unknown function {name!r}{hint}", expr.func.span)
+            raise SpecError(f"unknown function {name!r} (known: {', '.join(known)}){hint}", expr.func.span)
         low, high = entry.arity
         if not low <= len(expr.args) <= high:
             count = str(low) if low == high else f"{low} to {high}"
