@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from unfoldgen import ir
 from unfoldgen.functions import FUNCTIONS
-from unfoldgen.prox import PROX_TABLE, SET_TABLE
+from unfoldgen.prox import PROX_TABLE, SET_TABLE, ProxOp, SetOp
 
 ATOM, POWER, UNARY, PRODUCT, SUM = 100, 90, 80, 70, 60
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
@@ -61,11 +61,15 @@ class _PythonPrinter:
             case ir.Power(base=base, exponent=exponent):
                 return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
             case ir.Prox(op=op, scale=scale, arg=arg):
-                return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
+                return f"{self.operator(PROX_TABLE[op])}({self(arg)}, {self(scale)})", ATOM
             case ir.Proj(set=set_name, params=params, arg=arg):
                 printed = ", ".join([self(arg)] + [self(p) for p in params])
-                return f"{SET_TABLE[set_name].helper}({printed})", ATOM
+                return f"{self.operator(SET_TABLE[set_name])}({printed})", ATOM
         raise TypeError(f"cannot print {type(expr).__name__} as code")
+
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        """The function implementing a prox or projection entry in this backend."""
+        raise NotImplementedError
 
 
 class TorchPrinter(_PythonPrinter):
@@ -108,6 +112,9 @@ class TorchPrinter(_PythonPrinter):
             case ir.Lipschitz(var=var):
                 return self.lipschitz_call(var), ATOM
         return self.common(expr)
+
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        return entry.torch
 
     def apply(self, template: str, args: tuple[ir.Expr, ...]) -> str:
         def fill(match: re.Match) -> str:
@@ -232,6 +239,11 @@ class NumbaPrinter(_PythonPrinter):
         if isinstance(expr, (ir.Grad, ir.Lipschitz)):
             raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
         return self.common(expr)
+
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        if entry.numba is None:
+            raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
+        return entry.numba
 
     def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:
         arg = args[index]
