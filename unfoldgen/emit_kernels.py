@@ -21,9 +21,6 @@ from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
-# Operators that act on each column: only valid on vectors (a per-sample matrix is one block).
-COLUMNWISE = frozenset({"block_soft_threshold", "prox_norminf", "proj_ball1", "proj_ball2", "proj_simplex"})
-
 
 @dataclass(frozen=True)
 class KernelPlan:
@@ -41,13 +38,16 @@ def plan(low: LoweredUnfold) -> KernelPlan:
     ]
     for rule in low.rules:
         for node in ir.walk(rule.value):
-            helper = None
+            entry = None
             if isinstance(node, ir.Prox):
-                helper = PROX_TABLE[node.op].helper
+                entry = PROX_TABLE[node.op]
             elif isinstance(node, ir.Proj):
-                helper = SET_TABLE[node.set].helper
-            if helper in COLUMNWISE and not ir.is_scalar(node.shape) and node.shape[1] != 1:
-                raise NumbaUnsupportedError(f"{helper} of a matrix")
+                entry = SET_TABLE[node.set]
+            if entry is not None and entry.numba is None:
+                raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
+            # a per-column operator is only valid on vectors (a per-sample matrix is one block)
+            if entry is not None and entry.per_column and not ir.is_scalar(node.shape) and node.shape[1] != 1:
+                raise NumbaUnsupportedError(f"{entry.numba} of a matrix")
     if per_sample_matrices:
         return KernelPlan(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
     if low.dynamic:
@@ -296,9 +296,9 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     for rule in low.rules:
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Prox):
-                names.append(PROX_TABLE[node.op].helper)
+                names.append(PROX_TABLE[node.op].numba)
             elif isinstance(node, ir.Proj):
-                names.append(SET_TABLE[node.set].helper)
+                names.append(SET_TABLE[node.set].numba)
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
                 if FUNCTIONS[node.func].kind in ("reduction", "nonsmooth") and node.args[0].shape[1:] != (1,):
