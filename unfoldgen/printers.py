@@ -194,9 +194,11 @@ class NumbaPrinter(_PythonPrinter):
     Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
     """
 
-    def __init__(self, per_sample: frozenset[str], batched: bool = True, net_layer: Callable[[str], str] | None = None):
+    def __init__(
+        self, per_sample: frozenset[str], batched: bool = True, net_call: Callable[[str, str], str] | None = None
+    ):
         self.per_sample = per_sample if batched else frozenset()
-        self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
+        self.net_call = net_call  # (net, its input columns) → the call running the net
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
@@ -225,11 +227,11 @@ class NumbaPrinter(_PythonPrinter):
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
-                if self.net_layer is None:
+                if self.net_call is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
                 columns = ", ".join(self(a) if a.shape[1:] == (1,) else f"as_column({self(a)})" for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
-                call = f"mlp_forward({net}_weights, {net}_biases, {self.net_layer(net)}, {stacked})"
+                call = self.net_call(net, stacked)
                 first = args[0]
                 if first.shape[1:] != (1,):
                     return f"{call}.reshape({_dims(first.shape)})", ATOM
