@@ -169,7 +169,7 @@ class CheckedProblem:
 class NetInfo:
     name: str
     kind: str
-    options: tuple[tuple[str, int], ...]
+    options: tuple[tuple[str, int | str], ...]
     arg_shapes: tuple[ir.Shape, ...]
     correction: bool  # added to a classical update: starts at zero output
 
@@ -994,9 +994,9 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             if option.id in seen:
                 raise SpecError(f"option {option.id!r} is given twice", option.span)
             seen.add(option.id)
-            low, high = kind.options[option.id][1:]
-            if not low <= value <= high:
-                raise SpecError(f"{kind.name} option {option.id} must be between {low} and {high}", option.span)
+            refusal = kind.options[option.id].problem(value)
+            if refusal:
+                raise SpecError(f"{kind.name} option {option.id} {refusal}", option.span)
         nets[net.name.id] = net
 
     lipschitz_vars: set[str] = set()

@@ -100,9 +100,7 @@ def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
         copies = low.unfold.layers if learned.per_layer else 1
         if learned.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            kind = NET_KINDS[info.kind]
-            options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
-            counts[name] = sympy.expand(net_parameter_count(info.kind, options, info.arg_shapes) * copies)
+            counts[name] = sympy.expand(net_parameter_count(info.kind, dict(info.options), info.arg_shapes) * copies)
         else:
             counts[name] = sympy.expand(numel(low.symbol(name).shape) * copies)
     return counts
@@ -230,7 +228,7 @@ class _LayerDrawer:
     def _net(self, net: str, args: tuple[ir.Expr, ...], shape: str) -> str:
         info = next(n for n in self.low.unfold.nets if n.name == net)
         kind = NET_KINDS[info.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
+        options = kind.resolved(info.options)
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
         role = "correction, starts at 0" if info.correction else "replaces a solver step"
         learned = self.low.learned.get(net)

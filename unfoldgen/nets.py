@@ -16,7 +16,25 @@ import sympy
 
 from unfoldgen import ir
 
-Options = dict[str, int]
+Options = dict[str, int | str]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A net option: a whole number in [low, high], or, with ``choices``, one of those words."""
+
+    default: int | str
+    low: int = 1
+    high: int = 1
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: int | str) -> str | None:
+        """Why ``value`` is not allowed (completes "mlp option NAME ..."), or None."""
+        if self.choices:
+            return None if value in self.choices else f"must be one of {', '.join(self.choices)}, got {value}"
+        if isinstance(value, str) or not self.low <= value <= self.high:
+            return f"must be between {self.low} and {self.high}, got {value}"
+        return None
 
 
 def numel(shape: ir.Shape) -> sympy.Expr:
@@ -79,14 +97,14 @@ class NumbaNet:
 
 @dataclass(frozen=True)
 class NetKind:
-    """``options``: name → (default, lowest, highest). ``torch``: the class of nets_torch,
+    """``options``: name → its Option. ``torch``: the class of nets_torch,
     built as ``Class(sizes..., **options, zero_init=...)``; ``sizes_at_build``: the sizes are the
     flattened argument and output sizes (dims known when the model is built), else the number
     of arguments. ``parameter_count``: learned scalars for resolved options and argument shapes."""
 
     name: str
     torch: str
-    options: dict[str, tuple[int, int, int]]
+    options: dict[str, Option]
     check_args: Callable[[list[ir.Shape]], str | None]
     sizes_at_build: bool
     parameter_count: Callable[[Options, tuple[ir.Shape, ...]], sympy.Expr]
@@ -96,9 +114,9 @@ class NetKind:
     def class_name(self) -> str:
         return self.torch
 
-    def resolved(self, given: dict[str, int] | tuple[tuple[str, int], ...]) -> Options:
+    def resolved(self, given: Options | tuple[tuple[str, int | str], ...]) -> Options:
         """Every option's value: the ones given, defaults for the rest."""
-        return {key: default for key, (default, _, _) in self.options.items()} | dict(given)
+        return {key: option.default for key, option in self.options.items()} | dict(given)
 
 
 NET_KINDS: dict[str, NetKind] = {
@@ -107,7 +125,7 @@ NET_KINDS: dict[str, NetKind] = {
         NetKind(
             "mlp",
             "Mlp",
-            {"hidden": (64, 1, 65536), "depth": (2, 1, 64)},
+            {"hidden": Option(64, 1, 65536), "depth": Option(2, 1, 64)},
             _any_args,
             sizes_at_build=True,
             parameter_count=_mlp_count,
@@ -119,7 +137,7 @@ NET_KINDS: dict[str, NetKind] = {
         NetKind(
             "conv1d",
             "Conv1dNet",
-            {"hidden": (16, 1, 4096), "depth": (2, 1, 64), "kernel": (3, 1, 63)},
+            {"hidden": Option(16, 1, 4096), "depth": Option(2, 1, 64), "kernel": Option(3, 1, 63)},
             _same_shape_args,
             sizes_at_build=False,
             parameter_count=_conv_count(1),
@@ -128,7 +146,7 @@ NET_KINDS: dict[str, NetKind] = {
         NetKind(
             "conv2d",
             "Conv2dNet",
-            {"hidden": (16, 1, 4096), "depth": (2, 1, 64), "kernel": (3, 1, 63)},
+            {"hidden": Option(16, 1, 4096), "depth": Option(2, 1, 64), "kernel": Option(3, 1, 63)},
             _matrix_args,
             sizes_at_build=False,
             parameter_count=_conv_count(2),
