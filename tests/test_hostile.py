@@ -321,7 +321,7 @@ def allowed_names() -> frozenset[str]:
         source = (ROOT / "unfoldgen" / f"{module}.py").read_text(encoding="utf-8")
         names |= {tok.string for tok in _tokens(source) if tok.type == tokenize.NAME}
     for entry in FUNCTIONS.values():
-        names |= set(re.findall(r"[A-Za-z_]\w*", entry.torch))
+        names |= set(re.findall(r"[A-Za-z_]\w*", entry.torch or ""))  # None: desugared, never printed
     names |= {op.helper for op in PROX_TABLE.values()} | {op.helper for op in SET_TABLE.values()}
     names |= {kind.class_name for kind in NET_KINDS.values()}
     return frozenset(names)

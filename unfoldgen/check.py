@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sympy
-
 from unfoldgen import calculus, ir
 from unfoldgen import syntax as s
 from unfoldgen.errors import Span, SpecError
@@ -171,7 +169,7 @@ class CheckedProblem:
 class NetInfo:
     name: str
     kind: str
-    options: tuple[tuple[str, int], ...]
+    options: tuple[tuple[str, int | str], ...]
     arg_shapes: tuple[ir.Shape, ...]
     correction: bool  # added to a classical update: starts at zero output
 
@@ -385,8 +383,9 @@ class _Elaborator:
         if entry is None or not entry.user:
             if name in self.scope.symbols:
                 raise SpecError(f"{name!r} is {a_role(self.scope.symbols[name].role)}, not a function", expr.span)
+            known = sorted(user_function_names())
             hint = _suggest(name, sorted(user_function_names() | set(self.scope.nets)))
-            raise SpecError(f"unknown function {name!r}{hint}", expr.func.span)
+            raise SpecError(f"unknown function {name!r} (known: {', '.join(known)}){hint}", expr.func.span)
         low, high = entry.arity
         if not low <= len(expr.args) <= high:
             count = str(low) if low == high else f"{low} to {high}"
@@ -396,21 +395,14 @@ class _Elaborator:
             shape = entry.shape([arg.shape for arg in args])
         except ShapeError as err:
             raise SpecError(f"{name}(): {err}", expr.span) from None
-        if all(isinstance(arg, ir.Const) for arg in args) and (entry.sympy is not None or name in _NUMERIC):
-            return _fold_constant(expr, entry, args)
-        match name:
-            case "sumsq":
-                return _reduce_sum(ir.power(args[0], ir.Const(2.0)))
-            case "dot":
-                return _reduce_sum(ir.mul(args[0], args[1]))
-            case "quad":
-                return ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0])
-            case "huber":
-                return _reduce_sum(ir.Apply("huber_elem", args, args[0].shape))
-            case "sum" | "logsumexp" if ir.is_scalar(args[0].shape):
-                return args[0]  # of one number: the number itself
-            case "max" | "min" if isinstance(args[0], ir.Const) and not isinstance(args[1], ir.Const):
-                args = (args[1], args[0])  # symmetric; the tensor goes first in torch.maximum(t, c)
+        if all(isinstance(arg, ir.Const) for arg in args) and entry.foldable:
+            # a function of numbers is a number: sqrt(2) must not reach torch
+            try:
+                return ir.Const(entry.evaluate(*(arg.value for arg in args)))
+            except ValueError:
+                raise SpecError(f"{name}() of these numbers is not a finite real number", expr.span) from None
+        if entry.desugar is not None:
+            return entry.desugar(args, shape)
         return ir.Apply(name, args, shape)
 
     def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
@@ -613,36 +605,6 @@ class _Elaborator:
         return ir.NetCall(name, args, args[0].shape)
 
 
-def _sigmoid(t: float) -> float:
-    return 1.0 / (1.0 + math.exp(-t)) if t >= 0 else math.exp(t) / (1.0 + math.exp(t))
-
-
-def _huber(t: float, delta: float) -> float:
-    return 0.5 * t * t if abs(t) <= delta else delta * (abs(t) - delta / 2)
-
-
-# Functions of numbers that sympy does not evaluate (or that have no sympy form): evaluated here.
-_NUMERIC = {
-    "sigmoid": _sigmoid,
-    "softplus": lambda t: max(t, 0.0) + math.log1p(math.exp(-abs(t))),
-    "clip": lambda t, lo, hi: min(max(t, lo), hi),
-    "abs": abs,
-    "sign": lambda t: float((t > 0) - (t < 0)),
-    "max": max,
-    "min": min,
-    "sum": lambda t: t,
-    "logsumexp": lambda t: t,
-    "sumsq": lambda t: t * t,
-    "dot": lambda u, v: u * v,
-    "huber": _huber,
-}
-
-
-def _reduce_sum(value: ir.Expr) -> ir.Expr:
-    """``sum(value)``; a scalar is its own sum (0-dim tensors have no dims to sum over)."""
-    return value if ir.is_scalar(value.shape) else ir.Apply("sum", (value,), ir.SCALAR)
-
-
 def _constant_power(base: float, exponent: float, span: Span) -> float:
     """``base ^ exponent`` of two numbers, or a SpecError where it is not a finite real number."""
     try:
@@ -656,21 +618,6 @@ def _constant_power(base: float, exponent: float, span: Span) -> float:
     if value.imag != 0 or not math.isfinite(value.real):
         raise SpecError(f"{base:g} ^ {exponent:g} is not a finite real number", span)
     return value.real
-
-
-def _fold_constant(expr: s.Call, entry, args: tuple[ir.Const, ...]) -> ir.Const:
-    """A function of numbers is a number: evaluate it now (``sqrt(2)`` must not reach torch)."""
-    numbers = [arg.value for arg in args]
-    try:
-        if entry.name in _NUMERIC:
-            value = complex(_NUMERIC[entry.name](*numbers))
-        else:
-            value = complex(entry.sympy(*(sympy.Float(number) for number in numbers)).evalf())
-    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
-        value = complex(math.nan)
-    if value.imag != 0 or not math.isfinite(value.real):
-        raise SpecError(f"{entry.name}() of these numbers is not a finite real number", expr.span)
-    return ir.Const(value.real)
 
 
 def _mentions_function(expr: s.Expr) -> bool:
@@ -1047,9 +994,9 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             if option.id in seen:
                 raise SpecError(f"option {option.id!r} is given twice", option.span)
             seen.add(option.id)
-            low, high = kind.options[option.id][1:]
-            if not low <= value <= high:
-                raise SpecError(f"{kind.name} option {option.id} must be between {low} and {high}", option.span)
+            refusal = kind.options[option.id].problem(value)
+            if refusal:
+                raise SpecError(f"{kind.name} option {option.id} {refusal}", option.span)
         nets[net.name.id] = net
 
     lipschitz_vars: set[str] = set()

@@ -336,8 +336,8 @@ class _ModelEmitter:
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
-        option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
+        options = kind.resolved(net.options)
+        option_text = ", ".join(f"{key}={options[key]!r}" for key in kind.options)
         if kind.class_name not in self.net_classes:
             self.net_classes.append(kind.class_name)
         if kind.sizes_at_build:

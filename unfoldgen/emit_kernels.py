@@ -21,9 +21,6 @@ from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
-# Operators that act on each column: only valid on vectors (a per-sample matrix is one block).
-COLUMNWISE = frozenset({"block_soft_threshold", "prox_norminf", "proj_ball1", "proj_ball2", "proj_simplex"})
-
 
 @dataclass(frozen=True)
 class KernelPlan:
@@ -34,25 +31,28 @@ class KernelPlan:
 def plan(low: LoweredUnfold) -> KernelPlan:
     """Choose the layout, or raise NumbaUnsupportedError naming what has no numba form."""
     for net in low.unfold.nets:
-        if net.kind != "mlp":
-            raise NumbaUnsupportedError(f"{net.kind} nets (mlp nets are supported)")
+        if NET_KINDS[net.kind].numba is None:
+            raise NumbaUnsupportedError(f"{net.kind} nets have no numba implementation")
     per_sample_matrices = [
         s.name for s in low.problem.of_role("input") + low.carried if not ir.is_scalar(s.shape) and s.shape[1] != 1
     ]
     for rule in low.rules:
         for node in ir.walk(rule.value):
-            helper = None
+            entry = None
             if isinstance(node, ir.Prox):
-                helper = PROX_TABLE[node.op].helper
+                entry = PROX_TABLE[node.op]
             elif isinstance(node, ir.Proj):
-                helper = SET_TABLE[node.set].helper
-            if helper in COLUMNWISE and not ir.is_scalar(node.shape) and node.shape[1] != 1:
-                raise NumbaUnsupportedError(f"{helper} of a matrix")
+                entry = SET_TABLE[node.set]
+            if entry is not None and entry.numba is None:
+                raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
+            # a per-column operator is only valid on vectors (a per-sample matrix is one block)
+            if entry is not None and entry.per_column and not ir.is_scalar(node.shape) and node.shape[1] != 1:
+                raise NumbaUnsupportedError(f"{entry.numba} of a matrix")
     if per_sample_matrices:
         return KernelPlan(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
     if low.dynamic:
         return KernelPlan(False, "per-sample hyperparameters")
-    printer = NumbaPrinter(low.per_sample, net_layer=lambda net: "k")
+    printer = NumbaPrinter(low.per_sample, net_call=lambda net, columns: _net_call(low, net, columns))
     for rule in low.rules:
         printer(rule.value)  # raises on what the batched layout cannot express
     return KernelPlan(True, "")
@@ -65,13 +65,21 @@ def _param_key(low: LoweredUnfold, name: str, problem_value: bool = False) -> st
     return name
 
 
-def _depth(net) -> int:
-    return dict(net.options).get("depth", NET_KINDS[net.kind].options["depth"][0])
+def _dense_layers(net) -> tuple[str, ...]:
+    """State-dict prefixes of the dense layers the net's numba function reads."""
+    kind = NET_KINDS[net.kind]
+    return kind.numba.dense_layers(kind.resolved(net.options))
 
 
-def _net_index(low: LoweredUnfold, net: str) -> str:
-    """Nets' weights are stacked (K, out, in) per layer, or (1, out, in) when shared."""
-    return "k" if _per_layer(low, net) else "0"
+def _net_call(low: LoweredUnfold, name: str, columns: str) -> str:
+    """The net's numba function on ``columns``; its weights are stacked (K, out, in) per layer,
+    or (1, out, in) when shared."""
+    net = next(net for net in low.unfold.nets if net.name == name)
+    kind = NET_KINDS[net.kind]
+    options = kind.resolved(net.options)
+    layer = "k" if _per_layer(low, name) else "0"
+    extra = "".join(f", {options[option]!r}" for option in kind.numba.options)
+    return f"{kind.numba.forward}({name}_weights, {name}_biases, {layer}, {columns}{extra})"
 
 
 def _per_layer(low: LoweredUnfold, name: str) -> bool:
@@ -83,7 +91,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     kernel_plan = plan(low)
     batched = kernel_plan.batched
     problem = low.problem
-    printer = NumbaPrinter(low.per_sample, batched, net_layer=lambda net: _net_index(low, net))
+    printer = NumbaPrinter(low.per_sample, batched, net_call=lambda net, columns: _net_call(low, net, columns))
     inputs = problem.of_role("input")
     states = low.carried
     state_names = [s.name for s in states]
@@ -180,7 +188,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "state_names": state_names,
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),
-        "nets_literal": repr({net.name: (_per_layer(low, net.name), _depth(net) + 1) for net in low.unfold.nets}),
+        "nets_literal": repr({net.name: (_per_layer(low, net.name), _dense_layers(net)) for net in low.unfold.nets}),
         "states_literal": repr(tuple(state_names)),
         "output_exprs": [_output_expr(low, name) for name in low.unfold.outputs],
         "state_shapes": {s.name: _rows_cols(s.shape) for s in states},
@@ -296,15 +304,16 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     for rule in low.rules:
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Prox):
-                names.append(PROX_TABLE[node.op].helper)
+                names.append(PROX_TABLE[node.op].numba)
             elif isinstance(node, ir.Proj):
-                names.append(SET_TABLE[node.set].helper)
+                names.append(SET_TABLE[node.set].numba)
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
                 if FUNCTIONS[node.func].kind in ("reduction", "nonsmooth") and node.args[0].shape[1:] != (1,):
                     names.append("as_column")
             elif isinstance(node, ir.NetCall):
-                names.append("mlp_forward")
+                kind = next(net.kind for net in low.unfold.nets if net.name == node.net)
+                names.append(NET_KINDS[kind].numba.forward)
                 if any(arg.shape[1:] != (1,) for arg in node.args):
                     names.append("as_column")
     if lipschitz_functions:

@@ -17,8 +17,8 @@ import numpy as np
 PARAMETERS: dict[str, tuple] = {"theta": ("K",), "gamma": ("K",), "W": ("m", "n"), "A": ("m", "n")}
 INPUTS: dict[str, tuple] = {"y": ("m",)}
 OUTPUTS: tuple[str, ...] = ("x",)
-# net name: (weights per layer?, number of dense layers)
-NETS: dict[str, tuple[bool, int]] = {}
+# net name: (weights per layer?, state-dict prefixes of its dense layers)
+NETS: dict[str, tuple[bool, tuple[str, ...]]] = {}
 
 
 @numba.njit(cache=True)
@@ -97,13 +97,12 @@ def params_from_state_dict(state_dict: dict) -> dict:
     if layers is None:
         raise ValueError("the number of layers is unknown: pass a 'layers' entry")
     params["layers"] = int(layers)
-    for net, (per_layer, count) in NETS.items():
+    for net, (per_layer, dense_layers) in NETS.items():
         for part, plural in (("weight", "weights"), ("bias", "biases")):
             stacked = []
-            for i in range(count):
-                # the dense layers sit at even positions of the net's nn.Sequential (ReLUs between)
-                keys = [f"{net}.{k}.body.{2 * i}.{part}" for k in range(params["layers"])]
-                keys = keys if per_layer else [f"{net}.body.{2 * i}.{part}"]
+            for dense in dense_layers:
+                keys = [f"{net}.{k}.{dense}.{part}" for k in range(params["layers"])]
+                keys = keys if per_layer else [f"{net}.{dense}.{part}"]
                 for key in keys:
                     if key not in state_dict:
                         raise ValueError(f"net parameter {key!r} is missing")
