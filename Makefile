@@ -1,25 +1,37 @@
 # `make test` and `make demo` set themselves up on a fresh machine: a venv, the CPU build of
 # torch first (so no dependency pulls a CUDA build), then the project with its dev extras.
 PYTHON ?= python3
+TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export NUMBA_CACHE_DIR := $(CURDIR)/build/numba-cache
 
-.PHONY: setup test demo generate lint clean
+.PHONY: setup test test-fast smoke-wheel demo generate lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# the whole suite, as CI runs it
 test: setup
 	$(PY) -m unfoldgen compile specs/ -o generated/ --check
 	$(PY) -m ruff check unfoldgen tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
+
+# the edit loop (about a minute on 2 cores): ruff, and the suite without the tests marked slow
+# (tests/conftest.py names them: trainings, studies, exports, long hypothesis runs)
+test-fast: setup
+	$(PY) -m ruff check unfoldgen tests benchmarks
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+# the package a user installs: wheel → fresh venv without extras → compile, run, train, resume
+smoke-wheel:
+	PYTHON=$(PYTHON) TORCH=$(TORCH) .ci/smoke_wheel.sh
 
 demo: setup
 	$(PY) -m unfoldgen compile specs/ -o generated/

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import subprocess
 import sys
@@ -10,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from unfoldgen import cli
+from unfoldgen.compiler import compile_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 SPEC_FILES = sorted(SPECS.glob("*.unf"))
 LASSO = SPECS / "lasso.unf"
+BOX_LS = SPECS / "box_ls.unf"  # one unfold, pgd
 BAD_SPEC = ROOT / "tests" / "specs" / "bad" / "syntax_missing_colon.unf"
 UNFOLD = re.compile(r"^unfold\s+(\w+)\s+from\s", re.MULTILINE)
 
@@ -71,10 +75,23 @@ def test_check_bad_spec_exits_1():
     assert caret.strip() == "^^^^"
 
 
-def test_check_stops_at_first_bad_spec(capsys: pytest.CaptureFixture[str]):
-    code, _, err = main(capsys, "check", LASSO, BAD_SPEC, SPECS / "rpca.unf")
+def test_check_reports_every_failing_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    second_bad = tmp_path / "second.unf"
+    second_bad.write_text(BAD_SPEC.read_text(encoding="utf-8"), encoding="utf-8")
+    code, _, err = main(capsys, "check", LASSO, BAD_SPEC, SPECS / "rpca.unf", second_bad)
     assert code == 1
     assert err.startswith(f"{BAD_SPEC}:")
+    assert f"\n{second_bad}:4:13: error: expected ':'" in err, "checking goes on after the first failure"
+    assert err.rstrip().endswith("unfoldgen: 2 of 4 specs failed")
+
+
+def test_check_a_spec_named_twice_is_checked_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    spec = tmp_path / "bad.unf"
+    spec.write_text(BAD_SPEC.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "link.unf").symlink_to(spec)
+    code, _, err = main(capsys, "check", spec, tmp_path, f"{tmp_path}/./bad.unf")
+    assert code == 1
+    assert err.count(": error: expected ':'") == 1, err
 
 
 USAGE_ERRORS = {
@@ -109,6 +126,21 @@ def test_usage_errors_exit_2_as_a_process():
         result = run_cli(*argv)
         assert result.returncode == 2, (argv, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_version_without_installed_metadata_is_pyprojects(monkeypatch: pytest.MonkeyPatch):
+    """A checkout that was never installed still knows its version (generated headers carry it)."""
+    import importlib.metadata
+    import tomllib
+
+    import unfoldgen
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert unfoldgen._version() == declared
 
 
 def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]):
@@ -261,3 +293,176 @@ def test_explain_bad_spec_exits_1(capsys: pytest.CaptureFixture[str]):
     code, _, err = main(capsys, "explain", BAD_SPEC)
     assert code == 1
     assert err.startswith(f"{BAD_SPEC}:")
+
+
+# ---------------------------------------------------------------------- writing the output
+
+
+def test_compile_refuses_a_planted_symlink_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_dir = tmp_path / "out"
+    assert main(capsys, "compile", LASSO, "-o", out_dir)[0] == 0
+    first = out_dir / "admm" / "__init__.py"  # written first, in sorted order
+    first.write_text("# the user's edit\n", encoding="utf-8")
+    victim = tmp_path / "victim.py"
+    victim.write_text("precious\n", encoding="utf-8")
+    last = out_dir / "lista_cp" / "model.py"  # written last
+    last.unlink()
+    last.symlink_to(victim)
+    code, out, err = main(capsys, "compile", LASSO, "-o", out_dir)
+    assert code == 2
+    assert err == f"unfoldgen: {last}: is a symbolic link; refusing to follow it (remove it first)\n"
+    assert out == ""
+    assert first.read_text(encoding="utf-8") == "# the user's edit\n", "nothing may be written before the check"
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+
+
+def test_compile_replaces_files_without_temporaries_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_dir = tmp_path / "out"
+    assert main(capsys, "compile", BOX_LS, "-o", out_dir)[0] == 0
+    model = out_dir / "pgd" / "model.py"
+    fresh = model.read_bytes()
+    model.write_text("stale\n", encoding="utf-8")
+    assert main(capsys, "compile", BOX_LS, "-o", out_dir)[0] == 0
+    assert model.read_bytes() == fresh
+    assert sorted(path.name for path in model.parent.iterdir()) == ["__init__.py", "kernels.py", "model.py"]
+
+
+def test_compile_into_a_linked_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """The folder given with -o may be a link (the user named it); links below it are refused."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert main(capsys, "compile", BOX_LS, "-o", tmp_path / "link")[0] == 0
+    assert (tmp_path / "real" / "pgd" / "model.py").is_file()
+
+
+def test_compile_into_an_unwritable_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """Tests run as root, which chmod does not stop: the permission check itself is what is tested."""
+    from unfoldgen import outputs
+
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != tmp_path / "locked")
+    code, _, err = main(capsys, "compile", BOX_LS, "-o", tmp_path / "locked" / "out")
+    assert code == 2
+    assert err == f"unfoldgen: {tmp_path / 'locked'}: cannot write into this folder (permission denied or read-only)\n"
+    assert list((tmp_path / "locked").iterdir()) == []
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["new_output", "existing_output"])
+def test_compile_onto_a_full_disk_replaces_nothing(
+    fresh: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    from unfoldgen import outputs
+
+    out_dir = tmp_path / "deep" / "out"
+    if not fresh:
+        assert main(capsys, "compile", LASSO, "-o", out_dir)[0] == 0
+        (out_dir / "ista" / "model.py").write_text("old\n", encoding="utf-8")
+        (out_dir / "lista_cp").rename(tmp_path / "moved")  # a package the next compile has to create
+    before = tree(tmp_path)
+    write_temporary = outputs._write_temporary
+    written = []
+
+    def fills_up(folder: int, name: str, data: bytes) -> str:
+        if len(written) == 7:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(name)
+        return write_temporary(folder, name, data)
+
+    monkeypatch.setattr(outputs, "_write_temporary", fills_up)
+    code, out, err = main(capsys, "compile", LASSO, "-o", out_dir)
+    assert code == 1
+    assert err == f"unfoldgen: cannot write {out_dir}/ista/kernels.py: No space left on device; nothing was replaced\n"
+    assert out == ""
+    assert tree(tmp_path) == before, "no file replaced, no temporary left"
+    if fresh:
+        assert list(tmp_path.iterdir()) == [], "the folders it made are gone again"
+    else:
+        assert not (out_dir / "lista_cp").exists()
+
+
+@pytest.mark.parametrize("command", ["check", "compile", "explain"])
+def test_unreadable_spec_is_a_usage_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """Tests run as root, which chmod 000 does not stop: the open is made to fail as it would."""
+    from unfoldgen import compiler
+
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):
+        if Path(path) == BOX_LS:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(compiler.os, "open", denied)
+    argv = [command, BOX_LS] + (["-o", tmp_path / "out"] if command == "compile" else [])
+    code, out, err = main(capsys, *argv)
+    assert code == 2
+    assert err == f"unfoldgen: {BOX_LS}: cannot read the spec: Permission denied\n"
+    assert out == "" and not (tmp_path / "out").exists()
+
+
+def test_fifo_as_spec_is_refused_not_waited_on(tmp_path: Path):
+    """As a process with a timeout: reading a FIFO would block forever."""
+    fifo = tmp_path / "pipe.unf"
+    os.mkfifo(fifo)
+    for argv in (["check", str(fifo)], ["compile", str(fifo), "-o", str(tmp_path / "out")], ["explain", str(fifo)]):
+        result = run_cli(*argv)
+        assert result.returncode == 2, result.stderr
+        assert (
+            result.stderr == f"unfoldgen: {fifo}: not a regular file (a pipe, device or socket), expected a spec file\n"
+        )
+
+
+WRITER = """
+import sys
+from unfoldgen import cli
+from unfoldgen.compiler import compile_text
+spec, out, rounds = sys.argv[1:]
+for _ in range(int(rounds)):
+    assert cli.main(["compile", spec, "-o", out]) == 0
+"""
+
+
+def test_concurrent_compiles_never_tear_a_file(tmp_path: Path):
+    """Two processes compile two versions of a spec into one folder, over and over, while this one
+    reads: every file it ever reads, and every file left at the end, is one of the two versions."""
+    text = BOX_LS.read_text(encoding="utf-8")
+    other = tmp_path / "box_ls_other.unf"
+    other.write_text(re.sub(r"layers \d+", "layers 3", text) + "\n# the other version\n", encoding="utf-8")
+    versions: dict[str, set[bytes]] = {}
+    for spec in (BOX_LS, other):
+        for relative, source in compile_text(spec.read_text(encoding="utf-8"), str(spec), spec.name).files.items():
+            versions.setdefault(relative, set()).add(source.encode("utf-8"))
+    assert all(len(both) == 2 for both in versions.values()), "the two versions must differ in every file"
+    out_dir = tmp_path / "out"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(spec), str(out_dir), "25"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for spec in (BOX_LS, other)
+    ]
+    reads = 0
+    try:
+        while any(writer.poll() is None for writer in writers):
+            for relative, valid in versions.items():
+                try:
+                    data = (out_dir / relative).read_bytes()
+                except FileNotFoundError:
+                    continue
+                reads += 1
+                assert data in valid, f"{relative} torn while compiles ran ({len(data)} bytes)"
+    finally:
+        for writer in writers:
+            _, errors = writer.communicate(timeout=300)
+            assert writer.returncode == 0, errors
+    assert reads > 0
+    for relative, valid in versions.items():
+        assert (out_dir / relative).read_bytes() in valid, f"{relative} torn"
+    assert sorted(path.name for path in (out_dir / "pgd").iterdir()) == ["__init__.py", "kernels.py", "model.py"]

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 from unfoldgen import __version__
-from unfoldgen.compiler import compile_text, read_spec, spec_files
-from unfoldgen.errors import SpecError
+from unfoldgen.compiler import check_text, compile_text, read_spec, spec_files
+from unfoldgen.errors import SpecError, UsageError, WriteError
 from unfoldgen.explain import UnfoldChoiceError, choose_unfolds, explain_lowered
+from unfoldgen.outputs import check_targets, write_files
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+# an OSError of these kinds means a path given on the command line cannot be used: a usage error
+BAD_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 # the same as unfoldgen.train.SCHEMES / LOSSES (not imported here: that would load torch for every command)
 TRAIN_SCHEMES = ("supervised", "unsupervised", "deep-supervision", "layerwise")
 TRAIN_LOSSES = ("nmse", "mse")
@@ -89,65 +92,94 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _compile_all(paths: list[Path]) -> dict[str, str]:
+def _report(err: SpecError | UsageError) -> int:
+    """Print one spec's error; its exit code (a spec error 1, a spec path that cannot be used 2)."""
+    if isinstance(err, UsageError):
+        print(f"unfoldgen: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(err, file=sys.stderr)
+    return EXIT_SPEC
+
+
+def _compile_all(paths: list[Path]) -> tuple[dict[str, str], int]:
+    """Every spec compiled (relative path → text) and the exit code: every failing spec is reported,
+    so one run shows them all; a bad path outranks a spec error."""
     files: dict[str, str] = {}
     owners: dict[str, Path] = {}
+    code = EXIT_OK
     for path in spec_files(paths):
-        compiled = compile_text(read_spec(path), str(path), spec_label=path.name)
+        try:
+            compiled = compile_text(read_spec(path), str(path), spec_label=path.name)
+            for relative in compiled.files:
+                package = relative.split("/")[0]
+                if owners.get(package, path) != path:
+                    raise SpecError(
+                        f"unfold {package!r} is defined in both {owners[package]} and {path}", None, "", str(path)
+                    )
+        except (SpecError, UsageError) as err:
+            code = max(code, _report(err))
+            continue
         for relative, text in compiled.files.items():
-            package = relative.split("/")[0]
-            if package in owners and owners[package] != path:
-                raise SpecError(
-                    f"unfold {package!r} is defined in both {owners[package]} and {path}", None, "", str(path)
-                )
-            owners[package] = path
+            owners[relative.split("/")[0]] = path
             files[relative] = text
         for note in compiled.notes:
             print(note, file=sys.stderr)
-    return files
+    return files, code
 
 
-def _inside(root: Path, relative: str) -> Path:
-    target = (root / relative).resolve()
-    if root.resolve() not in target.parents:
-        raise SpecError(f"output path {relative!r} would leave {root}", None)
-    return target
+def _run_check(args: argparse.Namespace) -> int:
+    """Check every spec and report every one that fails."""
+    paths = spec_files(args.specs)
+    code, failed = EXIT_OK, 0
+    for path in paths:
+        try:
+            check_text(read_spec(path), str(path))
+        except (SpecError, UsageError) as err:
+            code = max(code, _report(err))
+            failed += 1
+    if failed and len(paths) > 1:
+        print(f"unfoldgen: {failed} of {len(paths)} specs failed", file=sys.stderr)
+    return code
+
+
+def _check_output(output: Path, files: dict[str, str]) -> int:
+    """``compile --check``: a unified diff of every file that differs from a fresh compile."""
+    targets = check_targets(output, sorted(files), writing=False)
+    differences = []
+    for (relative, text), target in zip(sorted(files.items()), targets, strict=True):
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        if current != text:
+            differences.extend(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    text.splitlines(keepends=True),
+                    fromfile=f"{output}/{relative} (committed)",
+                    tofile=f"{output}/{relative} (fresh compile)",
+                )
+            )
+    stale = sorted(
+        path.relative_to(output).as_posix()
+        for path in output.glob("*/**/*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    for relative in stale:
+        if relative not in files:
+            differences.append(f"only in {output} (stale, not produced by the specs): {relative}\n")
+    if differences:
+        sys.stdout.writelines(differences)
+        print(f"unfoldgen: {output} differs from a fresh compile", file=sys.stderr)
+        return EXIT_SPEC
+    print(f"{output}: {len(files)} files match a fresh compile")
+    return EXIT_OK
 
 
 def _run_compile(args: argparse.Namespace) -> int:
-    files = _compile_all(args.specs)
+    files, code = _compile_all(args.specs)
+    if code != EXIT_OK:
+        return code
     if args.check:
-        differences = []
-        for relative, text in sorted(files.items()):
-            target = _inside(args.output, relative)
-            current = target.read_text() if target.exists() else ""
-            if current != text:
-                differences.extend(
-                    difflib.unified_diff(
-                        current.splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        fromfile=f"{args.output}/{relative} (committed)",
-                        tofile=f"{args.output}/{relative} (fresh compile)",
-                    )
-                )
-        stale = sorted(
-            path.relative_to(args.output).as_posix()
-            for path in args.output.glob("*/**/*")
-            if path.is_file() and "__pycache__" not in path.parts
-        )
-        for relative in stale:
-            if relative not in files:
-                differences.append(f"only in {args.output} (stale, not produced by the specs): {relative}\n")
-        if differences:
-            sys.stdout.writelines(differences)
-            print(f"unfoldgen: {args.output} differs from a fresh compile", file=sys.stderr)
-            return EXIT_SPEC
-        print(f"{args.output}: {len(files)} files match a fresh compile")
-        return EXIT_OK
-    for relative, text in sorted(files.items()):
-        target = _inside(args.output, relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        return _check_output(args.output, files)
+    write_files(args.output, files)
     print(f"wrote {len(files)} files to {args.output}")
     return EXIT_OK
 
@@ -194,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "check":
-                for path in spec_files(args.specs):
-                    from unfoldgen.compiler import check_text
-
-                    check_text(read_spec(path), str(path))
-                return EXIT_OK
+                return _run_check(args)
             case "compile":
                 return _run_compile(args)
             case "explain":
@@ -215,12 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_SPEC
+    except UsageError as err:
+        print(f"unfoldgen: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except WriteError as err:
+        print(f"unfoldgen: {err}", file=sys.stderr)
+        return EXIT_SPEC
     except FileNotFoundError as err:
         print(f"unfoldgen: {err.filename}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    except IsADirectoryError as err:
-        print(f"unfoldgen: {err.filename}: is a folder, expected a spec file", file=sys.stderr)
-        return EXIT_USAGE
+    except OSError as err:  # e.g. --graph into a folder (a bad path: exit 2) or onto a full disk (exit 1)
+        print(f"unfoldgen: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, BAD_PATH_ERRORS) else EXIT_SPEC
     return EXIT_USAGE
 
 

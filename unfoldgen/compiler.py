@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from unfoldgen import emit, emit_kernels
 from unfoldgen.check import CheckedSpec, check_spec
-from unfoldgen.errors import SpecError
+from unfoldgen.errors import SpecError, UsageError
 from unfoldgen.lower import LoweredUnfold, lower
 from unfoldgen.parse import decode_spec, parse_text
 from unfoldgen.printers import NumbaUnsupportedError
@@ -51,15 +53,45 @@ def compile_text(text: str, filename: str = "<spec>", spec_label: str | None = N
 
 
 def read_spec(path: Path) -> str:
-    return decode_spec(path.read_bytes(), str(path))
+    """A spec's text. Anything but a readable regular file is a one-line UsageError; the file is opened
+    without blocking and checked before it is read, so a FIFO given as a spec is refused, not waited on."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, expected a spec file") from None
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the spec: {err.strerror}") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{path}: is a folder, expected a spec file")
+        raise UsageError(f"{path}: not a regular file (a pipe, device or socket), expected a spec file")
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            data = file.read()
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read the spec: {err.strerror}") from None
+    return decode_spec(data, str(path))
 
 
 def spec_files(paths: list[Path]) -> list[Path]:
-    """Expand folders to the ``*.unf`` files inside them, sorted."""
+    """Expand folders to the ``*.unf`` files inside them, sorted; a file named twice (also through
+    a folder or a link) counts once. A folder without specs is a UsageError, not a silent success."""
     found: list[Path] = []
+    seen: set[str] = set()
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(path.rglob("*.unf")))
+            inside = sorted(path.rglob("*.unf"))
+            if not inside:
+                raise UsageError(f"{path}: no *.unf spec files in this folder")
         else:
-            found.append(path)
+            inside = [path]
+        for spec in inside:
+            key = os.path.realpath(spec)
+            if key not in seen:
+                seen.add(key)
+                found.append(spec)
     return found

@@ -53,3 +53,14 @@ class SpecError(Exception):
             width = max(1, self.span.end_column - self.span.column)
         caret = " " * (self.span.column - 1) + "^" * min(width, max(1, len(text) - self.span.column + 1))
         return f"{head}\n    {text}\n    {caret}"
+
+
+class UsageError(Exception):
+    """A path on the command line that cannot be used (a spec that is missing, unreadable or not a
+    regular file, a folder without specs, an output folder that cannot be written): one line, exit 2.
+    Raised before anything is written."""
+
+
+class WriteError(Exception):
+    """Writing the output failed midway (a full disk, an I/O error): one line, exit 1. No target was
+    replaced: every file is still the old one or absent."""

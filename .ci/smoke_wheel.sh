@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The package a user installs: build the wheel, install it with its runtime dependencies only
+# (no dev extras, no [plot]) into a fresh venv, and drive it from a folder outside the checkout:
+# --version, compile, import the generated model and run it, kernels.run, train, --resume.
+# Each step is announced; a failure names the step. PYTHON (default python3) makes the venv;
+# TORCH (default torch==2.13.0, as the Makefile) is installed first so nothing pulls a CUDA build.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+TORCH=${TORCH:-torch==2.13.0}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/unfoldgen-smoke.XXXXXX")
+STEP="start"
+trap 'echo "smoke_wheel: FAILED at step: $STEP" >&2' ERR
+trap 'rm -rf "$WORK"' EXIT
+step() {
+    STEP="$*"
+    echo "smoke_wheel: $STEP"
+}
+
+step "build the wheel"
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$ROOT"
+WHEEL=$(ls "$WORK"/dist/unfoldgen-*.whl)
+echo "  $(basename "$WHEEL")"
+
+step "the wheel holds every file of the package (modules, grammar, templates)"
+(cd "$ROOT" && git ls-files --cached --others --exclude-standard unfoldgen) >"$WORK/expected"
+"$PYTHON" - "$WHEEL" "$WORK/expected" <<'PY'
+import sys
+import zipfile
+
+wheel, expected_list = sys.argv[1:]
+shipped = set(zipfile.ZipFile(wheel).namelist())
+expected = {line for line in open(expected_list).read().split() if "__pycache__" not in line}
+missing = sorted(expected - shipped)
+if missing:
+    sys.exit(f"the wheel lacks {len(missing)} file(s) of the checkout's unfoldgen/: {', '.join(missing)}")
+print(f"  {len(expected)} files of unfoldgen/ are in the wheel")
+PY
+
+step "a fresh venv: $TORCH first, then the wheel without extras"
+"$PYTHON" -m venv "$WORK/venv"
+VENV_PY="$WORK/venv/bin/python"
+"$VENV_PY" -m pip install --quiet "$TORCH"
+"$VENV_PY" -m pip install --quiet "$WHEEL"
+UNFOLDGEN="$WORK/venv/bin/unfoldgen"
+
+mkdir "$WORK/user"
+cd "$WORK/user"  # outside the checkout: nothing may come from it but the spec
+export NUMBA_CACHE_DIR="$WORK/numba-cache"
+
+step "unfoldgen --version"
+expected_version=$("$PYTHON" -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['project']['version'])" "$ROOT/pyproject.toml")
+version=$("$UNFOLDGEN" --version)
+echo "  $version"
+[[ "$version" == "unfoldgen $expected_version" ]] || { echo "expected 'unfoldgen $expected_version'" >&2; false; }
+
+step "unfoldgen compile specs/lasso.unf -o out"
+"$UNFOLDGEN" compile "$ROOT/specs/lasso.unf" -o out
+
+step "import the generated model, forward, kernels.run"
+"$VENV_PY" - <<'PY'
+import numpy as np
+import torch
+
+import unfoldgen
+from out.ista import Ista, kernels
+
+assert "site-packages" in unfoldgen.__file__, f"unfoldgen came from {unfoldgen.__file__}, not the wheel"
+generator = torch.Generator().manual_seed(0)
+A = torch.randn(20, 40, dtype=torch.float64, generator=generator)
+y = torch.randn(5, 20, dtype=torch.float64, generator=generator)
+model = Ista(A=A)
+x_hat = model(y=y).detach()
+assert x_hat.shape == (5, 40) and bool(torch.isfinite(x_hat).all()), x_hat.shape
+model.export_npz("ista.npz")
+x_kernels = kernels.run(kernels.load_params("ista.npz"), y=y.numpy())
+difference = float(np.abs(x_kernels - x_hat.numpy()).max())
+assert difference < 1e-10, f"kernels.run differs from the torch module by {difference}"
+print(f"  forward (5, 20) -> {tuple(x_hat.shape)}; kernels.run matches to {difference:.1e}")
+PY
+
+step "unfoldgen train (3 of 6 steps)"
+"$UNFOLDGEN" train "$ROOT/specs/lasso.unf" --unfold ista --data sparse:m=20,n=40 --layers 4 --steps 6 --batch 8 \
+    --val-size 16 --val-every 3 --checkpoint-every 3 --stop-after 3 -o run
+
+step "unfoldgen train --resume (to step 6)"
+"$UNFOLDGEN" train --resume run
+"$VENV_PY" - <<'PY'
+import json
+
+metrics = json.load(open("run/metrics.json", encoding="utf-8"))
+assert (metrics["stopped"], metrics["steps_done"]) == ("completed", 6), (metrics["stopped"], metrics["steps_done"])
+print("  resumed run completed 6 steps")
+PY
+
+step "done"
+echo "smoke_wheel: the installed package works"
