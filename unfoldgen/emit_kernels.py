@@ -309,7 +309,7 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
                 names.append(SET_TABLE[node.set].numba)
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
-                if FUNCTIONS[node.func].kind in ("reduction", "nonsmooth") and node.args[0].shape[1:] != (1,):
+                if FUNCTIONS[node.func].over_samples and node.args[0].shape[1:] != (1,):
                     names.append("as_column")
             elif isinstance(node, ir.NetCall):
                 kind = next(net.kind for net in low.unfold.nets if net.name == node.net)

@@ -144,6 +144,12 @@ class Function:
     names the functions of ``ops_numba`` it calls. Both are None for a function that ``desugar``
     rewrites into others before any backend sees it.
 
+    Kernels hold a batch of vector samples as the columns of one array, and one per-sample
+    matrix as itself. whole_sample: the numba form combines all entries of each column (every
+    reduction, and softmax), so a matrix sample reaches it as one column. per_column: the numba
+    form treats each column of a per-sample argument as its own sample; False (opnorm treats its
+    argument as one matrix) keeps per-sample arguments out of the batched layout.
+
     sympy: the single symbolic definition of an elementwise function; its derivative comes from
     ``sympy.diff`` and is rebuilt as IR through this table (see ``from_sympy``). fold: its value
     at numbers (constant folding) where sympy cannot evaluate it; otherwise sympy does.
@@ -161,8 +167,15 @@ class Function:
     desugar: Callable[[tuple[ir.Expr, ...], Shape], ir.Expr] | None = None
     smooth: bool = True
     user: bool = True  # callable from specs (internal entries are produced by desugaring)
+    whole_sample: bool = False
+    per_column: bool = True
     torch_helpers: tuple[str, ...] = ()
     numba_helpers: tuple[str, ...] = ()
+
+    @property
+    def over_samples(self) -> bool:
+        """Combines all entries of a sample: reductions always, elementwise-shaped ones if marked."""
+        return self.whole_sample or self.kind in ("reduction", "nonsmooth")
 
     @property
     def foldable(self) -> bool:
@@ -295,7 +308,7 @@ FUNCTIONS: dict[str, Function] = {
             "elementwise",
             _broadcast_all,
             "max({0}, {1})",
-            torch="torch.maximum({0}, torch.as_tensor({1}).to({0}))",
+            torch="torch.maximum({0}, torch.as_tensor({1}, dtype={0}.dtype, device={0}.device))",
             numba="np.maximum({0}, {1})",
             fold=max,
             desugar=_tensor_first("max"),
@@ -307,7 +320,7 @@ FUNCTIONS: dict[str, Function] = {
             "elementwise",
             _broadcast_all,
             "min({0}, {1})",
-            torch="torch.minimum({0}, torch.as_tensor({1}).to({0}))",
+            torch="torch.minimum({0}, torch.as_tensor({1}, dtype={0}.dtype, device={0}.device))",
             numba="np.minimum({0}, {1})",
             fold=min,
             desugar=_tensor_first("min"),
@@ -347,6 +360,7 @@ FUNCTIONS: dict[str, Function] = {
             torch="torch.softmax({0}.flatten(-2), dim=-1).view_as({0})",
             numba="softmax({0})",
             user=False,
+            whole_sample=True,
             numba_helpers=("softmax",),
         ),
         # rewritten into the functions above when the checker meets them
@@ -423,8 +437,9 @@ FUNCTIONS: dict[str, Function] = {
             _matrix,
             "‖{0}‖∞",
             torch="{0}.abs().amax(dim=(-2, -1), keepdim=True)",
-            numba="np.max(np.abs({0}), axis=0).reshape(1, -1)",
+            numba="colmax(np.abs({0}))",
             smooth=False,
+            numba_helpers=("colmax",),
         ),
         Function(
             "norm0",
@@ -457,6 +472,7 @@ FUNCTIONS: dict[str, Function] = {
             torch="torch.linalg.matrix_norm({0}, ord=2, keepdim=True)",
             numba="np.linalg.norm({0}, 2)",
             smooth=False,
+            per_column=False,
         ),
         Function(
             "solve",

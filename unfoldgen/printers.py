@@ -219,10 +219,15 @@ class NumbaPrinter(_PythonPrinter):
                     raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
                 return f"{self.wrap(operand, ATOM)}.T", ATOM
             case ir.Apply(func=func, args=args):
-                template = FUNCTIONS[func].numba
-                if template is None:
+                entry = FUNCTIONS[func]
+                if entry.numba is None:
                     raise NumbaUnsupportedError(f"{func}() in a kernel")
-                if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and args[0].shape[1:] != (1,):
+                if not entry.per_column and any(self.varies(arg) for arg in args):
+                    raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
+                template = entry.numba
+                if entry.over_samples and args[0].shape[1:] != (1,):
+                    if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
+                        raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
