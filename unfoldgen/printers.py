@@ -96,9 +96,9 @@ class TorchPrinter(_PythonPrinter):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
             case ir.Ones(shape=shape):
-                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
+                return f"torch.ones({dims_code(shape)}, dtype=_dtype, device=_device)", ATOM
             case ir.Eye(size=size):
-                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
+                return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
             case ir.Apply(func=func, args=args):
@@ -118,8 +118,9 @@ class TorchPrinter(_PythonPrinter):
         return _PLACEHOLDER.sub(fill, template)
 
 
-def _dims(shape: ir.Shape) -> str:
-    return ", ".join(str(d) for d in shape) if shape else ""
+def dims_code(shape: ir.Shape) -> str:
+    """A shape's dims as the inside of a Python tuple: ``m, n``."""
+    return ", ".join(str(d) for d in shape)
 
 
 class MathPrinter:
@@ -136,7 +137,7 @@ class MathPrinter:
             case ir.Ref(name=name):
                 return name, ATOM
             case ir.Ones(shape=shape):
-                return f"1[{_dims(shape)}]", ATOM
+                return f"1[{dims_code(shape)}]", ATOM
             case ir.Eye(size=size):
                 return f"I[{size}]", ATOM
             case ir.Binary(op=op, left=left, right=right):
@@ -184,21 +185,21 @@ class NumbaPrinter(_PythonPrinter):
     Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
     rows, a single sample's matrix ``(m, n)``. ``per_sample`` names the quantities that vary
     by sample, so ``uᵀ v`` of two per-sample columns prints as a column-wise dot product.
-    Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
+    Constants are cast with ``_F`` (the kernel's float type) so float32 stays float32.
     """
 
     def __init__(self, per_sample: frozenset[str], batched: bool = True, net_layer: Callable[[str], str] | None = None):
         self.per_sample = per_sample if batched else frozenset()
-        self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
+        self.net_layer = net_layer  # the layer index expression of a net's weights (_k, or 0 if shared)
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
             case ir.Const(value=value):
-                return f"F({format_float(value)})", ATOM
+                return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
-                return f"np.ones(({_dims(shape)}), dtype)", ATOM
+                return f"np.ones(({dims_code(shape)}), _dtype)", ATOM
             case ir.Eye(size=size):
-                return f"np.eye({size}, dtype=dtype)", ATOM
+                return f"np.eye({size}, dtype=_dtype)", ATOM
             case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
                 ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
             ):
@@ -213,19 +214,19 @@ class NumbaPrinter(_PythonPrinter):
                 template = FUNCTIONS[func].numpy
                 if not template:
                     raise NumbaUnsupportedError(f"{func}() in a kernel")
-                if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and args[0].shape[1:] != (1,):
+                if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and not ir.is_vector(args[0].shape):
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
                 if self.net_layer is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
-                columns = ", ".join(self(a) if a.shape[1:] == (1,) else f"as_column({self(a)})" for a in args)
+                columns = ", ".join(self(a) if ir.is_vector(a.shape) else f"as_column({self(a)})" for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
-                call = f"mlp_forward({net}_weights, {net}_biases, {self.net_layer(net)}, {stacked})"
+                call = f"mlp_forward(_{net}_weights, _{net}_biases, {self.net_layer(net)}, {stacked})"
                 first = args[0]
-                if first.shape[1:] != (1,):
-                    return f"{call}.reshape({_dims(first.shape)})", ATOM
+                if not ir.is_vector(first.shape):
+                    return f"{call}.reshape({dims_code(first.shape)})", ATOM
                 return call, ATOM
             case ir.Lipschitz(var=var):
                 raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
