@@ -78,10 +78,8 @@ def dot_available() -> bool:
 
 
 def fmt_shape(shape: ir.Shape) -> str:
-    if ir.is_scalar(shape):
-        return "scalar"
-    rows, cols = shape
-    return f"{rows}" if cols == 1 else f"{rows}×{cols}"
+    """A node's shape label: ``scalar``, ``n``, ``m×n``."""
+    return "scalar" if ir.is_scalar(shape) else "×".join(map(str, ir.user_axes(shape)))
 
 
 def _count_text(count: sympy.Expr) -> str:
@@ -96,9 +94,10 @@ def net_parameter_count(kind: str, options: dict[str, int], arg_shapes: tuple[ir
 def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
     """Learned scalars per learned name, over all layers, as expressions in the dims."""
     counts: dict[str, sympy.Expr] = {}
-    for name, learned in low.learned.items():
-        copies = low.unfold.layers if learned.per_layer else 1
-        if learned.role == "net":
+    for entry in low.plan.learned():
+        name = entry.name
+        copies = low.unfold.layers if entry.per_layer else 1
+        if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
             counts[name] = sympy.expand(net_parameter_count(info.kind, dict(info.options), info.arg_shapes) * copies)
         else:
@@ -131,17 +130,16 @@ class _LayerDrawer:
             return self.bound[name]
         symbol = self.low.symbol(name)
         shape = fmt_shape(symbol.shape)
-        learned = self.low.learned.get(name)
+        entry = self.low.plan[name]
         if symbol.role in ("var", "state"):
             node = self.node(f"{name}_{self.layer}\n{shape}", "state")
         elif symbol.role == "input":
             node = self.node(f"{name}\ninput, {shape}", "input")
-        elif learned is not None:
-            tying = "per layer" if learned.per_layer else "shared"
+        elif entry.learned:
+            tying = "per layer" if entry.per_layer else "shared"
             count = learned_counts(self.low)[name]
             self.learned_scalars[name] = _count_text(count)
-            paradigm = self.low.paradigms.get(name, "?")
-            label = f"{name}  (learned, {tying})\n{shape}, {_count_text(count)} scalars\nparadigm {paradigm}"
+            label = f"{name}  (learned, {tying})\n{shape}, {_count_text(count)} scalars\nparadigm {entry.paradigm}"
             node = self.node(label, "learned")
         elif symbol.role == "data":
             node = self.node(f"{name}\ndata, {shape}", "data")
@@ -230,10 +228,10 @@ class _LayerDrawer:
         kind = NET_KINDS[info.kind]
         options = kind.resolved(info.options)
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
-        role = "correction, starts at 0" if info.correction else "replaces a solver step"
-        learned = self.low.learned.get(net)
-        if learned is not None:
-            tying = "per layer" if learned.per_layer else "shared"
+        entry = self.low.plan[net]
+        role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"
+        if entry.learned:
+            tying = "per layer" if entry.per_layer else "shared"
             count = _count_text(learned_counts(self.low)[net])
             self.learned_scalars[net] = count
             label = f"net {net}: {info.kind}({option_text})\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"

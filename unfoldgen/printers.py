@@ -100,9 +100,9 @@ class TorchPrinter(_PythonPrinter):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
             case ir.Ones(shape=shape):
-                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
+                return f"torch.ones({dims_code(shape)}, dtype=_dtype, device=_device)", ATOM
             case ir.Eye(size=size):
-                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
+                return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
             case ir.Apply(func=func, args=args):
@@ -125,8 +125,9 @@ class TorchPrinter(_PythonPrinter):
         return _PLACEHOLDER.sub(fill, template)
 
 
-def _dims(shape: ir.Shape) -> str:
-    return ", ".join(str(d) for d in shape) if shape else ""
+def dims_code(shape: ir.Shape) -> str:
+    """A shape's dims as the inside of a Python tuple: ``m, n``."""
+    return ", ".join(str(d) for d in shape)
 
 
 class MathPrinter:
@@ -143,7 +144,7 @@ class MathPrinter:
             case ir.Ref(name=name):
                 return name, ATOM
             case ir.Ones(shape=shape):
-                return f"1[{_dims(shape)}]", ATOM
+                return f"1[{dims_code(shape)}]", ATOM
             case ir.Eye(size=size):
                 return f"I[{size}]", ATOM
             case ir.Binary(op=op, left=left, right=right):
@@ -191,7 +192,7 @@ class NumbaPrinter(_PythonPrinter):
     Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
     rows, a single sample's matrix ``(m, n)``. ``per_sample`` names the quantities that vary
     by sample, so ``uᵀ v`` of two per-sample columns prints as a column-wise dot product.
-    Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
+    Constants are cast with ``_F`` (the kernel's float type) so float32 stays float32.
     """
 
     def __init__(
@@ -203,11 +204,11 @@ class NumbaPrinter(_PythonPrinter):
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
             case ir.Const(value=value):
-                return f"F({format_float(value)})", ATOM
+                return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
-                return f"np.ones(({_dims(shape)}), dtype)", ATOM
+                return f"np.ones(({dims_code(shape)}), _dtype)", ATOM
             case ir.Eye(size=size):
-                return f"np.eye({size}, dtype=dtype)", ATOM
+                return f"np.eye({size}, dtype=_dtype)", ATOM
             case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
                 ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
             ):
@@ -225,7 +226,7 @@ class NumbaPrinter(_PythonPrinter):
                 if not entry.per_column and any(self.varies(arg) for arg in args):
                     raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
                 template = entry.numba
-                if entry.over_samples and args[0].shape[1:] != (1,):
+                if entry.over_samples and not ir.is_vector(args[0].shape):
                     if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
                         raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
@@ -234,12 +235,12 @@ class NumbaPrinter(_PythonPrinter):
             case ir.NetCall(net=net, args=args):
                 if self.net_call is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
-                columns = ", ".join(self(a) if a.shape[1:] == (1,) else f"as_column({self(a)})" for a in args)
+                columns = ", ".join(self(a) if ir.is_vector(a.shape) else f"as_column({self(a)})" for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
                 call = self.net_call(net, stacked)
                 first = args[0]
-                if first.shape[1:] != (1,):
-                    return f"{call}.reshape({_dims(first.shape)})", ATOM
+                if not ir.is_vector(first.shape):
+                    return f"{call}.reshape({dims_code(first.shape)})", ATOM
                 return call, ATOM
             case ir.Lipschitz(var=var):
                 raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
