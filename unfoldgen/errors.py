@@ -62,5 +62,5 @@ class UsageError(Exception):
 
 
 class WriteError(Exception):
-    """Writing the output failed midway (a full disk, an I/O error): one line, exit 1. No target was
-    replaced: every file is still the old one or absent."""
+    """Writing the output failed (a full disk, an I/O error, a generated path that would leave the
+    output folder): one line, exit 1. No target was replaced: every file is still the old one or absent."""

@@ -24,7 +24,7 @@ TEMPORARY_SUFFIX = ".unfoldgen-tmp"  # `.NAME.<random>.unfoldgen-tmp` next to NA
 def _parts(relative: str) -> list[str]:
     parts = relative.split("/")
     if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise UsageError(f"output path {relative!r} would leave the output folder")
+        raise WriteError(f"output path {relative!r} would leave the output folder; nothing was written")
     return parts
 
 
