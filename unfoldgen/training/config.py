@@ -9,11 +9,12 @@ their defaults and help, the checks of ``fit``'s config and of the command line,
 checkpoint stores and the resume rules are all derived from the fields, so adding a training
 option is adding one field (and using it).
 
-Safe to change on ``--resume`` (``resume=True``): how long and how fast the run goes on (steps,
-lr, gamma, milestones, clip, patience, val-every, checkpoint-every) and how it runs (stop-after,
-nproc, threads, device, progress). Everything that decides what is trained on what (spec, unfold,
-data, layers, overrides, baselines, dtype, scheme, loss, batch, weights, fine-tune factor,
-validation size, seed) is refused by name: the checkpoint would no longer describe the run.
+Safe to change on ``--resume`` (``resume=True`` on the field): how long and how fast the run goes
+on (steps, the learning-rate schedule, clipping, validation and checkpoint intervals, patience) and
+how it runs (stop-after, processes, threads, device, progress). What decides what is trained on
+what (spec, unfold, data, layers, overrides, dtype, scheme, loss, batch, validation size, seed …)
+is refused by name: the checkpoint would no longer describe the run. The refusal lists the flags
+``--resume`` takes.
 
 No torch here: the command line imports this module for every command.
 """
