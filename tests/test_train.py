@@ -383,6 +383,16 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert state_equal(checkpoint["model"], clean.model.state_dict())
 
 
+def test_warmup_raises_the_learning_rate_linearly(capsys):
+    prepared = build("lasso.unf", "ista", layers=3)
+    result = fit(prepared.model, prepared.binding, Config(steps=8, warmup=4, val_every=1, val_size=50), progress=False)
+    assert [record["lr"] for record in result.history] == pytest.approx(
+        [0.0025, 0.005, 0.0075, 0.01, 0.003, 0.003, 0.0009, 0.0009]  # then the milestones at 4 and 6
+    )
+    code, _, err = run_cli(capsys, "train", LASSO, "--unfold", "ista", "--data", DATA, "--warmup", "-1")
+    assert code == 2 and "--warmup -1: expected an integer ≥ 0" in err
+
+
 def test_early_stopping_keeps_the_best_parameters():
     prepared = build("lasso.unf", "ista", layers=3)
     result = fit(

@@ -192,6 +192,12 @@ class Config:
         metavar="S1,S2,...",
     )
     gamma: float = setting(0.3, "learning-rate factor at each milestone", check=positive, resume=True)
+    warmup: int = setting(
+        0,
+        "raise lr linearly over the first N steps of each phase (against early Adam spikes)",
+        check=at_least(0),
+        resume=True,
+    )
     loss: str = setting("nmse", "supervised loss", choices=LOSSES)
     layer_weights: str | list[float] = setting(
         "uniform",

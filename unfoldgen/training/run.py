@@ -86,8 +86,9 @@ def plan(config: Config, layers: int) -> list[Phase]:
     return phases
 
 
-def _lr_at(phase: Phase, step_in_phase: int, gamma: float) -> float:
-    return phase.lr * gamma ** sum(step_in_phase >= m for m in phase.milestones)
+def _lr_at(phase: Phase, step_in_phase: int, config: Config) -> float:
+    warm = min(1.0, (step_in_phase + 1) / config.warmup) if config.warmup else 1.0
+    return warm * phase.lr * config.gamma ** sum(step_in_phase >= m for m in phase.milestones)
 
 
 # ---------------------------------------------------------------------- distributed helpers
@@ -476,7 +477,7 @@ def fit(
                     save_checkpoint(optimizer)
                     break
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(phase, step - state.phase_start, config.gamma)
+                    group["lr"] = _lr_at(phase, step - state.phase_start, config)
                 inputs, targets = task.batch(step, rank, world)
                 loss_value = _loss(task, network, inputs, targets, config.scheme, weights)
                 value = float(loss_value.detach())
