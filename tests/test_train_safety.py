@@ -83,6 +83,7 @@ CORPUS = [
     ("truncated npz", ["--data", "FILE:truncated.npz"], 2, "not a readable .npz file"),
     ("text as npz", ["--data", "FILE:text.npz"], 2, "not an .npz file; expected a zip archive of arrays"),
     ("output is a file", ["-o", "FILE:text.npz"], 2, "exists and is not a folder; expected an output folder"),
+    ("output under a file", ["-o", "FILE:text.npz/run"], 2, "run: cannot be made (Not a directory); expected a folder"),
 ]
 
 

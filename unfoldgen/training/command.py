@@ -56,6 +56,12 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if _rank() == 0:
             print(f"unfoldgen: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except (FileNotFoundError, IsADirectoryError):
+        raise  # a spec that is not there: the command line's own message
+    except OSError as err:  # the output folder cannot be made, the disk is full ...
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"unfoldgen: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, (PermissionError, NotADirectoryError)) else EXIT_FAILED
 
 
 def _settings(given: dict[str, Any]) -> tuple[Launch, Config, dict | None]:
@@ -129,7 +135,7 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
 
     from unfoldgen.compiler import read_spec
     from unfoldgen.data import source_from_string
-    from unfoldgen.training.checkpoints import atomic_write_text, check_output
+    from unfoldgen.training.checkpoints import OutputError, atomic_write_text, check_output
     from unfoldgen.training.loading import parse_overrides, prepare
     from unfoldgen.training.report import summary
     from unfoldgen.training.run import WRITES, fit
@@ -159,6 +165,10 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
     rank = _rank()
     if rank == 0:
         check_output(out, [*WRITES, *generated])
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{out}: cannot be made ({err.strerror}); expected a folder for the run") from None
         for relative, text in generated.items():
             atomic_write_text(text, out / relative)
     # what fixes the run; how it runs (threads, stop-after ...) is the resuming command's to say

@@ -572,13 +572,15 @@ def _any_rank(requested: int | None, world: int, device: torch.device) -> bool:
 
 def _check_resume(config: Config, stored: Mapping[str, Any]) -> None:
     """Settings the checkpoint fixes must match (layerwise: its steps, which shape the phases)."""
-    fixed = [f.name for f in fields(Config) if f.name not in resumable(Config) or f.name == "steps"]
+    fixed = [f for f in fields(Config) if f.name not in resumable(Config) or f.name == "steps"]
     if config.scheme != "layerwise":
-        fixed.remove("steps")
+        fixed = [f for f in fixed if f.name != "steps"]
+    # a setting added after the checkpoint was written: the checkpoint's run had its default
+    before = {f.name: stored.get(f.name, f.default) for f in fixed}
     differ = [
-        f"{name}: {stored.get(name)!r} in the checkpoint, {getattr(config, name)!r} now"
-        for name in fixed
-        if stored.get(name) != getattr(config, name)
+        f"{name}: {value!r} in the checkpoint, {getattr(config, name)!r} now"
+        for name, value in before.items()
+        if value != getattr(config, name)
     ]
     if differ:
         raise ConfigError("cannot resume with different settings: " + "; ".join(differ))
