@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from unfoldgen.training import config as settings
-from unfoldgen.training.config import Config, ConfigError, Launch, parse_given, refused_on_resume, resumable, split
+from unfoldgen.training.config import (
+    Config,
+    ConfigError,
+    Launch,
+    known,
+    parse_given,
+    refused_on_resume,
+    resumable,
+    resume_flags,
+    split,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LAUNCHER = "UNFOLDGEN_LAUNCHER"  # set for ranks started by --nproc: the folder where each writes its pid
@@ -56,6 +66,9 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if _rank() == 0:
             print(f"unfoldgen: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("unfoldgen: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except (FileNotFoundError, IsADirectoryError):
         raise  # a spec that is not there: the command line's own message
     except OSError as err:  # the output folder cannot be made, the disk is full ...
@@ -76,10 +89,9 @@ def _settings(given: dict[str, Any]) -> tuple[Launch, Config, dict | None]:
         return launch, config, None
     refused = refused_on_resume(values)
     if refused:
-        allowed = ", ".join("--" + name.replace("_", "-") for name in (*resumable(Config), *resumable(Launch)))
         raise ConfigError(
             f"--resume {values['resume']}: {', '.join(refused)} cannot change when resuming (the checkpoint "
-            f"fixes them); it takes {allowed}"
+            f"fixes them); it takes {', '.join(resume_flags())}"
         )
     from unfoldgen.training.checkpoints import load_checkpoint
 
@@ -88,8 +100,8 @@ def _settings(given: dict[str, Any]) -> tuple[Launch, Config, dict | None]:
     run = stored.get("extra", {}).get("run")
     if run is None or "launch" not in run:
         raise ConfigError(f"--resume {folder}: the checkpoint has no `unfoldgen train` record; resume it with fit()")
-    launch = Launch(**{**run["launch"], **launch_values, "out": folder})
-    config = Config(**{**stored["config"], **config_values})
+    launch = Launch(**{**known(Launch, run["launch"]), **launch_values, "out": folder})
+    config = Config(**{**known(Config, stored["config"]), **config_values})
     return launch, config, run
 
 

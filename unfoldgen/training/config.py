@@ -340,6 +340,17 @@ def refused_on_resume(given: Mapping[str, Any]) -> list[str]:
     return [flag_name(specs[name]) for name in given if name != "resume" and not meta(specs[name]).resume]
 
 
+def resume_flags() -> list[str]:
+    """The flags ``--resume`` takes."""
+    return [flag_name(spec) for cls in (Config, Launch) for spec in fields(cls) if meta(spec).resume and meta(spec).cli]
+
+
+def known(cls: type, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored settings that ``cls`` still has (a checkpoint may predate a removed one)."""
+    names = {spec.name for spec in fields(cls)}
+    return {name: value for name, value in stored.items() if name in names}
+
+
 def resumable(cls: type) -> tuple[str, ...]:
     """The fields of ``cls`` that a resumed run may change."""
     return tuple(spec.name for spec in fields(cls) if meta(spec).resume)
