@@ -19,16 +19,15 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unfoldgen.data import Binding, DataError, Source, bind
+from unfoldgen.data import Binding, Source, bind
 from unfoldgen.training.checkpoints import (
     CHECKPOINT,
     FORMAT,
@@ -40,8 +39,9 @@ from unfoldgen.training.checkpoints import (
     load_checkpoint,
 )
 from unfoldgen.training.config import Config, ConfigError, resumable, validate
-from unfoldgen.training.loading import ModelInfo, describe, slots_for_model
+from unfoldgen.training.loading import ModelInfo, slots_for_model
 from unfoldgen.training.report import PLOTS, learned_values, postfix, progress_bar_for, write_plots
+from unfoldgen.training.task import Task, layer_weights, scheme_loss, validation_score
 
 
 class TrainingDivergedError(RuntimeError):
@@ -122,147 +122,6 @@ def _rank_difference(model: nn.Module, world: int) -> float:
     return max(float((g - gathered[0]).abs().max()) if g.numel() else 0.0 for g in gathered)
 
 
-# ---------------------------------------------------------------------- losses and evaluation
-
-
-def _as_tuple(output: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return output if isinstance(output, tuple) else (output,)
-
-
-def _layer_weights(spec: str | Sequence[float], layers: int) -> list[float]:
-    if isinstance(spec, str):
-        if spec == "uniform":
-            return [1.0] * layers
-        if spec == "linear":
-            return [float(k + 1) for k in range(layers)]
-        if spec == "last":
-            return [0.0] * (layers - 1) + [1.0]
-        raise ConfigError(f"layer_weights={spec!r}: expected uniform, linear, last or a list of {layers} numbers")
-    weights = [float(w) for w in spec]
-    if len(weights) != layers or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ConfigError(f"layer_weights={weights}: expected {layers} non-negative numbers with a positive sum")
-    return weights
-
-
-class _Task:
-    """The model's interface, the data as tensors, and the losses and metrics of a run."""
-
-    def __init__(self, model: nn.Module, binding: Binding, config: Config, device: torch.device, dtype: torch.dtype):
-        self.model = model
-        self.info = describe(model)
-        self.binding = binding
-        self.config = config
-        self.device = device
-        self.dtype = dtype
-        val_inputs, val_targets = binding.validation(config.val_size)
-        for name, value in {**val_inputs, **val_targets}.items():
-            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-            if bad:
-                raise DataError(f"the validation array {name!r} holds {bad} NaN/Inf values; expected finite numbers")
-        self.val_inputs = self.tensors(val_inputs)
-        self.val_targets = self.tensors(val_targets)
-        self.validation_size = len(next(iter(val_inputs.values()))) if val_inputs else config.val_size
-        missing = [v for v in self.info.targets.values() if v not in self.val_targets]
-        self.has_targets = bool(self.info.targets) and not missing
-        if config.scheme != "unsupervised" and not self.has_targets:
-            wanted = ", ".join(missing) or "a variable the network outputs"
-            raise DataError(f"the {config.scheme} scheme needs ground truth for {wanted}; the data has none")
-        if config.scheme == "unsupervised" and set(self.info.targets.values()) != set(self.info.variables):
-            raise DataError(
-                f"unsupervised training evaluates the objective at the outputs, but the outputs "
-                f"({', '.join(self.info.outputs)}) do not cover the variables ({', '.join(self.info.variables)})"
-            )
-        # NMSE normaliser: the validation set's mean energy per sample, a constant for the run
-        self.energy = {
-            name: float(value.pow(2).flatten(1).sum(1).mean()) if self.has_targets else 1.0
-            for name, value in self.val_targets.items()
-        }
-        for name, energy in self.energy.items():
-            if energy <= 0:
-                raise DataError(f"the validation targets for {name!r} are all zero: NMSE is undefined")
-
-    def tensors(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
-        return {name: torch.as_tensor(value, dtype=self.dtype, device=self.device) for name, value in arrays.items()}
-
-    def batch(self, step: int, rank: int, world: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """This rank's shard of the global batch of ``step``."""
-        inputs, targets = self.binding.train_batch(step, self.config.batch)
-        share = self.config.batch // world
-        part = slice(rank * share, (rank + 1) * share)
-        return (
-            self.tensors({k: v[part] for k, v in inputs.items()}),
-            self.tensors({k: v[part] for k, v in targets.items()}),
-        )
-
-    def supervised(self, outputs: tuple[Tensor, ...], targets: Mapping[str, Tensor]) -> Tensor:
-        """Σ over outputs of mean_i ||x̂_i − x_i||² / E||x||² (nmse) or / entries (mse)."""
-        total = outputs[0].new_zeros(())
-        for name, estimate in zip(self.info.outputs, outputs, strict=True):
-            variable = self.info.targets.get(name)
-            if variable is None:
-                continue
-            error = (estimate - targets[variable]).pow(2).flatten(1).sum(1).mean()
-            scale = self.energy[variable] if self.config.loss == "nmse" else estimate[0].numel()
-            total = total + error / scale
-        return total
-
-    def objective(self, inputs: Mapping[str, Tensor], outputs: tuple[Tensor, ...]) -> Tensor:
-        variables = {self.info.targets[name]: value for name, value in zip(self.info.outputs, outputs, strict=True)}
-        return self.model.objective(**inputs, **variables)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, layers: int | None = None) -> dict[str, Any]:
-        """Validation NMSE (dB) and mean objective after every layer (of this model or a baseline)."""
-        info = describe(model)
-        saved = model.layers
-        if layers is not None:
-            model.layers = layers
-        try:
-            iterates = [_as_tuple(o) for o in model(**self.val_inputs, return_iterates=True)]
-        finally:
-            model.layers = saved
-        result: dict[str, Any] = {}
-        if self.has_targets:
-            per_layer, per_variable = [], {v: [] for v in info.targets.values() if v in self.val_targets}
-            for outputs in iterates:
-                error = energy = 0.0
-                for name, estimate in zip(info.outputs, outputs, strict=True):
-                    variable = info.targets.get(name)
-                    if variable not in self.val_targets:
-                        continue
-                    e = float((estimate - self.val_targets[variable]).pow(2).sum())
-                    t = float(self.val_targets[variable].pow(2).sum())
-                    per_variable[variable].append(_db(e / t))
-                    error, energy = error + e, energy + t
-                per_layer.append(_db(error / energy))
-            result["nmse_db"] = per_layer
-            if len(per_variable) > 1:
-                result["nmse_db_per_variable"] = per_variable
-        if set(info.targets.values()) == set(info.variables):
-            result["objective"] = [
-                float(
-                    model.objective(
-                        **self.val_inputs,
-                        **{info.targets[n]: v for n, v in zip(info.outputs, outputs, strict=True)},
-                    ).mean()
-                )
-                for outputs in iterates
-            ]
-        return result
-
-
-def _db(ratio: float) -> float:
-    return float(10 * math.log10(ratio)) if ratio > 0 and math.isfinite(ratio) else float("nan")
-
-
-def _score(evaluation: Mapping[str, Any], scheme: str) -> float:
-    """Lower is better: the last layer's objective for unsupervised training (it never looks at
-    the ground truth), else its NMSE."""
-    if scheme == "unsupervised" or "nmse_db" not in evaluation:
-        return evaluation["objective"][-1]
-    return evaluation["nmse_db"][-1]
-
-
 # ---------------------------------------------------------------------- the result and the state
 
 
@@ -303,6 +162,15 @@ class TrainState:
     @classmethod
     def restored(cls, checkpoint: Mapping[str, Any]) -> TrainState:
         return cls(**{f.name: checkpoint[f.name] for f in fields(cls) if f.name != "stopped"})
+
+    def validated(self, model: nn.Module, score: float, patience: int | None) -> bool:
+        """Record a validation of the current parameters; whether the run should stop early."""
+        if score < self.best_score:
+            self.best_score, self.best_step, self.bad_evaluations = score, self.step, 0
+            self.best_model = copy.deepcopy(model.state_dict())
+            return False
+        self.bad_evaluations += 1
+        return patience is not None and self.bad_evaluations >= patience
 
     def finish_phase(self, model: nn.Module, restore_best: bool) -> None:
         """End of a phase: keep its best parameters, reset the early-stopping record."""
@@ -376,13 +244,13 @@ def fit(
     reference = parameter if parameter is not None else next(iter(model.buffers()))
     device, dtype = reference.device, reference.dtype
     full_layers = model.layers
-    task = _Task(model, binding, config, device, dtype)
+    task = Task(model, binding, config, device, dtype)
     info = task.info
     learned_parameters = _learned_parameters(model, info)
     if not learned_parameters:
         raise ConfigError(f"{type(model).__name__} learns nothing: add a `learn` statement to the unfold")
     if config.scheme == "deep-supervision" and not isinstance(config.layer_weights, str):
-        _layer_weights(config.layer_weights, full_layers)  # the count is checked before any step
+        layer_weights(config.layer_weights, full_layers)  # the count is checked before any step
     out_dir = Path(out) if out is not None else None
     writer = rank == 0 and out_dir is not None
     if writer:
@@ -461,9 +329,7 @@ def fit(
                 optimizer.load_state_dict(optimizer_state)
                 optimizer_state = None
             network = _wrap(model, world, device)
-            weights = (
-                _layer_weights(config.layer_weights, phase.layers) if config.scheme == "deep-supervision" else None
-            )
+            weights = layer_weights(config.layer_weights, phase.layers) if config.scheme == "deep-supervision" else None
             if len(phases) > 1:
                 progress_bar.set_description(f"{config.scheme} ({phase.name})")
             while True:
@@ -479,7 +345,7 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(phase, step - state.phase_start, config)
                 inputs, targets = task.batch(step, rank, world)
-                loss_value = _loss(task, network, inputs, targets, config.scheme, weights)
+                loss_value = scheme_loss(task, network, inputs, targets, config.scheme, weights)
                 value = float(loss_value.detach())
                 if not _all_finite(value, world, device):
                     diverged(f"the loss is {value}{_blame(inputs, targets)}", step)
@@ -497,19 +363,10 @@ def fit(
                 early_stop = False
                 if step % config.val_every == 0 or step - state.phase_start == phase.steps:
                     evaluation = task.evaluate(model)
-                    score = _score(evaluation, config.scheme)
-                    record = {"step": step, "phase": phase.name, "loss": value, "lr": optimizer.param_groups[0]["lr"]}
-                    record |= {"val_" + k: v[-1] for k, v in evaluation.items() if k in ("nmse_db", "objective")}
-                    state.history.append(record)
-                    shown = record
-                    if score < state.best_score:
-                        state.best_score = score
-                        state.best_model = copy.deepcopy(model.state_dict())
-                        state.best_step = step
-                        state.bad_evaluations = 0
-                    else:
-                        state.bad_evaluations += 1
-                        early_stop = config.patience is not None and state.bad_evaluations >= config.patience
+                    shown = {"step": step, "phase": phase.name, "loss": value, "lr": optimizer.param_groups[0]["lr"]}
+                    shown |= {"val_" + k: v[-1] for k, v in evaluation.items() if k in ("nmse_db", "objective")}
+                    state.history.append(shown)
+                    early_stop = state.validated(model, validation_score(evaluation, config.scheme), config.patience)
                 progress_bar.update(1)
                 progress_bar.set_postfix(postfix(value, shown, config.scheme), refresh=False)
                 if early_stop:
@@ -641,24 +498,6 @@ def _wrap(model: nn.Module, world: int, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _loss(
-    task: _Task,
-    network: nn.Module,
-    inputs: Mapping[str, Tensor],
-    targets: Mapping[str, Tensor],
-    scheme: str,
-    weights: list[float] | None,
-) -> Tensor:
-    if scheme == "deep-supervision":
-        iterates = network(**inputs, return_iterates=True)
-        total = sum(w * task.supervised(_as_tuple(o), targets) for w, o in zip(weights, iterates, strict=True) if w)
-        return total / sum(weights)
-    outputs = _as_tuple(network(**inputs))
-    if scheme == "unsupervised":
-        return task.objective(inputs, outputs).mean()
-    return task.supervised(outputs, targets)
-
-
 def _gradient_norm(parameters: list[nn.Parameter], clip: float | None) -> float:
     """The gradient's norm, clipped to ``clip`` (None or 0: not clipped)."""
     grads = [p for p in parameters if p.grad is not None]
@@ -671,7 +510,7 @@ def _gradient_norm(parameters: list[nn.Parameter], clip: float | None) -> float:
 
 def _metrics(
     model: nn.Module,
-    task: _Task,
+    task: Task,
     config: Config,
     state: TrainState,
     initial: dict,
