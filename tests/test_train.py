@@ -313,6 +313,16 @@ def test_resume_refuses_different_settings(tmp_path):
         )
 
 
+def test_resume_takes_a_setting_newer_than_the_checkpoint_as_its_default(tmp_path):
+    prepared = build("lasso.unf", "ista", layers=3)
+    config = Config(steps=4, val_size=50)
+    fit(prepared.model, prepared.binding, config, out=tmp_path, stop_after=2, progress=False)
+    checkpoint = load_checkpoint(tmp_path)
+    del checkpoint["config"]["loss"]  # as if written before Config had `loss`
+    atomic_save(checkpoint, tmp_path / CHECKPOINT)
+    assert fit(prepared.model, prepared.binding, config, out=tmp_path, resume=True, progress=False).steps == 4
+
+
 def test_atomic_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / CHECKPOINT
     atomic_save({"step": 1, "weights": torch.arange(5.0)}, path)

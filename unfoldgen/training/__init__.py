@@ -16,10 +16,10 @@ The output folder holds ``checkpoint.pt`` (resume state), ``model.pt`` (trained 
 learned hyperparameters per layer), ``nmse_per_layer.png``, ``hyperparameters.png`` and, for
 ``unfoldgen train``, the generated package the model was built from.
 
-Modules: ``config`` (every setting, once), ``loading`` (specs and models), ``run`` (``fit``),
-``checkpoints`` (what a run writes and reads back), ``report`` (tables, plots, progress) and
-``command`` (``unfoldgen train``). Names are imported from here on first use, so the command line
-can read the settings without loading torch.
+Modules: ``config`` (every setting, once), ``loading`` (specs and models), ``task`` (losses and
+validation metrics), ``run`` (``fit``), ``checkpoints`` (what a run writes and reads back),
+``report`` (tables, plots, progress) and ``command`` (``unfoldgen train``). Names are imported
+from here on first use, so the command line can read the settings without loading torch.
 """
 
 from __future__ import annotations
