@@ -198,11 +198,14 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
         extra={"run": record},
     )
     if result.signal is not None:
+        if LAUNCHER in os.environ:
+            return EXIT_OK  # a clean exit for torch's launcher; ours reports the signal
         if rank == 0:
             name = signal.Signals(result.signal).name
-            message = f"unfoldgen: {name}: stopped after {result.steps} steps; continue with --resume {out}"
-            print(message, file=sys.stderr)
-        return EXIT_OK if LAUNCHER in os.environ else 128 + result.signal  # under --nproc the launcher reports it
+            print(
+                f"unfoldgen: {name}: stopped after {result.steps} steps; continue with --resume {out}", file=sys.stderr
+            )
+        return 128 + result.signal
     if rank == 0:
         print(summary(result.metrics))
         print(f"\n{result.stopped} after {result.steps} steps; results in {out}/")
@@ -271,6 +274,8 @@ def _launch(launch: Launch, argv: Sequence[str]) -> int:
     if received:
         name = signal.Signals(received[0]).name
         folder = launch.out or "runs/UNFOLD"
-        print(f"unfoldgen: {name}: the ranks stopped; continue with --resume {folder}", file=sys.stderr)
+        print(
+            f"unfoldgen: {name}: the ranks stopped with a checkpoint; continue with --resume {folder}", file=sys.stderr
+        )
         return 128 + received[0]
     return code
