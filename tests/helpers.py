@@ -33,6 +33,11 @@ def load_class(text: str, unfold: str | None = None, filename: str = "spec.unf")
     return loaded.model_class(unfold)
 
 
+def load_package(text: str, unfold: str, filename: str = "spec.unf") -> ModuleType:
+    """The generated package of ``unfold`` (its ``kernels`` submodule imports as ``PACKAGE.kernels``)."""
+    return _loaded(text, filename).modules[unfold]
+
+
 def generated_source(text: str, unfold: str, filename: str = "spec.unf") -> str:
     """The text of the generated ``model.py`` of ``unfold`` (no import)."""
     return compile_text(text, filename).files[f"{unfold}/model.py"]

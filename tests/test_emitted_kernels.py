@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import camel_case, compile_spec
+from helpers import load_package
 from test_fuzz import SpecWriter
 
 from unfoldgen.compiler import compile_text, read_spec
@@ -36,7 +36,7 @@ def both_backends(text: str, unfold: str, seed: int = 0, generated: bool = False
     compiled = compile_text(text, "both.unf")
     assert f"{unfold}/kernels.py" in compiled.files, compiled.notes
     low = next(low for low in compiled.lowered if low.name == unfold)
-    package = importlib.import_module(f"generated.{unfold}") if generated else compile_spec(text, "both.unf")[unfold]
+    package = importlib.import_module(f"generated.{unfold}") if generated else load_package(text, unfold, "both.unf")
     kernels = importlib.import_module(f"{package.__name__}.kernels")
     rng = np.random.default_rng(seed)
     sizes = {dim.name: 3 + index for index, dim in enumerate(low.problem.of_role("dim"))}
@@ -46,7 +46,7 @@ def both_backends(text: str, unfold: str, seed: int = 0, generated: bool = False
         return torch.as_tensor(rng.uniform(0.5, 1.5, (*batch, *axes)))
 
     data = {s.name: sample(s.shape) for s in low.problem.of_role("data")}
-    model = getattr(package, camel_case(unfold))(**data, **sizes, dtype=torch.float64)
+    model = getattr(package, package.__all__[0])(**data, **sizes, dtype=torch.float64)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
