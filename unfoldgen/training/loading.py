@@ -54,14 +54,11 @@ def _match_outputs(outputs: Sequence[str], variables: Sequence[str]) -> dict[str
 
 
 def info_from_unfold(lowered: Any) -> ModelInfo:
-    """Exact interface from the compiler's plan of an unfold (``compile_text(...).lowered[i]``):
-    its paradigms and which learned names are per layer are read, not re-derived."""
-    slots = slots_from_problem(lowered.problem)
-    inputs = tuple(s.name for s in slots if s.role == "input")
-    variables = tuple(s.name for s in slots if s.role == "var")
-    outputs = tuple(lowered.unfold.outputs)
-    learned = {name: (lowered.paradigms[name], learn.per_layer) for name, learn in lowered.learned.items()}
-    return ModelInfo(inputs, variables, outputs, _match_outputs(outputs, variables), learned)
+    """Exact interface from the compiler's plan of an unfold (``compile_text(...).lowered[i].plan``):
+    its inputs, variables, outputs and learned names (paradigm, per layer) are read, not re-derived."""
+    plan = lowered.plan
+    learned = {entry.name: (entry.paradigm, entry.per_layer) for entry in plan.learned()}
+    return ModelInfo(plan.inputs, plan.variables, plan.outputs, _match_outputs(plan.outputs, plan.variables), learned)
 
 
 def describe(model: nn.Module) -> ModelInfo:
