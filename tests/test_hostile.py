@@ -40,7 +40,7 @@ from unfoldgen.compiler import check_text, compile_text, read_spec
 from unfoldgen.emit import base as emit
 from unfoldgen.errors import SpecError
 from unfoldgen.lower import class_name
-from unfoldgen.names import DERIVED_FORMS, compiler_words
+from unfoldgen.names import DERIVED_FORMS, NN_MODULE_ATTRIBUTES, compiler_words, generated_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.unf"))
@@ -553,3 +553,16 @@ def test_accepted_generated_names_run_in_both_backends():
         expected, got = both_backends(text, names["UNFOLD"])
         numpy.testing.assert_allclose(got[0], expected[0], rtol=1e-9, atol=1e-10, err_msg=name)
     assert not set(accepted) & {"np", "numba", "layer", "network", "run", "params"}, accepted
+
+
+def test_the_compilers_list_of_module_attributes_is_torchs():
+    """unfoldgen.names lists nn.Module's attributes without importing torch: it must stay whole."""
+    attributes = {name for name in dir(torch.nn.Module()) if not name.startswith("_")}
+    assert attributes <= NN_MODULE_ATTRIBUTES, sorted(attributes - NN_MODULE_ATTRIBUTES)
+
+
+def test_derived_generated_names_follow_the_templates():
+    """A name a template uses (here run's parameter ``params``) is refused with no list edited."""
+    assert {"params", "run", "network", "layer", "state", "inputs", "sizes", "dtype"} <= generated_names()
+    assert not {"k", "count", "j", "hessian", "basis", "F", "batch", "device", "value"} & generated_names()
+    assert all(not name.startswith("_") for name in generated_names())

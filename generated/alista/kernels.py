@@ -52,7 +52,6 @@ def network(_layers, theta, gamma, W, A, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
     _batch = y.shape[1]
-    m = A.shape[0]
     n = A.shape[1]
     x = np.full((n, _batch), 0.0, _dtype)
     for _k in range(_layers):

@@ -51,8 +51,7 @@ def network(_layers, theta, W2, W1, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
     _batch = y.shape[1]
-    m = A.shape[0]
-    n = A.shape[1]
+    n = W2.shape[1]
     x = np.full((n, _batch), 0.0, _dtype)
     for _k in range(_layers):
         (x,) = layer(theta[_k], W2[_k], W1[_k], y, x)

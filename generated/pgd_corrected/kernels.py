@@ -89,7 +89,6 @@ def network(_layers, mu, _c_weights, _c_biases, _H_batch, _y_batch):
     _dtype = _H_batch.dtype
     _F = _dtype.type
     _batch = _H_batch.shape[0]
-    m = _H_batch.shape[1]
     n = _H_batch.shape[2]
     _out_x = np.empty((_batch, n, 1), _dtype)
     for _b in numba.prange(_batch):
