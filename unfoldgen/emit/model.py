@@ -448,7 +448,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
         **methods,
-        "paradigms": low.paradigms,
+        "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
