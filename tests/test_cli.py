@@ -404,18 +404,6 @@ def test_unreadable_spec_is_a_usage_error(
     assert out == "" and not (tmp_path / "out").exists()
 
 
-def test_fifo_as_spec_is_refused_not_waited_on(tmp_path: Path):
-    """As a process with a timeout: reading a FIFO would block forever."""
-    fifo = tmp_path / "pipe.unf"
-    os.mkfifo(fifo)
-    for argv in (["check", str(fifo)], ["compile", str(fifo), "-o", str(tmp_path / "out")], ["explain", str(fifo)]):
-        result = run_cli(*argv)
-        assert result.returncode == 2, result.stderr
-        assert (
-            result.stderr == f"unfoldgen: {fifo}: not a regular file (a pipe, device or socket), expected a spec file\n"
-        )
-
-
 WRITER = """
 import sys
 from unfoldgen import cli
