@@ -454,3 +454,12 @@ def test_concurrent_compiles_never_tear_a_file(tmp_path: Path):
     for relative, valid in versions.items():
         assert (out_dir / relative).read_bytes() in valid, f"{relative} torn"
     assert sorted(path.name for path in (out_dir / "pgd").iterdir()) == ["__init__.py", "kernels.py", "model.py"]
+
+
+def test_compile_check_against_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_dir = tmp_path / "out"
+    assert main(capsys, "compile", BOX_LS, "-o", out_dir)[0] == 0
+    (out_dir / "pgd" / "model.py").write_bytes(b"# caf\xe9\n")
+    code, out, err = main(capsys, "compile", BOX_LS, "-o", out_dir, "--check")
+    assert code == 1
+    assert "-# caf\ufffd\n" in out and "differs from a fresh compile" in err
