@@ -1,6 +1,6 @@
 """`make demo`: classical ISTA and FISTA against a briefly trained LISTA-CP, all generated.
 
-Compiles specs/lasso.unf in-process, trains LISTA-CP with `unfoldgen.train.fit` (Adam, step
+Compiles specs/lasso.unf in-process, trains LISTA-CP with `unfoldgen.training.fit` (Adam, step
 schedule, validation split) on synthetic sparse recovery, prints the validation NMSE per layer
 against ISTA and FISTA, and writes demo_out/nmse_per_layer.png (plus the run's metrics.json,
 checkpoint and hyperparameters.png).
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from unfoldgen.data import sparse_source  # noqa: E402
-from unfoldgen.train import fit, prepare, summary  # noqa: E402
+from unfoldgen.training import Config, fit, prepare, summary  # noqa: E402
 
 M, N, P, SNR_DB, LAYERS, LAM = 50, 100, 0.1, 40.0, 16, 0.05
 STEPS, BATCH, LR = 300, 64, 1e-2
@@ -38,10 +38,7 @@ def main() -> None:
     result = fit(
         prepared.model,
         prepared.binding,
-        "supervised",
-        steps=STEPS,
-        batch=BATCH,
-        lr=LR,
+        Config(scheme="supervised", steps=STEPS, batch=BATCH, lr=LR),
         baselines={"ISTA": prepared.baselines["ista"], "FISTA": prepared.baselines["fista"]},
         out=out,
     )

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from unfoldgen.data import bind, rpca_source, slots_from_problem  # noqa: E402
-from unfoldgen.train import TrainingDivergedError, build_model, fit, load_spec  # noqa: E402
+from unfoldgen.training import Config, TrainingDivergedError, build_model, fit, load_spec  # noqa: E402
 
 SPECS = ROOT / "specs"
 TEST_STREAM = 3  # the data sources use 0 (fixed), 1 (training) and 2 (validation)
@@ -387,7 +387,7 @@ def overrides_for(network: Network, classical: Mapping[str, float]) -> dict[str,
 
 
 def train(specs: Specs, network: Network, classical: Mapping[str, float], study: Study, runs: Path) -> dict[str, Any]:
-    """Build from the spec and train with ``unfoldgen.train.fit``; on a NaN (SVD gradients are
+    """Build from the spec and train with ``unfoldgen.training.fit``; on a NaN (SVD gradients are
     undefined at repeated singular values) start again at a third of the learning rate."""
     overrides = overrides_for(network, classical)
     lr = network.lr
@@ -398,13 +398,15 @@ def train(specs: Specs, network: Network, classical: Mapping[str, float], study:
             result = fit(
                 model,
                 specs.bindings[network.spec],
-                network.scheme,
-                steps=network.steps,
-                batch=study.batch,
-                lr=lr,
-                val_size=study.val_size,
-                val_every=study.val_every,
-                seed=specs.seed + attempt,
+                Config(
+                    scheme=network.scheme,
+                    steps=network.steps,
+                    batch=study.batch,
+                    lr=lr,
+                    val_size=study.val_size,
+                    val_every=study.val_every,
+                    seed=specs.seed + attempt,
+                ),
                 out=runs / network.unfold,
                 progress=False,
             )

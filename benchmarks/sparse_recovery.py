@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from unfoldgen.data import TRAIN_STREAM, SparseSource, bind, slots_from_problem, sparse_source  # noqa: E402
-from unfoldgen.train import TrainingDivergedError, build_model, fit, load_spec  # noqa: E402
+from unfoldgen.training import Config, TrainingDivergedError, build_model, fit, load_spec  # noqa: E402
 
 TEST_STREAM = 3  # the data module uses 0 (A), 1 (training) and 2 (validation)
 SPECS = ROOT / "specs"
@@ -472,14 +472,16 @@ def fit_network(
             result = fit(
                 model,
                 binding,
-                options.scheme,
-                steps=count,
-                batch=setting.batch,
-                lr=lr,
-                milestones=[m - done for m in milestones if done < m < done + count],
-                val_size=setting.val_size,
-                val_every=setting.val_every,
-                checkpoint_every=10**9,
+                Config(
+                    scheme=options.scheme,
+                    steps=count,
+                    batch=setting.batch,
+                    lr=lr,
+                    milestones=[m - done for m in milestones if done < m < done + count],
+                    val_size=setting.val_size,
+                    val_every=setting.val_every,
+                    checkpoint_every=10**9,
+                ),
                 out=None,
                 progress=options.progress,
             )

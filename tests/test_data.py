@@ -253,5 +253,9 @@ def test_npz_misshaped_arrays(tmp_path, arrays, message):
 def test_npz_unreadable(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"not a zip file")
-    with pytest.raises(DataError, match=r"not a readable \.npz"):
+    with pytest.raises(DataError, match=r"not an \.npz file; expected a zip archive"):
+        npz_source(path)
+    np.savez(path, A=np.ones((50, 50)))
+    path.write_bytes(path.read_bytes()[:300])  # truncated mid-write
+    with pytest.raises(DataError, match=r"not a readable \.npz file"):
         npz_source(path)

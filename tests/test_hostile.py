@@ -9,8 +9,8 @@
     names computes (forward, iterates, objective, gradients, parameter counts, export);
 (c) the only spec text in generated code is validated identifiers and numbers: every NAME token
     of each generated file is a declared identifier (or one derived from it: the class name,
-    ``lipschitz_x``, ``_problem_A``) or one of a fixed allow-list of generated names, and every
-    NUMBER token is a number;
+    ``lipschitz_x``, ``_problem_A``, ``_y_batch`` …) or a word the compiler's own sources write
+    (unfoldgen.names.compiler_words), and every NUMBER token is a number;
 (d) generated files are ``ast.parse``d before anything is written: an emitter that produced
     broken Python fails the compile, and ``unfoldgen compile`` writes no file when any spec fails;
 (e) output paths cannot leave the ``-o`` folder: an unfold or spec named ``../x`` is refused, a
@@ -27,7 +27,6 @@ import itertools
 import keyword
 import os
 import re
-import sys
 import tokenize
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,13 +35,12 @@ import numpy
 import pytest
 import torch
 
-from unfoldgen import cli, emit
+from unfoldgen import cli
 from unfoldgen.compiler import check_text, compile_text, read_spec
+from unfoldgen.emit import base as emit
 from unfoldgen.errors import SpecError
-from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import class_name
-from unfoldgen.nets import NET_KINDS
-from unfoldgen.prox import PROX_TABLE, SET_TABLE
+from unfoldgen.names import DERIVED_FORMS, compiler_words
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.unf"))
@@ -117,7 +115,7 @@ HOSTILE = [
     *["match", "case", "type", "print", "exec", "eval", "open", "compile", "globals", "getattr", "object"],
     *["__import__", "__builtins__", "__class__", "__dict__", "_private", "_"],
     # what the generated module itself defines or imports
-    *["torch", "nn", "Tensor", "self", "forward", "layer", "layers", "state", "inputs", "k", "dtype"],
+    *["torch", "nn", "Tensor", "self", "forward", "layer", "layers", "state", "inputs", "params", "dtype"],
     *["sizes", "as_data", "check_input", "soft_threshold", "checkpoint", "PARADIGMS", "lipschitz_x"],
     *["lipschitz_anything", "parameter_counts", "return_iterates", "export_npz", "Mlp", "register_buffer"],
     # language words
@@ -269,9 +267,7 @@ def _parse_only(text: str) -> str:
 
 def test_every_generated_name_is_refused_or_harmless(example_outputs, tmp_path, monkeypatch):
     """A spec may not take a name the generated code uses, unless taking it changes nothing."""
-    for module in (emit, sys.modules.get("unfoldgen.emit_kernels")):
-        if module is not None and hasattr(module, "format_python"):
-            monkeypatch.setattr(module, "format_python", _parse_only)  # ruff's layout changes no behaviour
+    monkeypatch.setattr(emit, "format_python", _parse_only)  # ruff's layout changes no behaviour
     baseline = behaviour(*spec_with("PROB", "prob"), tmp_path)
     vocabulary = generated_vocabulary(example_outputs)
     assert len(vocabulary) > 150, "the vocabulary should hold every generated name"
@@ -297,34 +293,10 @@ def test_every_generated_name_is_refused_or_harmless(example_outputs, tmp_path, 
 
 # ---------------------------------------------------------------------- (c) only identifiers and numbers
 
-# Names the templates and the emitter write themselves (the helper sources, the function table's
-# torch forms, and the prox/set/net tables are added below). A name the emitter starts to use
-# must be added here: that is the point — nothing else may reach the generated code.
-GENERATED = frozenset(
-    """ModuleList PARADIGMS Parameter __all__ __future__ annotations append array arrays checkpoint
-    checkpoint_layers clone counts cpu detach export_npz full getattr initial_state inputs
-    is_grad_enabled items iterates k layer matrix_norm model numel numpy objective ones ord outputs p
-    paradigm parameter_counts parameters path prepare_inputs register_buffer return_iterates savez solve
-    sqrt squeeze state state_dict sum update use_reentrant utils
-    self torch nn Tensor dtype device eye inf float int dict tuple list bool str None True False
-    batch sizes value layers name expand reshape as_tensor keepdim dim mT
-    LAYER_LISTS ParameterList run_layers segment span start stop collect INPUTS VARIABLES OUTPUTS
-    min range pop stack persistent zeros
-    """.split()
-)
-HELPER_MODULES = ("runtime_torch", "ops_torch", "nets_torch")
-
 
 def allowed_names() -> frozenset[str]:
-    names = set(GENERATED) | set(keyword.kwlist)
-    for module in HELPER_MODULES:  # copied verbatim into generated modules: compiler text, not spec text
-        source = (ROOT / "unfoldgen" / f"{module}.py").read_text(encoding="utf-8")
-        names |= {tok.string for tok in _tokens(source) if tok.type == tokenize.NAME}
-    for entry in FUNCTIONS.values():
-        names |= set(re.findall(r"[A-Za-z_]\w*", entry.torch))
-    names |= {op.helper for op in PROX_TABLE.values()} | {op.helper for op in SET_TABLE.values()}
-    names |= {kind.class_name for kind in NET_KINDS.values()}
-    return frozenset(names)
+    """What the compiler itself writes (derived from its sources, see unfoldgen.names)."""
+    return compiler_words() | frozenset(keyword.kwlist)
 
 
 def declared_names(text: str) -> set[str]:
@@ -335,9 +307,8 @@ def declared_names(text: str) -> set[str]:
         symbols = low.problem.symbols + low.unfold.symbols
         names |= {symbol.name for symbol in symbols} | {net.name for net in low.unfold.nets}
         names |= {rule.target for rule in low.unfold.rules} | {low.name, low.problem.name}
-        names |= {low.class_name} | {f"lipschitz_{var}" for var in low.lipschitz_vars}
-        names |= {f"_problem_{name}" for name in low.learned}
-    return names
+        names |= {low.class_name}
+    return names | {form.format(name) for name in names for form in DERIVED_FORMS}
 
 
 def foreign_tokens(source: str, declared: set[str], allowed: frozenset[str]) -> list[str]:
@@ -384,8 +355,6 @@ def test_generated_code_holds_only_identifiers_and_numbers(spec: str, example_ou
     declared, allowed = declared_names(text), allowed_names()
     problems = []
     for path, source in files.items():
-        if path.endswith("kernels.py"):
-            continue  # numba kernels: still changing; see the note in the report
         ast.parse(source, path)
         problems += [f"{path}: {found}" for found in foreign_tokens(source, declared, allowed)]
     assert not problems, "\n".join(problems)
@@ -478,3 +447,109 @@ def test_symlinked_package_folder_is_not_followed(tmp_path):
     (out / "step").symlink_to(elsewhere, target_is_directory=True)
     assert cli.main(["compile", str(spec), "-o", str(out)]) == 2  # an output that cannot be used
     assert list(elsewhere.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- (b′) names through both backends
+
+# One sample per loop iteration in the numba kernels: a per-sample matrix input and a per-sample
+# Lipschitz constant (the kernel's own Lipschitz function), learned as a factor per layer.
+PER_SAMPLE_TEMPLATE = """\
+problem PROB {
+    dim DIMM, DIMN
+    input INPUT : real[DIMM]
+    input MAT : real[DIMM, DIMN]
+    var VAR : real[DIMN] = 0
+    param PARAM : real = 0.1
+    minimize 0.5 * sumsq(MAT @ VAR - INPUT) + PARAM * norm1(VAR)
+}
+unfold UNFOLD from PROB {
+    layers 3
+    hyper HYPER : real = 1 / lipschitz(VAR)
+    state STATE : real[DIMN] = VAR
+    iterate {
+        let LET = VAR - HYPER * grad(VAR)
+        STATE = prox[HYPER * PARAM * norm1](LET)
+        VAR = STATE
+    }
+    learn HYPER per layer
+}
+"""
+PER_SAMPLE_NEUTRAL = {
+    "PROB": "prob",
+    "DIMM": "m",
+    "DIMN": "n",
+    "INPUT": "y",
+    "MAT": "H",
+    "VAR": "x",
+    "PARAM": "lam",
+    "UNFOLD": "step",
+    "HYPER": "mu",
+    "STATE": "z",
+    "LET": "g",
+}
+# The names the kernels used as their own locals before they moved out of the user's way
+# (issue 11: wrong results, garbage, TypingErrors, duplicate arguments), placed where they clashed.
+KERNEL_CLASHES = [
+    (PER_SAMPLE_TEMPLATE, {"PARAM": "count"}),
+    (PER_SAMPLE_TEMPLATE, {"PARAM": "j"}),
+    (PER_SAMPLE_TEMPLATE, {"INPUT": "hessian"}),
+    (PER_SAMPLE_TEMPLATE, {"PARAM": "basis"}),
+    (PER_SAMPLE_TEMPLATE, {"PARAM": "F"}),
+    (PER_SAMPLE_TEMPLATE, {"STATE": "out_x"}),
+    (PER_SAMPLE_TEMPLATE, {"PARAM": "sample_mu"}),
+    (PER_SAMPLE_TEMPLATE, {"STATE": "H_batch"}),
+    (PER_SAMPLE_TEMPLATE, {"LET": "y_batch"}),
+    (PER_SAMPLE_TEMPLATE, {"DIMN": "k", "VAR": "b"}),
+    (PER_SAMPLE_TEMPLATE, {"DIMM": "B", "LET": "batch"}),
+    (TEMPLATE, {"VAR": "k", "DIMM": "B"}),
+    (TEMPLATE, {"STATE": "F", "LET": "dtype_"}),
+    (TEMPLATE, {"PARAM": "c_weights", "HYPER": "device"}),
+    (TEMPLATE, {"INPUT": "value", "WEIGHT": "results"}),
+]
+
+
+def template_with(template: str, neutral_names: dict[str, str], chosen: dict[str, str]) -> tuple[str, dict]:
+    names = neutral_names | chosen
+    pattern = re.compile(r"\b(" + "|".join(neutral_names) + r")\b")
+    return pattern.sub(lambda match: names[match.group(1)], template), names
+
+
+@pytest.mark.parametrize(
+    ("template", "chosen"), KERNEL_CLASHES, ids=[",".join(f"{k}={v}" for k, v in c.items()) for _, c in KERNEL_CLASHES]
+)
+def test_former_kernel_locals_are_user_names_in_both_backends(template: str, chosen: dict[str, str]):
+    """Each name compiles, and the numba kernels compute what the torch module computes."""
+    from test_emitted_kernels import both_backends
+
+    neutral_names = NEUTRAL if template is TEMPLATE else PER_SAMPLE_NEUTRAL
+    text, names = template_with(template, neutral_names, chosen)
+    expected, got = both_backends(text, names["UNFOLD"])
+    for out, ref in zip(got, expected, strict=True):
+        numpy.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_accepted_generated_names_run_in_both_backends():
+    """Every name of the generated kernels that a spec may take (those not refused) runs the
+    same in both backends: the kernels keep their own locals under ``_`` names."""
+    from test_emitted_kernels import both_backends
+
+    kernels = {
+        tok.string
+        for files in (compile_text(read_spec(path), path.name).files for path in SPECS)
+        for path, source in files.items()
+        if path.endswith("kernels.py")
+        for tok in _tokens(source)
+        if tok.type == tokenize.NAME and not tok.string.startswith("_")
+    }
+    declared = set().union(*(declared_names(read_spec(path)) for path in SPECS))
+    accepted = []
+    for name in sorted(kernels - declared - set(NEUTRAL.values())):
+        text, names = spec_with("PARAM", name)
+        try:
+            check_text(text, "accepted.unf")
+        except SpecError:
+            continue
+        accepted.append(name)
+        expected, got = both_backends(text, names["UNFOLD"])
+        numpy.testing.assert_allclose(got[0], expected[0], rtol=1e-9, atol=1e-10, err_msg=name)
+    assert not set(accepted) & {"np", "numba", "layer", "network", "run", "params"}, accepted

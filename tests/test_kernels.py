@@ -4,6 +4,7 @@ float32, batch sizes 1, 7 and 256; parameters round-trip through export_npz; no 
 from __future__ import annotations
 
 import importlib
+import re
 
 import numpy as np
 import pytest
@@ -124,7 +125,7 @@ def test_params_are_checked():
     with pytest.raises(ValueError, match="parameter 'mu'"):
         kernels.params_from_state_dict({**state, "mu": steps[:, None]})
     torn = {**state, **{f"mu.{k}": steps[k] for k in range(16) if k != 3}}
-    with pytest.raises(ValueError, match=r"parameter 'mu': the entries of layers \[3\] are missing"):
+    with pytest.raises(ValueError, match=r"entry mu\.3 is missing \(layers \[3\] of 16\)"):
         kernels.params_from_state_dict(torn)
     np.testing.assert_array_equal(kernels.params_from_state_dict({**state, "mu": steps})["mu"], steps)
     state |= {f"mu.{k}": steps[k] for k in range(16)}
@@ -145,3 +146,75 @@ def test_conv_nets_are_reported_not_emitted():
     assert "ista_corrected/kernels.py" not in compiled.files
     assert any("ista_corrected" in note and "conv1d" in note for note in compiled.notes)
     assert "ista/kernels.py" in compiled.files and "ista_corrected/model.py" in compiled.files
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (17, "layers is 17 but the per-layer parameters hold 16 layers"),
+        (100_000_000, "layers is 100000000 but the per-layer parameters hold 16 layers"),
+        (0, "layers must be a positive integer, got 0"),
+        (-2, "layers must be a positive integer, got -2"),
+        (2.7, "layers must be a positive integer, got 2.7"),
+        (True, "layers must be a positive integer, got True"),
+        (np.array(3.0), "layers must be a positive integer, got 3.0"),
+    ],
+)
+def test_layer_count_is_checked_against_the_stored_layers(layers, message):
+    """numba does not check bounds: a layer count past the per-layer arrays would read stray memory."""
+    cls, kernels = load("lista_cp")
+    kwargs, inputs = problem("lasso", 3, torch.float64, 0)
+    state = {name: value.detach().numpy() for name, value in cls(**kwargs).state_dict().items()}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        kernels.params_from_state_dict({**state, "layers": layers})
+    params = kernels.params_from_state_dict(state)
+    params["layers"] = layers  # changed after loading: run checks again
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        kernels.run(params, y=inputs["y"].numpy())
+
+
+def test_fewer_layers_than_stored_run_the_first_ones():
+    cls, kernels = load("lista_cp")
+    kwargs, inputs = problem("lasso", 3, torch.float64, 0)
+    model = cls(**kwargs)
+    state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
+    params = kernels.params_from_state_dict({**state, "layers": 5})
+    model.layers = 5
+    expected = model(**inputs).detach().numpy()
+    np.testing.assert_allclose(kernels.run(params, y=inputs["y"].numpy()), expected, rtol=0, atol=1e-10)
+
+
+def test_run_refuses_inconsistent_shapes_by_name():
+    cls, kernels = load("lista_cp")
+    kwargs, inputs = problem("lasso", 3, torch.float64, 0)
+    state = {name: value.detach().numpy() for name, value in cls(**kwargs).state_dict().items()}
+    params = kernels.params_from_state_dict(state)
+    y = inputs["y"].numpy()
+    with pytest.raises(ValueError, match=r"^input y: expected shape \(B, m\) with m = 15, got \(3, 14\)$"):
+        kernels.run(params, y=y[:, :14])
+    with pytest.raises(ValueError, match=r"^input y: expected shape \(B, m\), got \(15,\)$"):
+        kernels.run(params, y=y[0])
+    with pytest.raises(ValueError, match=r"^parameter 'A': expected shape \(m, n\) with m = 15, got \(14, 30\)$"):
+        kernels.run({**params, "A": params["A"][:14]}, y=y)
+    with pytest.raises(ValueError, match=r"^parameter 'theta' is missing"):
+        kernels.run({k: v for k, v in params.items() if k != "theta"}, y=y)
+
+
+def test_net_weights_are_checked():
+    cls, kernels = load("ista_corrected")
+    kwargs, inputs = problem("lasso", 3, torch.float64, 0)
+    model = cls(**kwargs)
+    state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
+    params = kernels.params_from_state_dict(state)
+    y = inputs["y"].numpy()
+    first, *rest = params["c_weights"]
+    taken = first.shape[2]
+    with pytest.raises(ValueError, match=rf"^net c: its weights take {taken - 1} inputs, expected {taken}$"):
+        kernels.run({**params, "c_weights": (first[:, :, :-1], *rest)}, y=y)
+    with pytest.raises(ValueError, match=r"^net c layer 1 weights: expected shape \(layers, out, in\) with in = 64"):
+        kernels.run({**params, "c_weights": (first, rest[0][:, :, :63], *rest[1:])}, y=y)
+    with pytest.raises(ValueError, match=r"^net c: expected a tuple of 3 stacked weights$"):
+        kernels.run({**params, "c_weights": params["c_weights"][:2]}, y=y)
+    stored = model.layers
+    with pytest.raises(ValueError, match=rf"^layers is {stored + 1} but the per-layer parameters hold {stored} layers"):
+        kernels.run({**params, "layers": stored + 1}, y=y)

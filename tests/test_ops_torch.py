@@ -9,12 +9,23 @@ dtypes, zero inputs, gradients and that every function can be copied on its own.
 
 import ast
 import inspect
-import itertools
 
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize
+from argmin import (
+    ref_block_soft_threshold,
+    ref_hard_threshold,
+    ref_proj_ball1,
+    ref_proj_ball2,
+    ref_proj_box,
+    ref_proj_nonneg,
+    ref_proj_simplex,
+    ref_prox_norminf,
+    ref_soft_threshold,
+    ref_soft_threshold_nonneg,
+    ref_svt,
+)
 from torch import Tensor
 
 from unfoldgen import ops_torch
@@ -34,127 +45,6 @@ def draw(shape, seed):
     """A random block v and a positive scalar parameter."""
     rng = np.random.default_rng([seed, *shape])
     return rng.normal(size=shape) * SCALES[seed], float(rng.uniform(0.3, 1.2))
-
-
-# ---------------------------------------------------------------- reference solvers
-
-
-def slsqp(fun, z0, constraints):
-    """Minimise the smooth ``fun`` (returns value and gradient) under SLSQP constraints."""
-    res = minimize(
-        fun,
-        z0,
-        jac=True,
-        method="SLSQP",
-        constraints=constraints,
-        options={"ftol": 1e-12, "maxiter": 1000},
-    )
-    assert res.success, res.message
-    return res.x
-
-
-def linear(a, b=0.0, kind="ineq"):
-    """The constraint ``a @ z + b >= 0`` (or ``== 0``)."""
-    return {"type": kind, "fun": lambda z: a @ z + b, "jac": lambda z: a}
-
-
-def epigraph(v, t, s0, constraints):
-    """argmin over z = [u, s] of t * sum(s) + 0.5 ||u - v||^2 under ``constraints``.
-
-    Starts at u = v with the epigraph variables s = s0 tight there; a loose start
-    leaves SLSQP several orders of magnitude less accurate.
-    """
-    n = v.size
-
-    def fun(z):
-        d = z[:n] - v
-        return t * z[n:].sum() + 0.5 * d @ d, np.concatenate([d, np.full(s0.size, t)])
-
-    return slsqp(fun, np.concatenate([v, s0]), constraints)[:n]
-
-
-def abs_epigraph(n):
-    """Constraints s_i >= |u_i| on z = [u, s]."""
-    eye = np.eye(n)
-    return [linear(np.hstack([eye, eye])), linear(np.hstack([-eye, eye]))]
-
-
-def ref_soft_threshold(v, t):
-    return epigraph(v, t, np.abs(v), abs_epigraph(v.size))
-
-
-def ref_soft_threshold_nonneg(v, t):
-    n = v.size
-    nonneg = linear(np.hstack([np.eye(n), np.zeros((n, n))]))
-    return epigraph(v, t, np.abs(v), [*abs_epigraph(n), nonneg])
-
-
-def ref_block_soft_threshold(v, t):
-    n = v.size
-    # Second-order cone s >= ||u|| written smoothly as s^2 - ||u||^2 >= 0, s >= 0.
-    cone = {
-        "type": "ineq",
-        "fun": lambda z: z[n] ** 2 - z[:n] @ z[:n],
-        "jac": lambda z: np.concatenate([-2 * z[:n], [2 * z[n]]]),
-    }
-    return epigraph(v, t, np.linalg.norm(v, keepdims=True), [cone, linear(np.eye(n + 1)[n])])
-
-
-def ref_prox_norminf(v, t):
-    n = v.size
-    ones = np.ones((n, 1))
-    bounds = [
-        linear(np.hstack([np.eye(n), ones])),
-        linear(np.hstack([-np.eye(n), ones])),
-    ]
-    return epigraph(v, t, np.abs(v).max(keepdims=True), bounds)
-
-
-def ref_svt(v, t):
-    """Nuclear prox via ||X||_* = min_{X = A B^T} (||A||^2 + ||B||^2) / 2, multi-start BFGS."""
-    m, n = v.shape
-    k = min(m, n)
-
-    def fun(z):
-        a, b = z[: m * k].reshape(m, k), z[m * k :].reshape(n, k)
-        res = a @ b.T - v
-        f = 0.5 * t * (np.sum(a * a) + np.sum(b * b)) + 0.5 * np.sum(res * res)
-        return f, np.concatenate([(t * a + res @ b).ravel(), (t * b + res.T @ a).ravel()])
-
-    rng = np.random.default_rng(0)
-    runs = [
-        minimize(
-            fun,
-            rng.normal(size=(m + n) * k),
-            jac=True,
-            method="BFGS",
-            options={"gtol": 1e-12},
-        )
-        for _ in range(6)
-    ]
-    best = min(runs, key=lambda r: r.fun)
-    a, b = best.x[: m * k].reshape(m, k), best.x[m * k :].reshape(n, k)
-    return a @ b.T
-
-
-def ref_hard_threshold(v, t):
-    """Exhaustive search over supports S: the best u on S is v_S, costing t|S| + ||v_~S||^2 / 2."""
-    best = min(
-        itertools.product([False, True], repeat=v.size),
-        key=lambda s: t * sum(s) + 0.5 * np.sum(v[~np.array(s)] ** 2),
-    )
-    return np.where(best, v, 0.0)
-
-
-def project(v, constraints):
-    """argmin_u 0.5 ||u - v||^2 subject to ``constraints`` on u, starting from v."""
-    return slsqp(lambda u: (0.5 * (u - v) @ (u - v), u - v), v, constraints)
-
-
-def ref_proj_ball1(v, r):
-    n = v.size
-    budget = linear(np.concatenate([np.zeros(n), -np.ones(n)]), r)
-    return epigraph(v, 0.0, np.abs(v), [*abs_epigraph(n), budget])
 
 
 # name -> (reference prox on the flattened block (matrix for svt), penalty f in numpy)
@@ -210,28 +100,17 @@ def test_hard_threshold_at_the_threshold(side):
 PROJECTIONS = {
     "proj_box": (
         lambda v, p: ops_torch.proj_box(v, -p, f64(2 * p)),
-        lambda v, p: project(v, [linear(np.eye(v.size), p), linear(-np.eye(v.size), 2 * p)]),
+        lambda v, p: ref_proj_box(v, -p, 2 * p),
         lambda u, p: u.min() >= -p and u.max() <= 2 * p,
     ),
     "proj_nonneg": (
         lambda v, p: ops_torch.proj_nonneg(v),
-        lambda v, p: project(v, [linear(np.eye(v.size))]),
+        lambda v, p: ref_proj_nonneg(v),
         lambda u, p: u.min() >= 0,
     ),
     "proj_ball2": (
         lambda v, p: ops_torch.proj_ball2(v, f64(p)),
-        # r - ||u|| >= 0 (rather than r^2 - ||u||^2) lets SLSQP converge cleanly; its
-        # gradient is undefined only at u = 0, which the iterates never reach from v.
-        lambda v, p: project(
-            v,
-            [
-                {
-                    "type": "ineq",
-                    "fun": lambda u: p - np.linalg.norm(u),
-                    "jac": lambda u: -u / np.linalg.norm(u),
-                }
-            ],
-        ),
+        ref_proj_ball2,
         lambda u, p: np.linalg.norm(u) <= p * (1 + 1e-12),
     ),
     "proj_ball1": (
@@ -241,7 +120,7 @@ PROJECTIONS = {
     ),
     "proj_simplex": (
         lambda v, p: ops_torch.proj_simplex(v, f64(p)),
-        lambda v, p: project(v, [linear(np.eye(v.size)), linear(np.ones(v.size), -p, kind="eq")]),
+        ref_proj_simplex,
         lambda u, p: u.min() >= 0 and abs(u.sum() - p) <= 1e-12 * (1 + p),
     ),
 }

@@ -7,6 +7,7 @@ Small lasso throughout: m=20, n=40, p=0.1, SNR 40 dB, K=10 layers, at most 300 s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,11 +21,10 @@ import torch
 
 from unfoldgen import cli
 from unfoldgen.data import SparseSource, detection_source, rpca_source, sparse_source
-from unfoldgen.train import (
+from unfoldgen.training import (
     CHECKPOINT,
-    LOSSES,
     MODEL_FILE,
-    SCHEMES,
+    Config,
     TrainingDivergedError,
     atomic_save,
     describe,
@@ -57,12 +57,11 @@ def build(spec: str, unfold: str, source=SOURCE, **kwargs):
     return prepare(SPECS / spec, unfold, source, **kwargs)
 
 
-def train(spec: str, unfold: str, scheme: str = "supervised", *, steps: int, lr: float, overrides=None, **kwargs):
+def train(spec: str, unfold: str, config: Config, overrides=None):
     """Train ``unfold`` with ISTA-K as the baseline; the result's metrics hold both curves."""
     prepared = build(spec, unfold, layers=K, overrides=overrides)
     ista = build("lasso.unf", "ista", layers=K).model
-    kwargs.setdefault("progress", False)
-    return fit(prepared.model, prepared.binding, scheme, steps=steps, lr=lr, baselines={"ISTA": ista}, **kwargs)
+    return fit(prepared.model, prepared.binding, config, baselines={"ISTA": ista}, progress=False)
 
 
 def gain_db(result) -> float:
@@ -92,7 +91,7 @@ FAST = {"val_size": 300, "val_every": 50}
 @pytest.mark.parametrize("paradigm", list(PARADIGMS))
 def test_each_paradigm_beats_classical_ista(paradigm):
     spec, unfold, lr, steps, overrides, required = PARADIGMS[paradigm]
-    result = train(spec, unfold, steps=steps, lr=lr, overrides=overrides, **FAST)
+    result = train(spec, unfold, Config(steps=steps, lr=lr, **FAST), overrides)
     gain = gain_db(result)
     print(f"{paradigm}: {gain:.2f} dB over ISTA-{K}")
     assert gain >= required, f"{paradigm}: {gain:.2f} dB over ISTA-{K}, expected at least {required}"
@@ -147,7 +146,7 @@ def test_untrained_correction_is_the_classical_solver(spec, unfold, classical_sp
 )
 def test_conv2d_and_mlp_corrections_train_on_rpca_and_detection(spec, unfold, source, lr):
     prepared = build(spec, unfold, source)
-    result = fit(prepared.model, prepared.binding, steps=40, batch=32, lr=lr, val_size=200, progress=False)
+    result = fit(prepared.model, prepared.binding, Config(steps=40, batch=32, lr=lr, val_size=200), progress=False)
     validation = result.metrics["validation"]
     assert validation["trained"]["nmse_db"][-1] < validation["classical"]["nmse_db"][-1] - 0.5
 
@@ -191,10 +190,10 @@ def test_per_layer_and_shared_for_every_learnable_kind(kind):
 
 
 def test_shared_values_stay_tied_and_per_layer_values_separate():
-    tied = train("sparse_paradigms.unf", "ista_tied", steps=30, lr=3e-2, val_size=200).metrics["learned"]
+    tied = train("sparse_paradigms.unf", "ista_tied", Config(steps=30, lr=3e-2, val_size=200)).metrics["learned"]
     assert not tied["mu"]["per_layer"] and isinstance(tied["mu"]["value"], float)
     assert tied["mu"]["value"] != tied["mu"]["initial_value"]
-    untied = train("lasso.unf", "ista", steps=30, lr=3e-2, val_size=200).metrics["learned"]
+    untied = train("lasso.unf", "ista", Config(steps=30, lr=3e-2, val_size=200)).metrics["learned"]
     assert untied["mu"]["per_layer"] and len(untied["mu"]["value"]) == K
     assert len(set(untied["mu"]["value"])) == K and len(set(untied["mu"]["initial_value"])) == 1
 
@@ -203,7 +202,7 @@ def test_shared_values_stay_tied_and_per_layer_values_separate():
 
 
 def test_unsupervised_lowers_the_objective_below_ista():
-    result = train("lasso.unf", "ista", "unsupervised", steps=150, lr=5e-2, **FAST)
+    result = train("lasso.unf", "ista", Config(scheme="unsupervised", steps=150, lr=5e-2, **FAST))
     validation = result.metrics["validation"]
     trained, ista = validation["trained"]["objective"][-1], validation["ISTA"]["objective"][-1]
     print(f"unsupervised: objective at layer {K} {trained:.4f} against ISTA-{K} {ista:.4f}")
@@ -212,7 +211,8 @@ def test_unsupervised_lowers_the_objective_below_ista():
 
 
 def test_deep_supervision_improves_on_ista():
-    result = train("lasso.unf", "lista_cp", "deep-supervision", steps=150, lr=2e-2, layer_weights="linear", **FAST)
+    config = Config(scheme="deep-supervision", steps=150, lr=2e-2, layer_weights="linear", **FAST)
+    result = train("lasso.unf", "lista_cp", config)
     print(f"deep supervision: {gain_db(result):.2f} dB over ISTA-{K}")
     assert gain_db(result) >= 3.0
     validation = result.metrics["validation"]
@@ -222,11 +222,16 @@ def test_deep_supervision_improves_on_ista():
 def test_deep_supervision_weights_are_checked():
     prepared = build("lasso.unf", "ista", layers=3)
     with pytest.raises(ValueError, match="3 non-negative numbers"):
-        fit(prepared.model, prepared.binding, "deep-supervision", steps=2, layer_weights=[1, 2], progress=False)
+        fit(
+            prepared.model,
+            prepared.binding,
+            Config(scheme="deep-supervision", steps=2, layer_weights=[1, 2]),
+            progress=False,
+        )
 
 
 def test_layerwise_improves_on_ista():
-    result = train("lasso.unf", "lista_cp", "layerwise", steps=300, lr=2e-2, **FAST)
+    result = train("lasso.unf", "lista_cp", Config(scheme="layerwise", steps=300, lr=2e-2, **FAST))
     print(f"layerwise: {gain_db(result):.2f} dB over ISTA-{K}")
     assert gain_db(result) >= 3.0
     assert [p["name"] for p in result.metrics["phases"][:3]] == ["layer 1", "fine-tune 1..1", "layer 2"]
@@ -241,7 +246,13 @@ def test_layerwise_trains_one_layer_at_a_time(unfold, name, tmp_path):
     before = {k: v.clone() for k, v in prepared.model.state_dict().items()}
     steps = plan(type("C", (), {"scheme": "layerwise", "steps": 16, "lr": 1e-2, "finetune_factor": 0.2})(), 4)
     assert [p.steps for p in steps] == [2] * 8
-    fit(prepared.model, prepared.binding, "layerwise", steps=16, lr=1e-2, stop_after=2, val_size=100, progress=False)
+    fit(
+        prepared.model,
+        prepared.binding,
+        Config(scheme="layerwise", steps=16, lr=1e-2, val_size=100),
+        stop_after=2,
+        progress=False,
+    )
     after = prepared.model.state_dict()
 
     def layer_changed(index: int) -> bool:
@@ -263,17 +274,16 @@ def test_layerwise_trains_one_layer_at_a_time(unfold, name, tmp_path):
     [("ista_corrected", "supervised", 40, 23), ("lista_cp", "layerwise", 48, 9)],
 )
 def test_resume_continues_exactly(unfold, scheme, steps, stop, tmp_path):
-    settings = {"steps": steps, "lr": 3e-3, "val_size": 100, "val_every": 10, "checkpoint_every": 10}
-    settings["progress"] = False
+    config = Config(scheme=scheme, steps=steps, lr=3e-3, val_size=100, val_every=10, checkpoint_every=10)
     whole = build("lasso.unf", unfold, layers=4)
-    reference = fit(whole.model, whole.binding, scheme, **settings)
+    reference = fit(whole.model, whole.binding, config, progress=False)
 
     first = build("lasso.unf", unfold, layers=4)
-    stopped = fit(first.model, first.binding, scheme, out=tmp_path, stop_after=stop, **settings)
+    stopped = fit(first.model, first.binding, config, out=tmp_path, stop_after=stop, progress=False)
     assert stopped.stopped == "interrupted" and stopped.steps == stop
     assert load_checkpoint(tmp_path)["step"] == stop
     second = build("lasso.unf", unfold, layers=4, seed=123)  # a different start: everything comes from the checkpoint
-    resumed = fit(second.model, second.binding, scheme, out=tmp_path, resume=True, **settings)
+    resumed = fit(second.model, second.binding, config, out=tmp_path, resume=True, progress=False)
     assert resumed.steps == reference.steps == steps
     assert state_equal(second.model.state_dict(), whole.model.state_dict())
     assert resumed.metrics["loss"] == reference.metrics["loss"]
@@ -282,18 +292,35 @@ def test_resume_continues_exactly(unfold, scheme, steps, stop, tmp_path):
 
 def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
     prepared = build("lasso.unf", "ista", layers=3)
-    settings = {"lr": 1e-2, "val_size": 50, "progress": False, "out": tmp_path}
-    fit(prepared.model, prepared.binding, steps=10, **settings)
-    extended = fit(prepared.model, prepared.binding, steps=16, resume=True, **settings)
+    settings = {"progress": False, "out": tmp_path}
+    fit(prepared.model, prepared.binding, Config(steps=10, lr=1e-2, val_size=50), **settings)
+    extended = fit(prepared.model, prepared.binding, Config(steps=16, lr=1e-2, val_size=50), resume=True, **settings)
     assert extended.steps == 16 and len(extended.metrics["loss"]) == 16
     assert extended.metrics["config"]["milestones"] == [5, 7]  # the schedule of the first run is kept
 
 
 def test_resume_refuses_different_settings(tmp_path):
     prepared = build("lasso.unf", "ista", layers=3)
-    fit(prepared.model, prepared.binding, steps=4, lr=1e-2, out=tmp_path, val_size=50, progress=False)
-    with pytest.raises(ValueError, match=r"lr: 0.01 in the checkpoint, 0.02 now"):
-        fit(prepared.model, prepared.binding, steps=8, lr=2e-2, out=tmp_path, resume=True, val_size=50, progress=False)
+    fit(prepared.model, prepared.binding, Config(steps=4, lr=1e-2, val_size=50), out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"batch: 64 in the checkpoint, 32 now"):
+        fit(
+            prepared.model,
+            prepared.binding,
+            Config(steps=8, lr=2e-2, batch=32, val_size=50),
+            out=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_resume_takes_a_setting_newer_than_the_checkpoint_as_its_default(tmp_path):
+    prepared = build("lasso.unf", "ista", layers=3)
+    config = Config(steps=4, val_size=50)
+    fit(prepared.model, prepared.binding, config, out=tmp_path, stop_after=2, progress=False)
+    checkpoint = load_checkpoint(tmp_path)
+    del checkpoint["config"]["loss"]  # as if written before Config had `loss`
+    atomic_save(checkpoint, tmp_path / CHECKPOINT)
+    assert fit(prepared.model, prepared.binding, config, out=tmp_path, resume=True, progress=False).steps == 4
 
 
 def test_atomic_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -311,15 +338,15 @@ def test_atomic_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated crash"):
         atomic_save({"step": 2}, path)
     monkeypatch.undo()
-    restored = torch.load(path, weights_only=False)
+    restored = torch.load(path, weights_only=True)
     assert restored["step"] == 1 and torch.equal(restored["weights"], torch.arange(5.0))
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
 
 
 def test_crash_while_training_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
-    settings = {"lr": 1e-2, "val_size": 50, "val_every": 5, "checkpoint_every": 5, "progress": False}
+    config = Config(steps=20, lr=1e-2, val_size=50, val_every=5, checkpoint_every=5)
     prepared = build("lasso.unf", "ista", layers=3)
-    fit(prepared.model, prepared.binding, steps=20, out=tmp_path, stop_after=10, **settings)
+    fit(prepared.model, prepared.binding, config, out=tmp_path, stop_after=10, progress=False)
     good = load_checkpoint(tmp_path)
 
     def crash(obj, stream, *args, **kwargs):
@@ -328,7 +355,7 @@ def test_crash_while_training_leaves_a_loadable_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        fit(prepared.model, prepared.binding, steps=20, out=tmp_path, resume=True, **settings)
+        fit(prepared.model, prepared.binding, config, out=tmp_path, resume=True, progress=False)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     loaded = load_checkpoint(tmp_path)
@@ -350,24 +377,39 @@ class PoisonedSource(SparseSource):
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
     poisoned = PoisonedSource(**{f: getattr(SOURCE, f) for f in SOURCE.__dataclass_fields__})
-    settings = {"steps": 20, "lr": 1e-2, "val_size": 50, "checkpoint_every": 100, "progress": False}
+    config = Config(steps=20, lr=1e-2, val_size=50, checkpoint_every=5)
     prepared = build("lasso.unf", "ista", poisoned, layers=3)
     with pytest.raises(
-        TrainingDivergedError, match=r"stopped at step 6: the loss is nan.*after 5 steps\) is .*checkpoint\.pt"
+        TrainingDivergedError,
+        match=r"stopped at step 6: the loss is nan: the training batch holds NaN/Inf values in 'y'; fix the data; "
+        r"the last good state \(after 5 steps\) is in .*checkpoint\.pt",
     ):
-        fit(prepared.model, prepared.binding, out=tmp_path, **settings)
+        fit(prepared.model, prepared.binding, config, out=tmp_path, progress=False)
     checkpoint = load_checkpoint(tmp_path)
-    assert checkpoint["step"] == 5 and checkpoint["status"] == "diverged"
+    assert checkpoint["step"] == 5 and checkpoint["status"] == "running"
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
     clean = build("lasso.unf", "ista", layers=3)
-    fit(clean.model, clean.binding, stop_after=5, **settings)
+    fit(clean.model, clean.binding, config, stop_after=5, progress=False)
     assert state_equal(checkpoint["model"], clean.model.state_dict())
+
+
+def test_warmup_raises_the_learning_rate_linearly(capsys):
+    prepared = build("lasso.unf", "ista", layers=3)
+    result = fit(prepared.model, prepared.binding, Config(steps=8, warmup=4, val_every=1, val_size=50), progress=False)
+    assert [record["lr"] for record in result.history] == pytest.approx(
+        [0.0025, 0.005, 0.0075, 0.01, 0.003, 0.003, 0.0009, 0.0009]  # then the milestones at 4 and 6
+    )
+    code, _, err = run_cli(capsys, "train", LASSO, "--unfold", "ista", "--data", DATA, "--warmup", "-1")
+    assert code == 2 and "--warmup -1: expected an integer ≥ 0" in err
 
 
 def test_early_stopping_keeps_the_best_parameters():
     prepared = build("lasso.unf", "ista", layers=3)
     result = fit(
-        prepared.model, prepared.binding, steps=100, lr=1e-12, val_every=5, patience=2, val_size=50, progress=False
+        prepared.model,
+        prepared.binding,
+        Config(steps=100, lr=1e-12, val_every=5, patience=2, val_size=50),
+        progress=False,
     )
     assert result.stopped == "early stopping" and result.steps == 15
 
@@ -381,7 +423,7 @@ def test_fit_accepts_a_model_built_by_hand():
     model = loaded.model_class("lista_cp")(A=torch.tensor(SOURCE.fixed["A"], dtype=torch.float32), layers=4)
     info = describe(model)
     assert info.inputs == ("y",) and info.variables == ("x",) and info.learned == {"W": (2, True), "theta": (1, True)}
-    result = fit(model, SOURCE, steps=20, lr=1e-2, val_size=100, progress=False)
+    result = fit(model, SOURCE, Config(steps=20, lr=1e-2, val_size=100), progress=False)
     assert result.nmse_db[-1] < result.metrics["validation"]["classical"]["nmse_db"][-1]
 
 
@@ -398,19 +440,29 @@ def test_a_module_built_by_hand_describes_itself_as_the_spec_does(unfold):
 def test_fit_rejects_bad_requests():
     prepared = build("lasso.unf", "fista", layers=3)
     with pytest.raises(ValueError, match="learns nothing"):
-        fit(prepared.model, prepared.binding, steps=2, progress=False)
+        fit(prepared.model, prepared.binding, Config(steps=2), progress=False)
     prepared = build("lasso.unf", "ista", layers=3)
-    with pytest.raises(ValueError, match="unknown scheme 'greedy'"):
-        fit(prepared.model, prepared.binding, "greedy", steps=2, progress=False)
+    with pytest.raises(ValueError, match="scheme='greedy': expected one of supervised, unsupervised"):
+        Config(scheme="greedy", steps=2)
     with pytest.raises(ValueError, match="needs at least 6 steps"):
-        fit(prepared.model, prepared.binding, "layerwise", steps=4, progress=False)
+        fit(prepared.model, prepared.binding, Config(scheme="layerwise", steps=4), progress=False)
 
 
 # ---------------------------------------------------------------------- the command line
 
 
-def test_cli_offers_every_scheme_and_loss():
-    assert cli.TRAIN_SCHEMES == SCHEMES and cli.TRAIN_LOSSES == LOSSES
+def test_every_setting_is_one_cli_option_with_the_config_default(capsys):
+    """The options of `unfoldgen train` are made from Config's fields: each field (but the one
+    kept off the command line) is an option whose help shows the field's default."""
+    cli.main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for spec in dataclasses.fields(Config):
+        if spec.name == "restore_best":
+            continue
+        flag = "--weights" if spec.name == "layer_weights" else "--" + spec.name.replace("_", "-")
+        assert flag in shown, flag
+        if spec.default is not None:
+            assert f"(default: {spec.default})" in shown, spec.name
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -441,8 +493,8 @@ def test_cli_train_writes_checkpoint_metrics_plots_and_resumes(tmp_path, capsys)
     assert code == 0, err
     code, out, err = run_cli(capsys, "train", "--resume", tmp_path / "split", "--no-progress")
     assert code == 0, err
-    whole = torch.load(folder / MODEL_FILE, weights_only=False)["model"]
-    split = torch.load(tmp_path / "split" / MODEL_FILE, weights_only=False)["model"]
+    whole = torch.load(folder / MODEL_FILE, weights_only=True)["model"]
+    split = torch.load(tmp_path / "split" / MODEL_FILE, weights_only=True)["model"]
     assert state_equal(whole, split)
     assert state_equal(load_trained(folder).state_dict(), whole)
 
@@ -450,13 +502,14 @@ def test_cli_train_writes_checkpoint_metrics_plots_and_resumes(tmp_path, capsys)
 def test_cli_train_from_npz(tmp_path, capsys):
     sample = SOURCE.validation(300)
     np.savez(tmp_path / "lasso.npz", A=SOURCE.fixed["A"], y=sample["y"], x=sample["x"])
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         capsys, "train", LASSO, "--unfold", "lista_cp", "--data", tmp_path / "lasso.npz", "--layers", 4,
         "--steps", 20, "--batch", 32, "--no-progress", "-o", tmp_path / "run",
     )  # fmt: skip
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["validation_size"] == 1000 and metrics["steps_done"] == 20
+    assert metrics["validation_size"] == 30 and metrics["steps_done"] == 20  # the file's held-out tenth
+    assert "(30 samples," in out
 
 
 @pytest.mark.parametrize(
@@ -477,17 +530,31 @@ def test_cli_train_usage_errors(args, message, capsys, tmp_path):
     assert message in err and "Traceback" not in err
 
 
-def test_cli_train_reports_divergence(tmp_path, capsys):
-    sample = SOURCE.validation(100)
-    sample["y"][7, 3] = np.nan  # a corrupt sample
-    np.savez(tmp_path / "corrupt.npz", A=SOURCE.fixed["A"], y=sample["y"], x=sample["x"])
+def test_a_diverged_run_resumes_from_its_last_finite_state_with_a_lower_lr(tmp_path, capsys):
+    """LISTA-CP at lr 10 without clipping blows up at step 4; the checkpoint of step 2 stays (the
+    diverged state is never written), and --resume takes a lower --lr and finishes the run."""
+    run = tmp_path / "run"
+    args = ["train", LASSO, "--unfold", "lista_cp", "--data", DATA, "--layers", 5, "--steps", 20, "--lr", 10]
     code, _, err = run_cli(
-        capsys, "train", LASSO, "--unfold", "ista", "--data", tmp_path / "corrupt.npz", "--batch", 90,
-        "--steps", 20, "--no-progress", "-o", tmp_path / "run",
-    )  # fmt: skip
+        capsys, *args, "--clip", 0, "--checkpoint-every", 2, "--val-size", 50, "--no-progress", "-o", run
+    )
     assert code == 1
-    assert "training stopped at step 1: the loss is nan" in err and "lower learning rate" in err
-    assert load_checkpoint(tmp_path / "run")["step"] == 0
+    assert "training stopped at step 4: the gradient norm is inf. Try a lower learning rate" in err
+    assert f"the last good state (after 2 steps) is in {run / CHECKPOINT}" in err and "Traceback" not in err
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["step"] == 2 and all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--batch", 32, "--unfold", "ista")
+    assert code == 2
+    assert f"--resume {run}: --batch, --unfold cannot change when resuming" in err and "--lr" in err
+
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--lr", 1e-3, "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps_done"] == 20 and metrics["config"]["lr"] == 1e-3 and metrics["config"]["clip"] == 0
+    assert all(math.isfinite(v) for v in metrics["loss"]) and math.isfinite(
+        metrics["validation"]["trained"]["nmse_db"][-1]
+    )
 
 
 # ---------------------------------------------------------------------- data parallel
@@ -516,8 +583,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, capsys):
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2
     assert metrics["rank_max_parameter_difference"] <= 1e-12  # both ranks end identical
-    ddp = torch.load(tmp_path / "ddp" / MODEL_FILE, weights_only=False)["model"]
-    single = torch.load(tmp_path / "single" / MODEL_FILE, weights_only=False)["model"]
+    ddp = torch.load(tmp_path / "ddp" / MODEL_FILE, weights_only=True)["model"]
+    single = torch.load(tmp_path / "single" / MODEL_FILE, weights_only=True)["model"]
     initial = prepare(LASSO, "lista_cp", SOURCE, layers=4, dtype=torch.float64).model.state_dict()
     assert not torch.equal(single["W.0"], initial["W.0"])  # it trained
     for key in single:

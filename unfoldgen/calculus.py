@@ -7,6 +7,8 @@ the scalar derivative φ′ of every elementwise function comes from sympy (see 
 
 from __future__ import annotations
 
+import functools
+
 from unfoldgen import ir
 from unfoldgen.functions import FUNCTIONS, elementwise_derivative
 
@@ -148,3 +150,14 @@ def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
         case ir.Apply(func="sum", args=(arg,)):
             return ir.Apply("sum", (linear_part(arg, var),), ir.SCALAR)
     raise NotDifferentiableError("the gradient is not affine in the variable")
+
+
+@functools.cache
+def derivatives(
+    smooth: ir.Expr, var: str, shape: ir.Shape, variables: frozenset[str]
+) -> tuple[ir.Expr, ir.Expr | None]:
+    """∇var of the smooth part and, where that gradient is affine in the variables, the Hessian
+    applied to ``var`` (None otherwise). Cached: the checker asks to validate a spec, the middle
+    stage (unfoldgen.lower) to build the network, and the derivation runs once."""
+    grad = gradient(smooth, var, shape)
+    return grad, (linear_part(grad, var) if degree(grad, variables) is not None else None)

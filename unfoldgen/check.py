@@ -7,21 +7,18 @@ Every problem found is a SpecError at the span of the offending node.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import difflib
 import keyword
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import sympy
 
 from unfoldgen import calculus, ir
 from unfoldgen import syntax as s
 from unfoldgen.errors import Span, SpecError
 from unfoldgen.functions import FUNCTIONS, NONSMOOTH, SPECIAL_CALLS, ShapeError, user_function_names
+from unfoldgen.names import GENERATED_PREFIXES, generated_names
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.prox import PROX_FUNCTIONS, PROX_TABLE, SET_TABLE, prox_key
 
@@ -30,59 +27,11 @@ MAX_IDENTIFIER = 64
 MAX_LAYERS = 10_000
 MAX_DIM = 10_000_000
 
-# Names the generated code uses itself, or that nn.Module defines: a spec may not take them.
-GENERATED_NAMES = frozenset(
-    """torch nn np numba math typing Tensor Optional self cls k state inputs batch dtype device
-    layers layer forward objective iterates initial_state prepare_inputs lipschitz outputs
-    result reference value values module modules params export_npz kernels run checkpoint_layers
-    add_module apply bfloat16 buffers call_super_init children compile cpu cuda double dump_patches
-    eval extra_repr float get_buffer get_extra_state get_parameter get_submodule half ipu
-    load_state_dict mtia named_buffers named_children named_modules named_parameters parameters
-    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
-    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
-    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
-    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory
-    state_dict to to_empty train training type xpu zero_grad T_destination
-    PARADIGMS parameter_counts return_iterates sizes expected expected_dtype counts paradigm name
-    checkpoint path arrays numpy file allow_pickle load_params network
-    LAYER_LISTS run_layers segment span start stop collect INPUTS VARIABLES OUTPUTS""".split()
-)
-# Generated methods named after a variable (lipschitz_x): no spec name may start like them.
-GENERATED_PREFIXES = ("lipschitz_",)
-HELPER_MODULES = ("runtime_torch", "ops_torch", "nets_torch", "ops_numba")
-
-
-def _module_definitions(module: str) -> set[str]:
-    """Top-level function, class and constant names of a helper module copied into generated code."""
-    path = Path(__file__).with_name(f"{module}.py")
-    if not path.exists():
-        return set()
-    names = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-    return names
-
-
-def _helper_names() -> frozenset[str]:
-    names = {op.helper for op in PROX_TABLE.values()} | {op.helper for op in SET_TABLE.values()}
-    names |= {kind.class_name for kind in NET_KINDS.values()}
-    names |= {"huber_elementwise", "sigmoid", "softplus", "softmax", "logsumexp", "hessian_max_eigenvalue"}
-    for module in HELPER_MODULES:
-        names |= _module_definitions(module)
-    return frozenset(names)
-
-
 RESERVED = (
     frozenset(keyword.kwlist)
     | frozenset(keyword.softkwlist)
     | frozenset(dir(builtins))
-    | GENERATED_NAMES
-    | _helper_names()
+    | generated_names()
     | user_function_names()
     | PROX_FUNCTIONS
     | frozenset(SET_TABLE)
@@ -150,8 +99,6 @@ class CheckedProblem:
     smooth: ir.Expr
     nonsmooth: tuple[NonsmoothTerm, ...]
     sets: tuple[VarSet, ...]
-    gradients: tuple[tuple[str, ir.Expr], ...]  # ∇_var of the smooth part, simplified
-    hessians: tuple[tuple[str, ir.Expr], ...]  # Hessian applied to var, where ∇_var is affine
     span: Span
 
     def symbol(self, name: str) -> Symbol:
@@ -160,20 +107,24 @@ class CheckedProblem:
     def of_role(self, role: str) -> tuple[Symbol, ...]:
         return tuple(sym for sym in self.symbols if sym.role == role)
 
-    def gradient(self, var: str) -> ir.Expr:
-        return dict(self.gradients)[var]
+    def differentiated(self) -> tuple[str, ...]:
+        """The variables the smooth part depends on: those with a gradient."""
+        return tuple(s.name for s in self.of_role("var") if ir.depends_on(self.smooth, {s.name}))
 
     def hessian_product(self, var: str) -> ir.Expr | None:
-        return dict(self.hessians).get(var)
+        """The Hessian applied to ``var`` where ∇var f is affine (derived by unfoldgen.calculus
+        once, for this check and for the middle stage)."""
+        variables = frozenset(s.name for s in self.of_role("var"))
+        return calculus.derivatives(self.smooth, var, self.symbol(var).shape, variables)[1]
 
 
 @dataclass(frozen=True)
 class NetInfo:
     name: str
     kind: str
-    options: tuple[tuple[str, int], ...]
+    options: tuple[tuple[str, int | str], ...]
     arg_shapes: tuple[ir.Shape, ...]
-    correction: bool  # added to a classical update: starts at zero output
+    correction: bool  # every call is a term of a sum: starts with output zero (see _zero_start_nets)
 
 
 @dataclass(frozen=True)
@@ -219,10 +170,8 @@ def a_role(role: str) -> str:
 
 
 def fmt_shape(shape: ir.Shape) -> str:
-    if ir.is_scalar(shape):
-        return "a scalar"
-    rows, cols = shape
-    return f"real[{rows}]" if cols == 1 else f"real[{rows}, {cols}]"
+    """A shape as the spec language writes it, for error messages: ``real[m, n]``."""
+    return "a scalar" if ir.is_scalar(shape) else f"real[{', '.join(map(str, ir.user_axes(shape)))}]"
 
 
 def check_identifier(name: s.Name, what: str) -> None:
@@ -385,8 +334,9 @@ class _Elaborator:
         if entry is None or not entry.user:
             if name in self.scope.symbols:
                 raise SpecError(f"{name!r} is {a_role(self.scope.symbols[name].role)}, not a function", expr.span)
+            known = sorted(user_function_names())
             hint = _suggest(name, sorted(user_function_names() | set(self.scope.nets)))
-            raise SpecError(f"unknown function {name!r}{hint}", expr.func.span)
+            raise SpecError(f"unknown function {name!r} (known: {', '.join(known)}){hint}", expr.func.span)
         low, high = entry.arity
         if not low <= len(expr.args) <= high:
             count = str(low) if low == high else f"{low} to {high}"
@@ -396,21 +346,14 @@ class _Elaborator:
             shape = entry.shape([arg.shape for arg in args])
         except ShapeError as err:
             raise SpecError(f"{name}(): {err}", expr.span) from None
-        if all(isinstance(arg, ir.Const) for arg in args) and (entry.sympy is not None or name in _NUMERIC):
-            return _fold_constant(expr, entry, args)
-        match name:
-            case "sumsq":
-                return _reduce_sum(ir.power(args[0], ir.Const(2.0)))
-            case "dot":
-                return _reduce_sum(ir.mul(args[0], args[1]))
-            case "quad":
-                return ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0])
-            case "huber":
-                return _reduce_sum(ir.Apply("huber_elem", args, args[0].shape))
-            case "sum" | "logsumexp" if ir.is_scalar(args[0].shape):
-                return args[0]  # of one number: the number itself
-            case "max" | "min" if isinstance(args[0], ir.Const) and not isinstance(args[1], ir.Const):
-                args = (args[1], args[0])  # symmetric; the tensor goes first in torch.maximum(t, c)
+        if all(isinstance(arg, ir.Const) for arg in args) and entry.foldable:
+            # a function of numbers is a number: sqrt(2) must not reach torch
+            try:
+                return ir.Const(entry.evaluate(*(arg.value for arg in args)))
+            except ValueError:
+                raise SpecError(f"{name}() of these numbers is not a finite real number", expr.span) from None
+        if entry.desugar is not None:
+            return entry.desugar(args, shape)
         return ir.Apply(name, args, shape)
 
     def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
@@ -613,36 +556,6 @@ class _Elaborator:
         return ir.NetCall(name, args, args[0].shape)
 
 
-def _sigmoid(t: float) -> float:
-    return 1.0 / (1.0 + math.exp(-t)) if t >= 0 else math.exp(t) / (1.0 + math.exp(t))
-
-
-def _huber(t: float, delta: float) -> float:
-    return 0.5 * t * t if abs(t) <= delta else delta * (abs(t) - delta / 2)
-
-
-# Functions of numbers that sympy does not evaluate (or that have no sympy form): evaluated here.
-_NUMERIC = {
-    "sigmoid": _sigmoid,
-    "softplus": lambda t: max(t, 0.0) + math.log1p(math.exp(-abs(t))),
-    "clip": lambda t, lo, hi: min(max(t, lo), hi),
-    "abs": abs,
-    "sign": lambda t: float((t > 0) - (t < 0)),
-    "max": max,
-    "min": min,
-    "sum": lambda t: t,
-    "logsumexp": lambda t: t,
-    "sumsq": lambda t: t * t,
-    "dot": lambda u, v: u * v,
-    "huber": _huber,
-}
-
-
-def _reduce_sum(value: ir.Expr) -> ir.Expr:
-    """``sum(value)``; a scalar is its own sum (0-dim tensors have no dims to sum over)."""
-    return value if ir.is_scalar(value.shape) else ir.Apply("sum", (value,), ir.SCALAR)
-
-
 def _constant_power(base: float, exponent: float, span: Span) -> float:
     """``base ^ exponent`` of two numbers, or a SpecError where it is not a finite real number."""
     try:
@@ -656,21 +569,6 @@ def _constant_power(base: float, exponent: float, span: Span) -> float:
     if value.imag != 0 or not math.isfinite(value.real):
         raise SpecError(f"{base:g} ^ {exponent:g} is not a finite real number", span)
     return value.real
-
-
-def _fold_constant(expr: s.Call, entry, args: tuple[ir.Const, ...]) -> ir.Const:
-    """A function of numbers is a number: evaluate it now (``sqrt(2)`` must not reach torch)."""
-    numbers = [arg.value for arg in args]
-    try:
-        if entry.name in _NUMERIC:
-            value = complex(_NUMERIC[entry.name](*numbers))
-        else:
-            value = complex(entry.sympy(*(sympy.Float(number) for number in numbers)).evalf())
-    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
-        value = complex(math.nan)
-    if value.imag != 0 or not math.isfinite(value.real):
-        raise SpecError(f"{entry.name}() of these numbers is not a finite real number", expr.span)
-    return ir.Const(value.real)
 
 
 def _mentions_function(expr: s.Expr) -> bool:
@@ -792,17 +690,12 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         raise SpecError(f"problem {problem.name.id!r} has no 'minimize' statement", problem.name.span)
     variables = frozenset(n for n, sym in table.items() if sym.role == "var")
     smooth, nonsmooth = _split_objective(problem.objective, _Scope(dict(table)), variables)
-    gradients = []
     for var in sorted(variables, key=list(table).index):
         if ir.depends_on(smooth, {var}):
-            try:
-                gradients.append((var, calculus.gradient(smooth, var, table[var].shape)))
+            try:  # the derivation itself belongs to the middle stage; here only: can it be done?
+                calculus.derivatives(smooth, var, table[var].shape, variables)
             except calculus.NotDifferentiableError as err:
                 raise SpecError(f"cannot differentiate the smooth part: {err}", problem.objective.span) from None
-    hessians = []
-    for var, grad in gradients:
-        if calculus.degree(grad, variables) is not None:
-            hessians.append((var, calculus.linear_part(grad, var)))
     sets = _check_constraints(problem.constraints, _Scope(dict(table)), variables, table)
     for dim, symbol in dims.items():
         if dim not in dim_sources and not any(dim in sym.shape for sym in table.values()):
@@ -815,8 +708,6 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         smooth,
         tuple(nonsmooth),
         tuple(sets),
-        tuple(gradients),
-        tuple(hessians),
         problem.span,
     )
 
@@ -1047,9 +938,9 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             if option.id in seen:
                 raise SpecError(f"option {option.id!r} is given twice", option.span)
             seen.add(option.id)
-            low, high = kind.options[option.id][1:]
-            if not low <= value <= high:
-                raise SpecError(f"{kind.name} option {option.id} must be between {low} and {high}", option.span)
+            refusal = kind.options[option.id].problem(value)
+            if refusal:
+                raise SpecError(f"{kind.name} option {option.id} {refusal}", option.span)
         nets[net.name.id] = net
 
     lipschitz_vars: set[str] = set()
@@ -1073,7 +964,6 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     rules: list[Rule] = []
     net_uses: dict[str, list[tuple[ir.Shape, ...]]] = {}
     grad_vars: set[str] = set()
-    corrections: set[str] = set()
     for rule in unfold.iterate:
         target = rule.target.id
         existing = table.get(target)
@@ -1113,12 +1003,12 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
                 f"{target!r} is {fmt_shape(existing.shape)} but the new value is {fmt_shape(value.shape)}",
                 rule.value.span,
             )
-        corrections |= _correction_nets(value)
         rules.append(Rule(target, value, rule.is_let))
     for name, net in nets.items():
         if name not in net_uses:
             raise SpecError(f"net {name!r} is declared but never called in 'iterate'", net.name.span)
 
+    corrections = _zero_start_nets([rule.value for rule in rules])
     learns = _check_learns(unfold.learns, table, nets)
     outputs = tuple(o.id for o in unfold.outputs) or tuple(sym.name for sym in problem.of_role("var"))
     for output in unfold.outputs:
@@ -1140,16 +1030,38 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     )
 
 
-def _correction_nets(value: ir.Expr) -> set[str]:
-    """Nets whose output is added to (or subtracted from) the rest of an update."""
-    if isinstance(value, ir.Binary) and value.op in "+-":
-        found = set()
-        for side in (value.left, value.right):
-            if isinstance(side, ir.NetCall):
-                found.add(side.net)
-            found |= _correction_nets(side)
-        return found
-    return set()
+def _zero_start_nets(values: list[ir.Expr]) -> set[str]:
+    """Nets that start with output zero: those whose every call is a term of a sum (added or
+    subtracted, perhaps scaled), wherever the sum stands — an update, a let, the argument of
+    prox, proj, a function or another net. Such a net is a correction: at zero the classical
+    step remains. A net called any other way (the whole argument or value: it replaces a step)
+    starts random."""
+    calls: dict[str, int] = {}
+    as_terms: dict[str, int] = {}
+    for value in values:
+        for node in ir.walk(value):
+            if isinstance(node, ir.NetCall):
+                calls[node.net] = calls.get(node.net, 0) + 1
+            elif isinstance(node, ir.Binary) and node.op in "+-":
+                for side in (node.left, node.right):
+                    net = _scaled_net(side)
+                    if net is not None:
+                        as_terms[net] = as_terms.get(net, 0) + 1
+    return {net for net, count in calls.items() if as_terms.get(net) == count}
+
+
+def _scaled_net(term: ir.Expr) -> str | None:
+    """The net of a term that is a net's output, perhaps negated or times or over a factor."""
+    match term:
+        case ir.NetCall(net=net):
+            return net
+        case ir.Neg(operand=operand):
+            return _scaled_net(operand)
+        case ir.Binary(op="*", left=left, right=right):
+            return _scaled_net(left) or _scaled_net(right)
+        case ir.Binary(op="/", left=left):
+            return _scaled_net(left)
+    return None
 
 
 LEARNABLE_ROLES = ("data", "param", "hyper", "weight", "net")

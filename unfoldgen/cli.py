@@ -17,13 +17,11 @@ from unfoldgen.compiler import check_text, compile_text, read_spec, spec_files
 from unfoldgen.errors import SpecError, UsageError, WriteError
 from unfoldgen.explain import UnfoldChoiceError, choose_unfolds, explain_lowered
 from unfoldgen.outputs import check_targets, write_files
+from unfoldgen.training.command import add_arguments as add_train_arguments
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 # an OSError of these kinds means a path given on the command line cannot be used: a usage error
 BAD_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
-# the same as unfoldgen.train.SCHEMES / LOSSES (not imported here: that would load torch for every command)
-TRAIN_SCHEMES = ("supervised", "unsupervised", "deep-supervision", "layerwise")
-TRAIN_LOSSES = ("nmse", "mse")
 # the same as unfoldgen.graph.FORMATS (not imported here, for the same reason)
 GRAPH_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
@@ -48,50 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also draw one layer's dataflow and the K-layer chain; the suffix picks the format: "
         ".svg, .png, .pdf (need Graphviz's dot) or .dot (the graphviz source)",
     )
-    train = commands.add_parser("train", help="train an unfolded network (see unfoldgen.train)")
-    _add_train_arguments(train)
+    train = commands.add_parser("train", help="train an unfolded network (see unfoldgen.training)")
+    add_train_arguments(train)
     return parser
-
-
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``unfoldgen train`` options (cli.py registers the subcommand)."""
-    parser.add_argument("spec", nargs="?", type=Path, help="the spec file (not needed with --resume)")
-    parser.add_argument("--unfold", help="the unfold block to train (needed when the spec has several)")
-    parser.add_argument(
-        "--data",
-        help="sparse:m=20,n=40,p=0.1,snr=40 | rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01 | "
-        "detection:m=16,n=8,modulation=bpsk,snr=10 | FILE.npz (arrays named after the spec)",
-    )
-    parser.add_argument("--scheme", choices=TRAIN_SCHEMES, default="supervised")
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps in all (default 300)")
-    parser.add_argument("--batch", type=int, default=64, help="global batch size (split over --nproc ranks)")
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], help="steps where lr *= gamma")
-    parser.add_argument("--gamma", type=float, default=0.3, help="learning-rate factor at each milestone")
-    parser.add_argument("--loss", choices=TRAIN_LOSSES, default="nmse")
-    parser.add_argument("--weights", help="deep supervision: uniform | linear | last | w1,w2,...,wK")
-    parser.add_argument("--finetune-factor", type=float, default=0.2, help="layerwise: fine-tuning lr factor")
-    parser.add_argument("--clip", type=float, default=10.0, help="gradient-norm clipping (0: off)")
-    parser.add_argument("--val-size", type=int, default=1000)
-    parser.add_argument("--val-every", type=int, default=25)
-    parser.add_argument("--patience", type=int, help="early stopping after this many validations without gain")
-    parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.add_argument("--layers", type=int, help="override the spec's number of layers K")
-    parser.add_argument(
-        "--set", action="append", metavar="NAME=VALUE", help="constructor override, e.g. lam=0.05, W=analytic"
-    )
-    parser.add_argument(
-        "--baseline", action="append", metavar="UNFOLD", help="another unfold of the spec to compare against"
-    )
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the data and the nets' initialisation")
-    parser.add_argument("-o", "--out", type=Path, help="output folder (default runs/UNFOLD)")
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR exactly")
-    parser.add_argument("--stop-after", type=int, metavar="STEP", help="stop (resumably) once STEP steps are done")
-    parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed.run)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (small nets: 1 is fastest)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _report(err: SpecError | UsageError) -> int:
@@ -234,14 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             case "explain":
                 return _run_explain(args)
             case "train":
-                from unfoldgen.data import DataError
-                from unfoldgen.train import run_from_args
+                from unfoldgen.training.command import main as train
 
-                try:
-                    return run_from_args(args, argv)
-                except DataError as err:
-                    print(f"unfoldgen: {err}", file=sys.stderr)
-                    return EXIT_USAGE
+                return train(args, argv)
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_SPEC

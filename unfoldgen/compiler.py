@@ -8,8 +8,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from unfoldgen import emit, emit_kernels
 from unfoldgen.check import CheckedSpec, check_spec
+from unfoldgen.emit import kernels as emit_kernels
+from unfoldgen.emit import model as emit_model
 from unfoldgen.errors import SpecError, UsageError
 from unfoldgen.lower import LoweredUnfold, lower
 from unfoldgen.parse import decode_spec, parse_text
@@ -41,8 +42,8 @@ def compile_text(text: str, filename: str = "<spec>", spec_label: str | None = N
     files: dict[str, str] = {}
     notes: list[str] = []
     for low in lowered:
-        files[f"{low.name}/__init__.py"] = emit.render_init(low, label)
-        files[f"{low.name}/model.py"] = emit.render_model(low, label)
+        files[f"{low.name}/__init__.py"] = emit_model.render_init(low, label)
+        files[f"{low.name}/model.py"] = emit_model.render_model(low, label)
         try:
             files[f"{low.name}/kernels.py"] = emit_kernels.render_kernels(low, label)
         except NumbaUnsupportedError as err:

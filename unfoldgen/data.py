@@ -18,6 +18,8 @@ which array, which declaration and which shape was expected.
 
 from __future__ import annotations
 
+import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,33 @@ Axis = str | int
 
 class DataError(ValueError):
     """A data source does not fit the spec (missing array, wrong shape, unknown source)."""
+
+
+# The largest matrix a generator draws (m × n entries): 10^7 float64 entries are 76 MiB; one
+# more order of magnitude per sample would not fit a batch in memory.
+MAX_ENTRIES = 10_000_000
+
+
+def _check_sizes(family: str, m: int, n: int) -> None:
+    for name, value in (("m", m), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DataError(f"{family}: {name}={value!r}; expected an integer ≥ 1")
+    if m * n > MAX_ENTRIES:
+        gib = m * n * 8 / 2**30
+        raise DataError(
+            f"{family}: m={m}, n={n} makes {m}×{n} matrices ({gib:.1f} GiB of float64 each); "
+            f"expected m·n ≤ {MAX_ENTRIES:,}"
+        )
+
+
+def _check_snr(family: str, snr_db: float | None) -> None:
+    if snr_db is not None and not (math.isfinite(snr_db) or snr_db == math.inf):
+        raise DataError(f"{family}: snr={snr_db}; expected a number of dB (inf: noiseless)")
+
+
+def _check_seed(family: str, seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"{family}: seed={seed!r}; expected an integer ≥ 0")
 
 
 # ---------------------------------------------------------------------- generators
@@ -90,6 +119,11 @@ def robust_pca(
     seed: int | Sequence[int] = 0,
 ) -> RobustPCA:
     """Low-rank plus sparse matrices; outliers uniform in ±[outlier_scale/2, outlier_scale]."""
+    _check_sizes("robust PCA", m, n)
+    if not 0 <= outliers <= 1:
+        raise DataError(f"robust PCA: outliers={outliers}; expected a fraction of the entries in [0, 1]")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DataError(f"robust PCA: noise={noise}; expected a standard deviation ≥ 0")
     if not 1 <= rank <= min(m, n):
         raise DataError(f"robust PCA: rank must be between 1 and min(m, n) = {min(m, n)}, got {rank}")
     rng = np.random.default_rng(seed)
@@ -129,6 +163,8 @@ def box_detection(
     """Symbols from ``modulation`` ('bpsk' or '4pam'), H with N(0, 1/m) entries, noise at ``snr_db``."""
     if modulation not in MODULATIONS:
         raise DataError(f"detection: unknown modulation {modulation!r}; expected one of {', '.join(MODULATIONS)}")
+    _check_sizes("detection", m, n)
+    _check_snr("detection", snr_db)
     rng = np.random.default_rng(seed)
     x = rng.choice(MODULATIONS[modulation], size=(batch, n))
     H = rng.normal(0.0, 1.0 / np.sqrt(m), size=(batch, m, n))
@@ -202,7 +238,12 @@ class SparseSource(Source):
 
 def sparse_source(m: int = 20, n: int = 40, p: float = 0.1, snr_db: float | None = 40.0, seed: int = 0) -> SparseSource:
     if not 0 < p <= 1:
-        raise DataError(f"sparse: p must be in (0, 1], got {p}")
+        raise DataError(f"sparse: p={p}; expected a fraction of nonzeros in (0, 1]")
+    _check_sizes("sparse", m, n)
+    _check_snr("sparse", snr_db)
+    _check_seed("sparse", seed)
+    if snr_db == math.inf:
+        snr_db = None
     A = sensing_matrix(m, n, seed=[seed, FIXED_STREAM])
     return SparseSource(
         "sparse",
@@ -236,6 +277,7 @@ def rpca_source(
     m: int = 20, n: int = 20, rank: int = 2, outliers: float = 0.05, noise: float = 0.0, seed: int = 0
 ) -> RobustPCASource:
     robust_pca(1, m, n, rank, outliers, noise)  # validates the arguments
+    _check_seed("rpca", seed)
     return RobustPCASource(
         "rpca",
         seed,
@@ -268,6 +310,9 @@ def detection_source(
     m: int = 16, n: int = 8, modulation: str = "bpsk", snr_db: float | None = 10.0, seed: int = 0
 ) -> DetectionSource:
     box_detection(1, m, n, modulation, snr_db)  # validates the arguments
+    _check_seed("detection", seed)
+    if snr_db == math.inf:
+        snr_db = None
     return DetectionSource(
         "detection",
         seed,
@@ -323,12 +368,20 @@ class NpzSource(Source):
 def npz_source(path: str | Path, validation_fraction: float = 0.1, seed: int = 0) -> NpzSource:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as loaded:
-            arrays = {name: np.asarray(loaded[name]) for name in loaded.files}
+        with open(path, "rb") as stream:
+            magic = stream.read(4)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (ValueError, OSError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    if magic[:2] != b"PK":  # every zip archive starts so; np.load would try other formats (and pickles)
+        raise DataError(f"{path}: not an .npz file; expected a zip archive of arrays written by numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            arrays = {name: np.asarray(loaded[name]) for name in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable .npz file ({first}); expected arrays written by numpy.savez") from None
     if not 0 < validation_fraction < 1:
         raise DataError(f"validation fraction must be in (0, 1), got {validation_fraction}")
     return NpzSource("npz", seed, {}, {}, f"{path}", path=path, arrays=arrays, validation_fraction=validation_fraction)
@@ -365,6 +418,7 @@ def source_from_string(text: str, seed: int | None = None) -> Source:
         )
     make, types = GENERATORS[family]
     kwargs: dict[str, object] = {}
+    given: set[str] = set()
     if seed is not None:
         kwargs["seed"] = seed
     for item in filter(None, (part.strip() for part in options.split(","))):
@@ -374,13 +428,14 @@ def source_from_string(text: str, seed: int | None = None) -> Source:
             raise DataError(
                 f"data source {family}: expected key=value with key one of {', '.join(types)}, got {item!r}"
             )
+        if key in given:
+            raise DataError(f"data source {family}: {key} is given twice in {text!r}; expected each key once")
+        given.add(key)
         try:
             parsed = types[key](value.strip())
         except ValueError:
             raise DataError(f"data source {family}: {key}={value!r} is not a valid {types[key].__name__}") from None
         kwargs["snr_db" if key == "snr" else key] = parsed
-    if "snr_db" in kwargs and not np.isfinite(kwargs["snr_db"]):
-        kwargs["snr_db"] = None
     return make(**kwargs)
 
 
@@ -576,6 +631,13 @@ def _bind_npz(source: NpzSource, slots: Sequence[Slot], require_targets: bool) -
         value = arrays[slot.name]
         if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
             raise DataError(f"{source.path}: array {slot.name!r} has dtype {value.dtype}; expected real numbers")
+        finite = np.isfinite(value)
+        if not finite.all():
+            where = np.argwhere(~finite)[0]
+            raise DataError(
+                f"{source.path}: array {slot.name!r} holds {value.size - np.count_nonzero(finite)} NaN/Inf values "
+                f"(the first at index {tuple(int(i) for i in where)}); expected finite numbers"
+            )
         batched = slot.role != "data"
         what = f"{source.path}: array {slot.name!r}"
         if batched and slot.axes is not None and value.ndim == len(slot.axes):

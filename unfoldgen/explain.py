@@ -51,9 +51,9 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
         for var_set in problem.sets:
             params = ", ".join(math(p) for p in var_set.params)
             out.append(f"  constraint    {var_set.var} ∈ {var_set.set}({params})")
-        for var, grad in problem.gradients:
+        for var, grad in low.gradients:
             out.append(f"  gradient      ∇{var} f = {math(grad)}")
-        for var, product in problem.hessians:
+        for var, product in low.hessians:
             out.append(f"  Hessian·{var}    {math(product)}  (affine gradient: exact Lipschitz constant)")
         for rule in low.unfold.rules:
             for node in ir.walk(rule.value):
@@ -71,8 +71,11 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
         for rule in low.rules:
             arrow = "=" if rule.is_let else "←"
             out.append(f"    {rule.target} {arrow} {math(rule.value)}")
-        for name, learn in low.learned.items():
-            tying = "per layer" if learn.per_layer else "shared"
-            out.append(f"  learned       {name} ({learn.role}, {tying}, paradigm {low.paradigms[name]})")
+        for entry in low.plan.learned():
+            tying = "per layer" if entry.per_layer else "shared"
+            out.append(f"  learned       {entry.name} ({entry.role}, {tying}, paradigm {entry.paradigm})")
+        for entry in low.plan.of_storage("net", "net_list"):
+            start = "at zero (a correction term)" if entry.starts_at_zero else "random (it replaces a step)"
+            out.append(f"  net           {entry.name} starts {start}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

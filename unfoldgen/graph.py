@@ -21,7 +21,7 @@ import sympy
 
 from unfoldgen import ir
 from unfoldgen.lower import LoweredUnfold
-from unfoldgen.nets import NET_KINDS
+from unfoldgen.nets import NET_KINDS, numel
 from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -78,16 +78,8 @@ def dot_available() -> bool:
 
 
 def fmt_shape(shape: ir.Shape) -> str:
-    if ir.is_scalar(shape):
-        return "scalar"
-    rows, cols = shape
-    return f"{rows}" if cols == 1 else f"{rows}×{cols}"
-
-
-def _numel(shape: ir.Shape) -> sympy.Expr:
-    if shape == ():
-        return sympy.Integer(1)
-    return sympy.Mul(*(sympy.Symbol(d) if isinstance(d, str) else sympy.Integer(d) for d in shape))
+    """A node's shape label: ``scalar``, ``n``, ``m×n``."""
+    return "scalar" if ir.is_scalar(shape) else "×".join(map(str, ir.user_axes(shape)))
 
 
 def _count_text(count: sympy.Expr) -> str:
@@ -95,35 +87,21 @@ def _count_text(count: sympy.Expr) -> str:
 
 
 def net_parameter_count(kind: str, options: dict[str, int], arg_shapes: tuple[ir.Shape, ...]) -> sympy.Expr:
-    """Learned scalars of one net (the architecture of unfoldgen.nets_torch), in the dims."""
-    hidden, depth = options["hidden"], options["depth"]
-    if kind == "mlp":
-        width, out = sum(_numel(shape) for shape in arg_shapes), _numel(arg_shapes[0])
-        total = sympy.Integer(0)
-        for _ in range(depth):
-            total += width * hidden + hidden
-            width = sympy.Integer(hidden)
-        return total + width * out + out
-    taps = options["kernel"] ** (2 if kind == "conv2d" else 1)
-    width, total = len(arg_shapes), 0
-    for _ in range(depth):
-        total += width * hidden * taps + hidden
-        width = hidden
-    return sympy.Integer(total + width * taps + 1)
+    """Learned scalars of one net, in the dims: its entry in unfoldgen.nets counts them."""
+    return NET_KINDS[kind].parameter_count(NET_KINDS[kind].resolved(options), arg_shapes)
 
 
 def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
     """Learned scalars per learned name, over all layers, as expressions in the dims."""
     counts: dict[str, sympy.Expr] = {}
-    for name, learned in low.learned.items():
-        copies = low.unfold.layers if learned.per_layer else 1
-        if learned.role == "net":
+    for entry in low.plan.learned():
+        name = entry.name
+        copies = low.unfold.layers if entry.per_layer else 1
+        if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            kind = NET_KINDS[info.kind]
-            options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
-            counts[name] = sympy.expand(net_parameter_count(info.kind, options, info.arg_shapes) * copies)
+            counts[name] = sympy.expand(net_parameter_count(info.kind, dict(info.options), info.arg_shapes) * copies)
         else:
-            counts[name] = sympy.expand(_numel(low.symbol(name).shape) * copies)
+            counts[name] = sympy.expand(numel(low.symbol(name).shape) * copies)
     return counts
 
 
@@ -152,17 +130,16 @@ class _LayerDrawer:
             return self.bound[name]
         symbol = self.low.symbol(name)
         shape = fmt_shape(symbol.shape)
-        learned = self.low.learned.get(name)
+        entry = self.low.plan[name]
         if symbol.role in ("var", "state"):
             node = self.node(f"{name}_{self.layer}\n{shape}", "state")
         elif symbol.role == "input":
             node = self.node(f"{name}\ninput, {shape}", "input")
-        elif learned is not None:
-            tying = "per layer" if learned.per_layer else "shared"
+        elif entry.learned:
+            tying = "per layer" if entry.per_layer else "shared"
             count = learned_counts(self.low)[name]
             self.learned_scalars[name] = _count_text(count)
-            paradigm = self.low.paradigms.get(name, "?")
-            label = f"{name}  (learned, {tying})\n{shape}, {_count_text(count)} scalars\nparadigm {paradigm}"
+            label = f"{name}  (learned, {tying})\n{shape}, {_count_text(count)} scalars\nparadigm {entry.paradigm}"
             node = self.node(label, "learned")
         elif symbol.role == "data":
             node = self.node(f"{name}\ndata, {shape}", "data")
@@ -249,12 +226,12 @@ class _LayerDrawer:
     def _net(self, net: str, args: tuple[ir.Expr, ...], shape: str) -> str:
         info = next(n for n in self.low.unfold.nets if n.name == net)
         kind = NET_KINDS[info.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
+        options = kind.resolved(info.options)
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
-        role = "correction, starts at 0" if info.correction else "replaces a solver step"
-        learned = self.low.learned.get(net)
-        if learned is not None:
-            tying = "per layer" if learned.per_layer else "shared"
+        entry = self.low.plan[net]
+        role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"
+        if entry.learned:
+            tying = "per layer" if entry.per_layer else "shared"
             count = _count_text(learned_counts(self.low)[net])
             self.learned_scalars[net] = count
             label = f"net {net}: {info.kind}({option_text})\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"

@@ -21,6 +21,29 @@ def is_scalar(shape: Shape) -> bool:
     return shape == () or shape == (1, 1)
 
 
+def is_vector(shape: Shape) -> bool:
+    """An ``(n, 1)`` column: the user writes and sees it as ``(n,)``."""
+    return shape != () and shape[1] == 1
+
+
+def is_matrix(shape: Shape) -> bool:
+    """Neither a scalar nor a vector: each sample's value is a whole matrix."""
+    return not is_scalar(shape) and not is_vector(shape)
+
+
+def user_axes(shape: Shape) -> tuple[Dim, ...]:
+    """The axes the user writes and sees: scalars ``()``, vectors ``(n,)``, matrices ``(m, n)``."""
+    if shape == ():
+        return ()
+    return shape[:1] if shape[1] == 1 else shape
+
+
+def axes_text(axes: tuple, batch: bool = False) -> str:
+    """``(B, m, n)``: a shape as documentation and error messages write it (B: the batch)."""
+    parts = (["B"] if batch else []) + [str(axis) for axis in axes]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
 @dataclass(frozen=True)
 class Const:
     value: float

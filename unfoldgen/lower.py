@@ -1,15 +1,87 @@
-"""Lower a checked unfold to what the emitters need: gradients expanded into the rules,
-learnables classified, hyperparameters split into build-time and per-sample ones."""
+"""The middle stage: lower a checked unfold to what every backend reads.
+
+Gradients are expanded into the rules, and one typed plan (``UnfoldPlan``) says for every name
+where it lives, its axes, its state-dict keys, whether it is learned per layer or shared, its
+design paradigm, and which library entries the unfold uses. The torch and numba emitters,
+``explain``, the graph drawing and the trainer read the plan; none of them re-derives it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unfoldgen import ir
-from unfoldgen.check import CheckedProblem, CheckedUnfold, Learn, Rule, Symbol
+from unfoldgen import calculus, ir
+from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, Rule, Symbol
 
-# Which of the four design paradigms a learned quantity belongs to.
+# Which of the four design paradigms a learned quantity belongs to (nets: 3 or 4, by their start).
 PARADIGM_BY_ROLE = {"hyper": 1, "data": 2, "param": 2, "weight": 2}
+
+# Where a name lives in the generated module:
+STORAGES = {
+    "dim": "a size, read off a data tensor or an input (dim_source) or passed to the constructor",
+    "input": "a per-sample input: an argument of forward and run, with a leading batch axis",
+    "carried": "a variable or state, carried from one layer to the next",
+    "buffer": "a fixed tensor (a buffer of the module; not learned)",
+    "per_sample": "a value computed per sample from the inputs (not learned)",
+    "parameter": "one learned tensor shared by all layers (nn.Parameter)",
+    "parameter_list": "one learned tensor per layer (nn.ParameterList: keys NAME.0 … NAME.{K-1})",
+    "per_sample_factor": "a learned factor (shared or per layer) on a value computed per sample",
+    "net": "a net shared by all layers (nn.Module)",
+    "net_list": "a net per layer (nn.ModuleList: keys NAME.0. … NAME.{K-1}.)",
+    "let": "a temporary of one layer",
+}
+
+
+@dataclass(frozen=True)
+class NamePlan:
+    """One name of an unfold: where it lives and how it is stored."""
+
+    name: str
+    role: str  # dim, data, input, var, param, hyper, weight, state, net, let
+    storage: str  # a key of STORAGES
+    shape: ir.Shape  # the internal layout: (rows, cols); vectors are (n, 1) columns, scalars ()
+    axes: tuple[ir.Dim, ...]  # the user's axes, without the batch: (), (n,), (m, n)
+    learned: bool
+    per_layer: bool  # learned with one copy per layer
+    paradigm: int | None  # 1 hyper, 2 objective, 3 correction net, 4 replacing net; None if fixed
+    state_key: str | None  # its state-dict key (the prefix NAME.k… when per layer); None if not stored
+    problem_key: str | None  # a learned data/param: the buffer keeping the problem's own value
+    per_sample: bool  # differs between the samples of a batch
+    dim_source: DimSource | None = None  # dims: where the size is read
+    starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
+
+    @property
+    def attribute(self) -> str:
+        """The module attribute holding the problem's own value (a learned data/param keeps it
+        apart from the learned copy)."""
+        return self.problem_key or self.name
+
+
+@dataclass(frozen=True)
+class UnfoldPlan:
+    """The typed plan of one unfold; ``names`` in declaration order (problem, unfold, nets, lets)."""
+
+    names: dict[str, NamePlan]
+    inputs: tuple[str, ...]
+    variables: tuple[str, ...]
+    outputs: tuple[str, ...]
+    carried: tuple[str, ...]  # what a layer carries to the next: variables, then states
+    paradigms: dict[str, int]  # learned name → paradigm
+    layer_lists: tuple[str, ...]  # learned tensors held one per layer (nn.ParameterList), factors included
+    functions: tuple[str, ...]  # library entries used: FUNCTIONS keys
+    prox_ops: tuple[str, ...]  # PROX_TABLE keys
+    sets: tuple[str, ...]  # SET_TABLE keys
+    net_kinds: tuple[str, ...]  # NET_KINDS keys
+
+    def __getitem__(self, name: str) -> NamePlan:
+        return self.names[name]
+
+    def learned(self) -> tuple[NamePlan, ...]:
+        """The learned names, in the order of the learn statements."""
+        return tuple(self.names[name] for name in self.paradigms)
+
+    def of_storage(self, *storages: str) -> tuple[NamePlan, ...]:
+        return tuple(entry for entry in self.names.values() if entry.storage in storages)
 
 
 @dataclass(frozen=True)
@@ -24,6 +96,15 @@ class LoweredUnfold:
     dynamic: tuple[Symbol, ...]  # hypers/weights that depend on per-sample inputs
     lipschitz_vars: tuple[str, ...]
     paradigms: dict[str, int]
+    plan: UnfoldPlan
+    gradients: tuple[tuple[str, ir.Expr], ...]  # ∇var f of the smooth part, simplified
+    hessians: tuple[tuple[str, ir.Expr], ...]  # the Hessian applied to var, where ∇var f is affine
+
+    def gradient(self, var: str) -> ir.Expr:
+        return dict(self.gradients)[var]
+
+    def hessian_product(self, var: str) -> ir.Expr | None:
+        return dict(self.hessians).get(var)
 
     @property
     def carried(self) -> tuple[Symbol, ...]:
@@ -33,12 +114,7 @@ class LoweredUnfold:
     @property
     def per_sample(self) -> frozenset[str]:
         """Names of the quantities that differ between the samples of a batch."""
-        names = {s.name for s in self.problem.of_role("input") + self.carried}
-        names |= {s.name for s in self.dynamic}
-        for rule in self.rules:
-            if rule.is_let and ir.depends_on(rule.value, names):
-                names.add(rule.target)
-        return frozenset(names)
+        return frozenset(entry.name for entry in self.plan.names.values() if entry.per_sample)
 
     def symbol(self, name: str) -> Symbol:
         for symbol in self.problem.symbols + self.unfold.symbols:
@@ -52,36 +128,143 @@ def class_name(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
-def expand_gradients(expr: ir.Expr, problem: CheckedProblem) -> ir.Expr:
+def derive(problem: CheckedProblem) -> tuple[tuple, tuple]:
+    """The gradients of the smooth part, and the Hessian products where a gradient is affine."""
+    variables = frozenset(s.name for s in problem.of_role("var"))
+    gradients, hessians = [], []
+    for var in problem.differentiated():
+        gradient, hessian = calculus.derivatives(problem.smooth, var, problem.symbol(var).shape, variables)
+        gradients.append((var, gradient))
+        if hessian is not None:
+            hessians.append((var, hessian))
+    return tuple(gradients), tuple(hessians)
+
+
+def expand_gradients(expr: ir.Expr, gradients: dict[str, ir.Expr]) -> ir.Expr:
     """Replace every grad node by the derived gradient, evaluated at the requested point."""
     match expr:
         case ir.Grad(var=var, substitutions=subs):
-            point = {name: expand_gradients(value, problem) for name, value in subs}
-            return ir.substitute(problem.gradient(var), point)
+            point = {name: expand_gradients(value, gradients) for name, value in subs}
+            return ir.substitute(gradients[var], point)
         case ir.Binary(op=op, left=left, right=right):
-            return ir.Binary(op, expand_gradients(left, problem), expand_gradients(right, problem), expr.shape)
+            return ir.Binary(op, expand_gradients(left, gradients), expand_gradients(right, gradients), expr.shape)
         case ir.Neg(operand=operand):
-            return ir.Neg(expand_gradients(operand, problem), expr.shape)
+            return ir.Neg(expand_gradients(operand, gradients), expr.shape)
         case ir.Transpose(operand=operand):
-            return ir.Transpose(expand_gradients(operand, problem), expr.shape)
+            return ir.Transpose(expand_gradients(operand, gradients), expr.shape)
         case ir.Power(base=base, exponent=exponent):
-            return ir.Power(expand_gradients(base, problem), expand_gradients(exponent, problem), expr.shape)
+            return ir.Power(expand_gradients(base, gradients), expand_gradients(exponent, gradients), expr.shape)
         case ir.Apply(func=func, args=args):
-            return ir.Apply(func, tuple(expand_gradients(a, problem) for a in args), expr.shape)
+            return ir.Apply(func, tuple(expand_gradients(a, gradients) for a in args), expr.shape)
         case ir.Prox(op=op, scale=scale, arg=arg):
-            return ir.Prox(op, expand_gradients(scale, problem), expand_gradients(arg, problem), expr.shape)
+            return ir.Prox(op, expand_gradients(scale, gradients), expand_gradients(arg, gradients), expr.shape)
         case ir.Proj(set=set_name, params=params, arg=arg):
-            params = tuple(expand_gradients(p, problem) for p in params)
-            return ir.Proj(set_name, params, expand_gradients(arg, problem), expr.shape)
+            params = tuple(expand_gradients(p, gradients) for p in params)
+            return ir.Proj(set_name, params, expand_gradients(arg, gradients), expr.shape)
         case ir.NetCall(net=net, args=args):
-            return ir.NetCall(net, tuple(expand_gradients(a, problem) for a in args), expr.shape)
+            return ir.NetCall(net, tuple(expand_gradients(a, gradients) for a in args), expr.shape)
     return expr
+
+
+def _storage(symbol: Symbol, learn: Learn | None, dynamic: bool) -> str:
+    if symbol.role in ("dim", "input", "let"):
+        return symbol.role
+    if symbol.role in ("var", "state"):
+        return "carried"
+    if symbol.role == "net":
+        return "net" if learn is None or not learn.per_layer else "net_list"
+    if dynamic:
+        return "per_sample" if learn is None else "per_sample_factor"
+    if learn is None:
+        return "buffer"
+    return "parameter_list" if learn.per_layer else "parameter"
+
+
+def _library_entries(exprs: list[ir.Expr]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {"functions": [], "prox_ops": [], "sets": []}
+    for expr in exprs:
+        for node in ir.walk(expr):
+            match node:
+                case ir.Apply(func=func):
+                    key, value = "functions", func
+                case ir.Prox(op=op):
+                    key, value = "prox_ops", op
+                case ir.Proj(set=set_name):
+                    key, value = "sets", set_name
+                case _:
+                    continue
+            if value not in found[key]:
+                found[key].append(value)
+    return found
+
+
+def make_plan(
+    unfold: CheckedUnfold, rules: tuple[Rule, ...], dynamic: tuple[Symbol, ...], per_sample: frozenset[str]
+) -> UnfoldPlan:
+    problem = unfold.problem
+    learned = {learn.name: learn for learn in unfold.learns}
+    nets = {net.name: net for net in unfold.nets}
+    sources = {source.dim: source for source in problem.dim_sources}
+    dynamic_names = {symbol.name for symbol in dynamic}
+    symbols = list(problem.symbols + unfold.symbols)
+    symbols += [Symbol(net.name, "net", ir.SCALAR, None, unfold.span) for net in unfold.nets]
+    symbols += [Symbol(rule.target, "let", rule.value.shape, None, unfold.span) for rule in rules if rule.is_let]
+    names: dict[str, NamePlan] = {}
+    for symbol in symbols:
+        learn = learned.get(symbol.name)
+        storage = _storage(symbol, learn, symbol.name in dynamic_names)
+        net = nets.get(symbol.name)
+        if learn is None:
+            paradigm = None
+        elif net is not None:
+            paradigm = 3 if net.correction else 4
+        else:
+            paradigm = PARADIGM_BY_ROLE[learn.role]
+        stored = storage not in ("dim", "input", "carried", "per_sample", "let")
+        names[symbol.name] = NamePlan(
+            name=symbol.name,
+            role=symbol.role,
+            storage=storage,
+            shape=symbol.shape,
+            axes=ir.user_axes(symbol.shape),
+            learned=learn is not None,
+            per_layer=learn is not None and learn.per_layer,
+            paradigm=paradigm,
+            state_key=symbol.name if stored else None,
+            problem_key=f"_problem_{symbol.name}" if learn is not None and symbol.role in ("data", "param") else None,
+            per_sample=symbol.name in per_sample,
+            dim_source=sources.get(symbol.name),
+            starts_at_zero=net.correction if net is not None else None,
+        )
+    expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
+    expressions.append(problem.smooth)
+    expressions += [ir.Apply(term.func, (term.arg,), ir.SCALAR) for term in problem.nonsmooth]
+    expressions += [p for var_set in problem.sets for p in var_set.params]
+    entries = _library_entries(expressions)
+    entries["sets"] += [s.set for s in problem.sets if s.set not in entries["sets"]]
+    return UnfoldPlan(
+        names=names,
+        inputs=tuple(s.name for s in problem.of_role("input")),
+        variables=tuple(s.name for s in problem.of_role("var")),
+        outputs=tuple(unfold.outputs),
+        carried=tuple(s.name for s in problem.of_role("var") + tuple(s for s in unfold.symbols if s.role == "state")),
+        # in the order of the learn statements, as the generated PARADIGMS and LAYER_LISTS list them
+        paradigms={name: names[name].paradigm for name in learned},
+        # one parameter per layer, not one stacked (K, ...) parameter indexed per layer: that made
+        # every layer's backward write a zero-filled (K, ...) gradient (for matrices it tripled a
+        # LISTA-CP training step; for scalars it cost 2-3% of the step)
+        layer_lists=tuple(name for name in learned if names[name].per_layer and names[name].role != "net"),
+        functions=tuple(entries["functions"]),
+        prox_ops=tuple(entries["prox_ops"]),
+        sets=tuple(entries["sets"]),
+        net_kinds=tuple(dict.fromkeys(net.kind for net in unfold.nets)),
+    )
 
 
 def lower(unfold: CheckedUnfold) -> LoweredUnfold:
     problem = unfold.problem
-    rules = tuple(Rule(rule.target, expand_gradients(rule.value, problem), rule.is_let) for rule in unfold.rules)
-    learned = {learn.name: learn for learn in unfold.learns}
+    gradients, hessians = derive(problem)
+    rules = tuple(Rule(r.target, expand_gradients(r.value, dict(gradients)), r.is_let) for r in unfold.rules)
     static = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and not sym.depends_on_inputs)
     dynamic = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and sym.depends_on_inputs)
     lipschitz_vars: list[str] = []
@@ -89,22 +272,29 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
         for node in ir.walk(symbol.init):
             if isinstance(node, ir.Lipschitz) and node.var not in lipschitz_vars:
                 lipschitz_vars.append(node.var)
-    paradigms = {}
-    for learn in unfold.learns:
-        if learn.role == "net":
-            net = next(n for n in unfold.nets if n.name == learn.name)
-            paradigms[learn.name] = 3 if net.correction else 4
-        else:
-            paradigms[learn.name] = PARADIGM_BY_ROLE[learn.role]
+    plan = make_plan(unfold, rules, dynamic, _per_sample(unfold, rules, dynamic))
     return LoweredUnfold(
         unfold.name,
         class_name(unfold.name),
         unfold,
         problem,
         rules,
-        learned,
+        {learn.name: learn for learn in unfold.learns},
         static,
         dynamic,
         tuple(lipschitz_vars),
-        paradigms,
+        plan.paradigms,
+        plan,
+        gradients,
+        hessians,
     )
+
+
+def _per_sample(unfold: CheckedUnfold, rules: tuple[Rule, ...], dynamic: tuple[Symbol, ...]) -> frozenset[str]:
+    """Names of the quantities that differ between the samples of a batch."""
+    carried = unfold.problem.of_role("var") + tuple(s for s in unfold.symbols if s.role == "state")
+    names = {s.name for s in unfold.problem.of_role("input") + carried} | {s.name for s in dynamic}
+    for rule in rules:
+        if rule.is_let and ir.depends_on(rule.value, names):
+            names.add(rule.target)
+    return frozenset(names)

@@ -16,6 +16,14 @@ def colsum(v):
     return np.sum(v, axis=0).reshape(1, -1)
 
 
+def colmax(v):
+    """max of each column, as a (1, B) row (numba's np.max takes no axis)."""
+    out = np.empty((1, v.shape[1]), v.dtype)
+    for j in range(v.shape[1]):
+        out[0, j] = np.max(v[:, j])
+    return out
+
+
 def total(v):
     """Σ of all entries of one sample's matrix, as a scalar."""
     return np.sum(v)
@@ -35,13 +43,13 @@ def softplus(v):
 
 def softmax(v):
     """Softmax of each column."""
-    shifted = np.exp(v - np.max(v, axis=0).reshape(1, -1))
+    shifted = np.exp(v - colmax(v))
     return shifted / colsum(shifted)
 
 
 def logsumexp(v):
     """log Σ e^v of each column, as a (1, B) row."""
-    top = np.max(v, axis=0).reshape(1, -1)
+    top = colmax(v)
     return top + np.log(colsum(np.exp(v - top)))
 
 

@@ -168,8 +168,10 @@ class _Builder(Transformer):
             raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {children[0]}", span)
         return ("layers", count, span)
 
-    def net_option(self, meta: Meta, children: list) -> tuple[s.Name, int]:
+    def net_option(self, meta: Meta, children: list) -> tuple[s.Name, int | str]:
         text = str(children[1])
+        if children[1].type == "NAME":
+            return (_name(children[0]), text)  # a word option (activation relu)
         if len(text) > 7:
             raise SpecError(f"net option value {text} is too large", _span(children[1]))
         return (_name(children[0]), int(text))

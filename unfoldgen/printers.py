@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from unfoldgen import ir
 from unfoldgen.functions import FUNCTIONS
-from unfoldgen.prox import PROX_TABLE, SET_TABLE
+from unfoldgen.prox import PROX_TABLE, SET_TABLE, ProxOp, SetOp
 
 ATOM, POWER, UNARY, PRODUCT, SUM = 100, 90, 80, 70, 60
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
@@ -61,11 +61,15 @@ class _PythonPrinter:
             case ir.Power(base=base, exponent=exponent):
                 return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
             case ir.Prox(op=op, scale=scale, arg=arg):
-                return f"{PROX_TABLE[op].helper}({self(arg)}, {self(scale)})", ATOM
+                return f"{self.operator(PROX_TABLE[op])}({self(arg)}, {self(scale)})", ATOM
             case ir.Proj(set=set_name, params=params, arg=arg):
                 printed = ", ".join([self(arg)] + [self(p) for p in params])
-                return f"{SET_TABLE[set_name].helper}({printed})", ATOM
+                return f"{self.operator(SET_TABLE[set_name])}({printed})", ATOM
         raise TypeError(f"cannot print {type(expr).__name__} as code")
+
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        """The function implementing a prox or projection entry in this backend."""
+        raise NotImplementedError
 
 
 class TorchPrinter(_PythonPrinter):
@@ -96,9 +100,9 @@ class TorchPrinter(_PythonPrinter):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
             case ir.Ones(shape=shape):
-                return f"torch.ones({_dims(shape)}, dtype=dtype, device=device)", ATOM
+                return f"torch.ones({dims_code(shape)}, dtype=_dtype, device=_device)", ATOM
             case ir.Eye(size=size):
-                return f"torch.eye({size}, dtype=dtype, device=device)", ATOM
+                return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
             case ir.Apply(func=func, args=args):
@@ -109,6 +113,9 @@ class TorchPrinter(_PythonPrinter):
                 return self.lipschitz_call(var), ATOM
         return self.common(expr)
 
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        return entry.torch
+
     def apply(self, template: str, args: tuple[ir.Expr, ...]) -> str:
         def fill(match: re.Match) -> str:
             index = int(match.group(1))
@@ -118,8 +125,9 @@ class TorchPrinter(_PythonPrinter):
         return _PLACEHOLDER.sub(fill, template)
 
 
-def _dims(shape: ir.Shape) -> str:
-    return ", ".join(str(d) for d in shape) if shape else ""
+def dims_code(shape: ir.Shape) -> str:
+    """A shape's dims as the inside of a Python tuple: ``m, n``."""
+    return ", ".join(str(d) for d in shape)
 
 
 class MathPrinter:
@@ -136,7 +144,7 @@ class MathPrinter:
             case ir.Ref(name=name):
                 return name, ATOM
             case ir.Ones(shape=shape):
-                return f"1[{_dims(shape)}]", ATOM
+                return f"1[{dims_code(shape)}]", ATOM
             case ir.Eye(size=size):
                 return f"I[{size}]", ATOM
             case ir.Binary(op=op, left=left, right=right):
@@ -184,21 +192,23 @@ class NumbaPrinter(_PythonPrinter):
     Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
     rows, a single sample's matrix ``(m, n)``. ``per_sample`` names the quantities that vary
     by sample, so ``uᵀ v`` of two per-sample columns prints as a column-wise dot product.
-    Constants are cast with ``F`` (the kernel's float type) so float32 stays float32.
+    Constants are cast with ``_F`` (the kernel's float type) so float32 stays float32.
     """
 
-    def __init__(self, per_sample: frozenset[str], batched: bool = True, net_layer: Callable[[str], str] | None = None):
+    def __init__(
+        self, per_sample: frozenset[str], batched: bool = True, net_call: Callable[[str, str], str] | None = None
+    ):
         self.per_sample = per_sample if batched else frozenset()
-        self.net_layer = net_layer  # the layer index expression of a net's weights (k, or 0 if shared)
+        self.net_call = net_call  # (net, its input columns) → the call running the net
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
             case ir.Const(value=value):
-                return f"F({format_float(value)})", ATOM
+                return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
-                return f"np.ones(({_dims(shape)}), dtype)", ATOM
+                return f"np.ones(({dims_code(shape)}), _dtype)", ATOM
             case ir.Eye(size=size):
-                return f"np.eye({size}, dtype=dtype)", ATOM
+                return f"np.eye({size}, dtype=_dtype)", ATOM
             case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
                 ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
             ):
@@ -210,28 +220,38 @@ class NumbaPrinter(_PythonPrinter):
                     raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
                 return f"{self.wrap(operand, ATOM)}.T", ATOM
             case ir.Apply(func=func, args=args):
-                template = FUNCTIONS[func].numpy
-                if not template:
+                entry = FUNCTIONS[func]
+                if entry.numba is None:
                     raise NumbaUnsupportedError(f"{func}() in a kernel")
-                if FUNCTIONS[func].kind in ("reduction", "nonsmooth") and args[0].shape[1:] != (1,):
+                if not entry.per_column and any(self.varies(arg) for arg in args):
+                    raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
+                template = entry.numba
+                if entry.over_samples and not ir.is_vector(args[0].shape):
+                    if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
+                        raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
-                if self.net_layer is None:
+                if self.net_call is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
-                columns = ", ".join(self(a) if a.shape[1:] == (1,) else f"as_column({self(a)})" for a in args)
+                columns = ", ".join(self(a) if ir.is_vector(a.shape) else f"as_column({self(a)})" for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
-                call = f"mlp_forward({net}_weights, {net}_biases, {self.net_layer(net)}, {stacked})"
+                call = self.net_call(net, stacked)
                 first = args[0]
-                if first.shape[1:] != (1,):
-                    return f"{call}.reshape({_dims(first.shape)})", ATOM
+                if not ir.is_vector(first.shape):
+                    return f"{call}.reshape({dims_code(first.shape)})", ATOM
                 return call, ATOM
             case ir.Lipschitz(var=var):
                 raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
         if isinstance(expr, (ir.Grad, ir.Lipschitz)):
             raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
         return self.common(expr)
+
+    def operator(self, entry: ProxOp | SetOp) -> str:
+        if entry.numba is None:
+            raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
+        return entry.numba
 
     def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:
         arg = args[index]

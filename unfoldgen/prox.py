@@ -1,8 +1,11 @@
 """The table of proximal operators and projections: one entry each.
 
-Each entry names the helper that implements it (``unfoldgen.ops_torch``; copied verbatim into
-generated modules) and how it reads in math. Adding an operator is one entry here, one
-function in ops_torch.py, and its test against a numerical argmin.
+An entry names, explicitly, the function of ``unfoldgen.ops_torch`` that implements it (copied
+verbatim into generated modules), the function of ``unfoldgen.ops_numba`` that implements it in
+kernels or None (then a spec using it compiles without kernels and ``compile`` prints a note),
+and whether that numba function treats each column as its own block. Its definition is the
+math it computes; tests/test_library.py checks every entry, in every backend it names, against
+a numerical argmin of that definition. docs/contributing.md walks through adding one.
 """
 
 from __future__ import annotations
@@ -12,50 +15,77 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProxOp:
-    """prox of ``scale * func`` (+ the indicator of ``set``)."""
+    """prox of ``t * func`` (+ the indicator of ``set``): argmin_u t·func(u) + ι_set(u) + ½‖u − v‖².
+
+    per_column: the numba function treats each column of its argument as one block, which is
+    right for a batch of vectors (one sample per column) but wrong for one sample's matrix.
+    """
 
     func: str
     set: str | None
-    helper: str
+    torch: str
+    numba: str | None
+    per_column: bool
     math: str
+
+    @property
+    def key(self) -> str:
+        return prox_key(self.func, self.set)
+
+    @property
+    def helper(self) -> str:
+        """The torch function (the name generated modules define)."""
+        return self.torch
 
 
 @dataclass(frozen=True)
 class SetOp:
-    """Projection onto a set with named scalar parameters (defaults where one is natural)."""
+    """Projection onto a set with named scalar parameters (defaults where one is natural):
+    argmin_{u ∈ set} ‖u − v‖². ``per_column`` as for ProxOp."""
 
     name: str
     params: tuple[str, ...]
     defaults: tuple[float | None, ...]
-    helper: str
+    torch: str
+    numba: str | None
+    per_column: bool
     math: str
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def helper(self) -> str:
+        """The torch function (the name generated modules define)."""
+        return self.torch
+
+
+def prox_key(func: str, set_name: str | None) -> str:
+    return func + (f"+{set_name}" if set_name else "")
 
 
 PROX_TABLE: dict[str, ProxOp] = {
-    op.func + (f"+{op.set}" if op.set else ""): op
+    op.key: op
     for op in [
-        ProxOp("norm1", None, "soft_threshold", "soft threshold"),
-        ProxOp("norm1", "nonneg", "soft_threshold_nonneg", "one-sided soft threshold"),
-        ProxOp("norm2", None, "block_soft_threshold", "block soft threshold"),
-        ProxOp("norminf", None, "prox_norminf", "v − proj onto the ℓ1 ball (Moreau)"),
-        ProxOp("nuclear", None, "svt", "singular value threshold"),
-        ProxOp("norm0", None, "hard_threshold", "hard threshold at √(2t)"),
+        ProxOp("norm1", None, "soft_threshold", "soft_threshold", False, "soft threshold"),
+        ProxOp("norm1", "nonneg", "soft_threshold_nonneg", "soft_threshold_nonneg", False, "one-sided soft threshold"),
+        ProxOp("norm2", None, "block_soft_threshold", "block_soft_threshold", True, "block soft threshold"),
+        ProxOp("norminf", None, "prox_norminf", "prox_norminf", True, "v − proj onto the ℓ1 ball (Moreau)"),
+        ProxOp("nuclear", None, "svt", "svt", False, "singular value threshold"),
+        ProxOp("norm0", None, "hard_threshold", "hard_threshold", False, "hard threshold at √(2t)"),
     ]
 }
 
 SET_TABLE: dict[str, SetOp] = {
     op.name: op
     for op in [
-        SetOp("box", ("lo", "hi"), (None, None), "proj_box", "clip to [lo, hi]"),
-        SetOp("nonneg", (), (), "proj_nonneg", "max(v, 0)"),
-        SetOp("ball2", ("r",), (None,), "proj_ball2", "onto {‖u‖₂ ≤ r}"),
-        SetOp("ball1", ("r",), (None,), "proj_ball1", "onto {‖u‖₁ ≤ r}"),
-        SetOp("simplex", ("s",), (1.0,), "proj_simplex", "onto {u ≥ 0, Σu = s}"),
+        SetOp("box", ("lo", "hi"), (None, None), "proj_box", "proj_box", False, "clip to [lo, hi]"),
+        SetOp("nonneg", (), (), "proj_nonneg", "proj_nonneg", False, "max(v, 0)"),
+        SetOp("ball2", ("r",), (None,), "proj_ball2", "proj_ball2", True, "onto {‖u‖₂ ≤ r}"),
+        SetOp("ball1", ("r",), (None,), "proj_ball1", "proj_ball1", True, "onto {‖u‖₁ ≤ r}"),
+        SetOp("simplex", ("s",), (1.0,), "proj_simplex", "proj_simplex", True, "onto {u ≥ 0, Σu = s}"),
     ]
 }
 
 PROX_FUNCTIONS = frozenset(op.func for op in PROX_TABLE.values())
-
-
-def prox_key(func: str, set_name: str | None) -> str:
-    return func + (f"+{set_name}" if set_name else "")

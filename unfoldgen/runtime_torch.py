@@ -32,7 +32,8 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
     if value.dim() != len(axes) + 1:
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
-    batch = sizes.setdefault("B", value.shape[0])
+    # the batch size and dtype are kept under keys no dim can take (dims start with a letter)
+    batch = sizes.setdefault("_batch", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
     for axis, size in zip(axes, value.shape[1:], strict=False):
@@ -41,7 +42,7 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
             raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))

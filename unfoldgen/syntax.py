@@ -100,7 +100,7 @@ class Problem:
 class NetDecl:
     name: Name
     kind: Name
-    options: tuple[tuple[Name, int], ...]
+    options: tuple[tuple[Name, int | str], ...]  # a whole number or a word
     span: Span
 
 

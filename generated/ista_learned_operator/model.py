@@ -51,7 +51,8 @@ def check_input(
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
     if value.dim() != len(axes) + 1:
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
-    batch = sizes.setdefault("B", value.shape[0])
+    # the batch size and dtype are kept under keys no dim can take (dims start with a letter)
+    batch = sizes.setdefault("_batch", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
@@ -64,7 +65,7 @@ def check_input(
             )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
@@ -154,21 +155,22 @@ class IstaLearnedOperator(nn.Module):
         self.layers = layers
         checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
-        sizes: dict = {}
+        _sizes: dict = {}
+        _dtype = dtype
         if m is not None:
-            sizes["m"] = m
+            _sizes["m"] = m
         if n is not None:
-            sizes["n"] = n
-        A = as_data("A", A, ("m", "n"), sizes, dtype)
-        dtype = A.dtype
-        device = A.device
-        self.sizes = sizes
+            _sizes["n"] = n
+        A = as_data("A", A, ("m", "n"), _sizes, _dtype)
+        _dtype = A.dtype
+        _device = A.device
+        self.sizes = _sizes
         self.register_buffer("_problem_A", A)
-        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
+        lam = torch.as_tensor(lam, dtype=_dtype, device=_device).reshape(())
         self.register_buffer("lam", lam)
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
-        mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
+        mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         self.register_buffer("mu", mu)
         self.A = nn.Parameter(A.clone())
 
@@ -180,8 +182,8 @@ class IstaLearnedOperator(nn.Module):
         """
         A = self._problem_A
         n = self._problem_A.shape[-1]
-        dtype, device = self._problem_A.dtype, self._problem_A.device
-        x = unit_basis(n, 1, dtype, device)
+        _dtype, _device = self._problem_A.dtype, self._problem_A.device
+        x = unit_basis(n, 1, _dtype, _device)
         return largest_hessian_eigenvalue(shared_matmul(A.mT, shared_matmul(A, x)))
 
     def prepare_inputs(self, y: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
@@ -194,16 +196,16 @@ class IstaLearnedOperator(nn.Module):
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The iterates before the first layer."""
-        batch = inputs["y"].shape[0]
-        dtype, device = inputs["y"].dtype, inputs["y"].device
+        _batch = inputs["y"].shape[0]
+        _dtype, _device = inputs["y"].dtype, inputs["y"].device
         n = self._problem_A.shape[-1]
-        x = torch.full((batch, n, 1), 0.0, dtype=dtype, device=device)
+        x = torch.full((_batch, n, 1), 0.0, dtype=_dtype, device=_device)
         return {"x": x}
 
     def layer(
-        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+        self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """Layer k (0-based): one iteration of the update rules."""
+        """Layer _k (0-based): one iteration of the update rules."""
         mu = self.mu
         lam = self.lam
         x = state["x"]
@@ -218,32 +220,32 @@ class IstaLearnedOperator(nn.Module):
 
     def forward(self, y: Tensor, *, return_iterates: bool = False):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
-        inputs = self.prepare_inputs(y=y)
-        state = self.initial_state(inputs)
-        segment = (
+        _inputs = self.prepare_inputs(y=y)
+        _state = self.initial_state(_inputs)
+        _segment = (
             checkpoint_segment(self.checkpoint_layers, self.layers)
             if torch.is_grad_enabled()
             else 0
         )
-        span = segment or self.layers  # layers run at a time
-        iterates = []
-        for start in range(0, self.layers, span):
-            stop = min(start + span, self.layers)
-            if segment:
+        _span = _segment or self.layers  # layers run at a time
+        _iterates = []
+        for _start in range(0, self.layers, _span):
+            _stop = min(_start + _span, self.layers)
+            if _segment:
                 # keep only the state entering each segment; recompute the segment for gradients
-                state, outputs = checkpoint(
+                _state, _outputs = checkpoint(
                     self.run_layers,
-                    start,
-                    stop,
-                    state,
-                    inputs,
+                    _start,
+                    _stop,
+                    _state,
+                    _inputs,
                     return_iterates,
                     use_reentrant=False,
                 )
             else:
-                state, outputs = self.run_layers(start, stop, state, inputs, return_iterates)
-            iterates += outputs
-        return iterates if return_iterates else self.outputs(state)
+                _state, _outputs = self.run_layers(_start, _stop, _state, _inputs, return_iterates)
+            _iterates += _outputs
+        return _iterates if return_iterates else self.outputs(_state)
 
     def run_layers(
         self,
@@ -255,25 +257,25 @@ class IstaLearnedOperator(nn.Module):
     ) -> tuple[dict[str, Tensor], list]:
         """Layers start … stop-1; with collect, also the outputs after each of them."""
         outputs = []
-        for k in range(start, stop):
-            state = self.layer(k, state, inputs)
+        for _k in range(start, stop):
+            state = self.layer(_k, state, inputs)
             if collect:
                 outputs.append(self.outputs(state))
         return state, outputs
 
     def objective(self, y: Tensor, x: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ((A x − y)^2) + lam·‖x‖₁."""
-        sizes = {}
-        inputs = self.prepare_inputs(y=y, sizes=sizes)
-        x = check_input("x", x, ("n",), sizes, self._problem_A.dtype)
+        _sizes = {}
+        inputs = self.prepare_inputs(y=y, sizes=_sizes)
+        x = check_input("x", x, ("n",), _sizes, self._problem_A.dtype)
         A = self._problem_A
         y = inputs["y"]
         lam = self.lam
-        value = 0.5 * ((shared_matmul(A, x) - y) ** 2).sum(
+        _value = 0.5 * ((shared_matmul(A, x) - y) ** 2).sum(
             dim=(-2, -1), keepdim=True
         ) + lam * x.abs().sum(dim=(-2, -1), keepdim=True)
-        batch = inputs["y"].shape[0]
-        return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
+        _batch = inputs["y"].shape[0]
+        return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)
 
     def export_npz(self, path: str) -> None:
         """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""

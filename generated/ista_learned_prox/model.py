@@ -12,6 +12,7 @@ One layer (iteration k):
     x ← denoise(x − mu·∇x f)
 
 Learned: mu (per layer, paradigm 1), denoise (shared, paradigm 4)
+Net denoise starts random (it replaces a step)
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def check_input(
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
     if value.dim() != len(axes) + 1:
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
-    batch = sizes.setdefault("B", value.shape[0])
+    # the batch size and dtype are kept under keys no dim can take (dims start with a letter)
+    batch = sizes.setdefault("_batch", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
@@ -64,7 +66,7 @@ def check_input(
             )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
@@ -142,7 +144,7 @@ class Mlp(nn.Module):
 
 
 class IstaLearnedProx(nn.Module):
-    """10 layers of `ista_learned_prox`; untrained, it computes the classical iteration exactly.
+    """10 layers of `ista_learned_prox`; nets that replace a step start random.
 
     Data (shared by the batch): A: (m, n).
     Inputs (per sample): y: (B, m).
@@ -174,25 +176,26 @@ class IstaLearnedProx(nn.Module):
         self.layers = layers
         checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
-        sizes: dict = {}
+        _sizes: dict = {}
+        _dtype = dtype
         if m is not None:
-            sizes["m"] = m
+            _sizes["m"] = m
         if n is not None:
-            sizes["n"] = n
-        A = as_data("A", A, ("m", "n"), sizes, dtype)
-        dtype = A.dtype
-        device = A.device
-        self.sizes = sizes
+            _sizes["n"] = n
+        A = as_data("A", A, ("m", "n"), _sizes, _dtype)
+        _dtype = A.dtype
+        _device = A.device
+        self.sizes = _sizes
         self.register_buffer("A", A)
-        lam = torch.as_tensor(lam, dtype=dtype, device=device).reshape(())
+        lam = torch.as_tensor(lam, dtype=_dtype, device=_device).reshape(())
         self.register_buffer("lam", lam)
         if mu is None:
             mu = 1.0 / self.lipschitz_x({})
-        mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
+        mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         n = self.A.shape[-1]
         self.denoise = Mlp(n * 1, n * 1, hidden=128, depth=3, zero_init=False).to(
-            dtype=dtype, device=device
+            dtype=_dtype, device=_device
         )
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
@@ -203,8 +206,8 @@ class IstaLearnedProx(nn.Module):
         """
         A = self.A
         n = self.A.shape[-1]
-        dtype, device = self.A.dtype, self.A.device
-        x = unit_basis(n, 1, dtype, device)
+        _dtype, _device = self.A.dtype, self.A.device
+        x = unit_basis(n, 1, _dtype, _device)
         return largest_hessian_eigenvalue(shared_matmul(A.mT, shared_matmul(A, x)))
 
     def prepare_inputs(self, y: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
@@ -217,18 +220,18 @@ class IstaLearnedProx(nn.Module):
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The iterates before the first layer."""
-        batch = inputs["y"].shape[0]
-        dtype, device = inputs["y"].dtype, inputs["y"].device
+        _batch = inputs["y"].shape[0]
+        _dtype, _device = inputs["y"].dtype, inputs["y"].device
         n = self.A.shape[-1]
-        x = torch.full((batch, n, 1), 0.0, dtype=dtype, device=device)
+        x = torch.full((_batch, n, 1), 0.0, dtype=_dtype, device=_device)
         return {"x": x}
 
     def layer(
-        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+        self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """Layer k (0-based): one iteration of the update rules."""
+        """Layer _k (0-based): one iteration of the update rules."""
         x = state["x"]
-        mu = self.mu[k]
+        mu = self.mu[_k]
         A = self.A
         y = inputs["y"]
         x = self.denoise(x - mu * shared_matmul(A.mT, shared_matmul(A, x) - y))
@@ -240,32 +243,32 @@ class IstaLearnedProx(nn.Module):
 
     def forward(self, y: Tensor, *, return_iterates: bool = False):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
-        inputs = self.prepare_inputs(y=y)
-        state = self.initial_state(inputs)
-        segment = (
+        _inputs = self.prepare_inputs(y=y)
+        _state = self.initial_state(_inputs)
+        _segment = (
             checkpoint_segment(self.checkpoint_layers, self.layers)
             if torch.is_grad_enabled()
             else 0
         )
-        span = segment or self.layers  # layers run at a time
-        iterates = []
-        for start in range(0, self.layers, span):
-            stop = min(start + span, self.layers)
-            if segment:
+        _span = _segment or self.layers  # layers run at a time
+        _iterates = []
+        for _start in range(0, self.layers, _span):
+            _stop = min(_start + _span, self.layers)
+            if _segment:
                 # keep only the state entering each segment; recompute the segment for gradients
-                state, outputs = checkpoint(
+                _state, _outputs = checkpoint(
                     self.run_layers,
-                    start,
-                    stop,
-                    state,
-                    inputs,
+                    _start,
+                    _stop,
+                    _state,
+                    _inputs,
                     return_iterates,
                     use_reentrant=False,
                 )
             else:
-                state, outputs = self.run_layers(start, stop, state, inputs, return_iterates)
-            iterates += outputs
-        return iterates if return_iterates else self.outputs(state)
+                _state, _outputs = self.run_layers(_start, _stop, _state, _inputs, return_iterates)
+            _iterates += _outputs
+        return _iterates if return_iterates else self.outputs(_state)
 
     def run_layers(
         self,
@@ -277,25 +280,25 @@ class IstaLearnedProx(nn.Module):
     ) -> tuple[dict[str, Tensor], list]:
         """Layers start … stop-1; with collect, also the outputs after each of them."""
         outputs = []
-        for k in range(start, stop):
-            state = self.layer(k, state, inputs)
+        for _k in range(start, stop):
+            state = self.layer(_k, state, inputs)
             if collect:
                 outputs.append(self.outputs(state))
         return state, outputs
 
     def objective(self, y: Tensor, x: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ((A x − y)^2) + lam·‖x‖₁."""
-        sizes = {}
-        inputs = self.prepare_inputs(y=y, sizes=sizes)
-        x = check_input("x", x, ("n",), sizes, self.A.dtype)
+        _sizes = {}
+        inputs = self.prepare_inputs(y=y, sizes=_sizes)
+        x = check_input("x", x, ("n",), _sizes, self.A.dtype)
         A = self.A
         y = inputs["y"]
         lam = self.lam
-        value = 0.5 * ((shared_matmul(A, x) - y) ** 2).sum(
+        _value = 0.5 * ((shared_matmul(A, x) - y) ** 2).sum(
             dim=(-2, -1), keepdim=True
         ) + lam * x.abs().sum(dim=(-2, -1), keepdim=True)
-        batch = inputs["y"].shape[0]
-        return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
+        _batch = inputs["y"].shape[0]
+        return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)
 
     def export_npz(self, path: str) -> None:
         """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""

@@ -16,6 +16,7 @@ One layer (iteration k):
     S ← denoise(S − mu·gS)
 
 Learned: mu (per layer, paradigm 1), lam1 (per layer, paradigm 2), denoise (shared, paradigm 4)
+Net denoise starts random (it replaces a step)
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def check_input(
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
     if value.dim() != len(axes) + 1:
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
-    batch = sizes.setdefault("B", value.shape[0])
+    # the batch size and dtype are kept under keys no dim can take (dims start with a letter)
+    batch = sizes.setdefault("_batch", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
@@ -68,7 +70,7 @@ def check_input(
             )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
@@ -134,7 +136,7 @@ class Conv2dNet(nn.Module):
 
 
 class RpcaLearnedProx(nn.Module):
-    """10 layers of `rpca_learned_prox`; untrained, it computes the classical iteration exactly.
+    """10 layers of `rpca_learned_prox`; nets that replace a step start random.
 
     Data (shared by the batch): none.
     Inputs (per sample): D: (B, m, n).
@@ -175,25 +177,26 @@ class RpcaLearnedProx(nn.Module):
         self.layers = layers
         checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
-        sizes: dict = {}
+        _sizes: dict = {}
+        _dtype = dtype
         if m is not None:
-            sizes["m"] = m
+            _sizes["m"] = m
         if n is not None:
-            sizes["n"] = n
-        dtype = dtype or torch.get_default_dtype()
-        device = torch.device("cpu")
-        self.sizes = sizes
-        lam1 = torch.as_tensor(lam1, dtype=dtype, device=device).reshape(())
-        lam2 = torch.as_tensor(lam2, dtype=dtype, device=device).reshape(())
+            _sizes["n"] = n
+        _dtype = _dtype or torch.get_default_dtype()
+        _device = torch.device("cpu")
+        self.sizes = _sizes
+        lam1 = torch.as_tensor(lam1, dtype=_dtype, device=_device).reshape(())
+        lam2 = torch.as_tensor(lam2, dtype=_dtype, device=_device).reshape(())
         self.register_buffer("_problem_lam1", lam1)
         self.register_buffer("lam2", lam2)
         if mu is None:
             mu = 0.5
-        mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
+        mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         self.lam1 = nn.ParameterList([nn.Parameter(lam1.clone()) for _ in range(layers)])
         self.denoise = Conv2dNet(1, hidden=8, depth=2, kernel=3, zero_init=False).to(
-            dtype=dtype, device=device
+            dtype=_dtype, device=_device
         )
 
     def prepare_inputs(self, D: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
@@ -206,25 +209,25 @@ class RpcaLearnedProx(nn.Module):
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The iterates before the first layer."""
-        batch = inputs["D"].shape[0]
-        dtype, device = inputs["D"].dtype, inputs["D"].device
+        _batch = inputs["D"].shape[0]
+        _dtype, _device = inputs["D"].dtype, inputs["D"].device
         m = inputs["D"].shape[-2]
         n = inputs["D"].shape[-1]
-        L = torch.full((batch, m, n), 0.0, dtype=dtype, device=device)
-        S = torch.full((batch, m, n), 0.0, dtype=dtype, device=device)
+        L = torch.full((_batch, m, n), 0.0, dtype=_dtype, device=_device)
+        S = torch.full((_batch, m, n), 0.0, dtype=_dtype, device=_device)
         return {"L": L, "S": S}
 
     def layer(
-        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+        self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """Layer k (0-based): one iteration of the update rules."""
+        """Layer _k (0-based): one iteration of the update rules."""
         S = state["S"]
         D = inputs["D"]
         L = state["L"]
         gL = S - (D - L)
         gS = S - (D - L)
-        mu = self.mu[k]
-        lam1 = self.lam1[k]
+        mu = self.mu[_k]
+        lam1 = self.lam1[_k]
         L = svt(L - mu * gL, mu * lam1)
         S = self.denoise(S - mu * gS)
         return {"L": L, "S": S}
@@ -238,32 +241,32 @@ class RpcaLearnedProx(nn.Module):
 
     def forward(self, D: Tensor, *, return_iterates: bool = False):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
-        inputs = self.prepare_inputs(D=D)
-        state = self.initial_state(inputs)
-        segment = (
+        _inputs = self.prepare_inputs(D=D)
+        _state = self.initial_state(_inputs)
+        _segment = (
             checkpoint_segment(self.checkpoint_layers, self.layers)
             if torch.is_grad_enabled()
             else 0
         )
-        span = segment or self.layers  # layers run at a time
-        iterates = []
-        for start in range(0, self.layers, span):
-            stop = min(start + span, self.layers)
-            if segment:
+        _span = _segment or self.layers  # layers run at a time
+        _iterates = []
+        for _start in range(0, self.layers, _span):
+            _stop = min(_start + _span, self.layers)
+            if _segment:
                 # keep only the state entering each segment; recompute the segment for gradients
-                state, outputs = checkpoint(
+                _state, _outputs = checkpoint(
                     self.run_layers,
-                    start,
-                    stop,
-                    state,
-                    inputs,
+                    _start,
+                    _stop,
+                    _state,
+                    _inputs,
                     return_iterates,
                     use_reentrant=False,
                 )
             else:
-                state, outputs = self.run_layers(start, stop, state, inputs, return_iterates)
-            iterates += outputs
-        return iterates if return_iterates else self.outputs(state)
+                _state, _outputs = self.run_layers(_start, _stop, _state, _inputs, return_iterates)
+            _iterates += _outputs
+        return _iterates if return_iterates else self.outputs(_state)
 
     def run_layers(
         self,
@@ -275,28 +278,28 @@ class RpcaLearnedProx(nn.Module):
     ) -> tuple[dict[str, Tensor], list]:
         """Layers start … stop-1; with collect, also the outputs after each of them."""
         outputs = []
-        for k in range(start, stop):
-            state = self.layer(k, state, inputs)
+        for _k in range(start, stop):
+            state = self.layer(_k, state, inputs)
             if collect:
                 outputs.append(self.outputs(state))
         return state, outputs
 
     def objective(self, D: Tensor, L: Tensor, S: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ((D − L − S)^2) + lam1·‖L‖_* + lam2·‖S‖₁."""
-        sizes = {}
-        inputs = self.prepare_inputs(D=D, sizes=sizes)
-        L = check_input("L", L, ("m", "n"), sizes, self._problem_lam1.dtype)
-        S = check_input("S", S, ("m", "n"), sizes, self._problem_lam1.dtype)
+        _sizes = {}
+        inputs = self.prepare_inputs(D=D, sizes=_sizes)
+        L = check_input("L", L, ("m", "n"), _sizes, self._problem_lam1.dtype)
+        S = check_input("S", S, ("m", "n"), _sizes, self._problem_lam1.dtype)
         D = inputs["D"]
         lam1 = self._problem_lam1
         lam2 = self.lam2
-        value = (
+        _value = (
             0.5 * ((D - L - S) ** 2).sum(dim=(-2, -1), keepdim=True)
             + lam1 * torch.linalg.matrix_norm(L, ord="nuc", keepdim=True)
             + lam2 * S.abs().sum(dim=(-2, -1), keepdim=True)
         )
-        batch = inputs["D"].shape[0]
-        return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
+        _batch = inputs["D"].shape[0]
+        return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)
 
     def export_npz(self, path: str) -> None:
         """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""

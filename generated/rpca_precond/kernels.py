@@ -5,7 +5,8 @@
 Layout: per-sample — per-sample matrices (D, L, S); a parallel loop over samples, one small problem each.
 Parameters come from a trained module: `RpcaPrecond.export_npz(path)` then
 `load_params(path)`, or `params_from_state_dict(...)` with numpy arrays. Needs numpy and numba
-only (no torch). float32 and float64; every array must have the same dtype.
+only (no torch). float32 and float64; every array must have the same dtype. Every array and
+count is checked against the others before a kernel runs (numba does not check bounds).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+# parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {
     "mu": (),
-    "lam1": ("K",),
-    "PL": ("K", "m", "m"),
-    "lam2": ("K",),
-    "PS": ("K", "m", "m"),
+    "lam1": ("layers",),
+    "PL": ("layers", "m", "m"),
+    "lam2": ("layers",),
+    "PS": ("layers", "m", "m"),
 }
 INPUTS: dict[str, tuple] = {"D": ("m", "n")}
 OUTPUTS: tuple[str, ...] = ("L", "S")
-# net name: (weights per layer?, number of dense layers)
-NETS: dict[str, tuple[bool, int]] = {}
+# net name: (weights per layer?, its dense layers' state-dict prefixes, its arguments' shapes, its output's shape)
+NETS: dict[str, tuple] = {}
 
 
 @numba.njit(cache=True)
@@ -49,7 +51,6 @@ def soft_threshold(v, t):
 @numba.njit(cache=True)
 def layer(D, mu, lam1, PL, lam2, PS, L, S):
     """One iteration of the update rules on one sample."""
-    F = L.dtype.type
     g = S - (D - L)
     L = svt(L - mu * np.dot(PL, g), mu * lam1)
     S = soft_threshold(S - mu * np.dot(PS, g), mu * lam2)
@@ -57,88 +58,215 @@ def layer(D, mu, lam1, PL, lam2, PS, L, S):
 
 
 @numba.njit(cache=True, parallel=True)
-def network(layers, mu, lam1, PL, lam2, PS, D_batch):
+def network(_layers, mu, lam1, PL, lam2, PS, _D_batch):
     """All layers, one sample per loop iteration (in parallel); returns the final states."""
-    dtype = D_batch.dtype
-    F = dtype.type
-    batch = D_batch.shape[0]
-    m = D_batch.shape[1]
-    n = D_batch.shape[2]
-    out_L = np.empty((batch, m, n), dtype)
-    out_S = np.empty((batch, m, n), dtype)
-    for b in numba.prange(batch):
-        D = D_batch[b]
-        L = np.full((m, n), F(0.0), dtype)
-        S = np.full((m, n), F(0.0), dtype)
-        for k in range(layers):
-            L, S = layer(D, mu, lam1[k], PL[k], lam2[k], PS[k], L, S)
-        out_L[b] = L
-        out_S[b] = S
-    return out_L, out_S
+    _dtype = _D_batch.dtype
+    _batch = _D_batch.shape[0]
+    m = _D_batch.shape[1]
+    n = _D_batch.shape[2]
+    _out_L = np.empty((_batch, m, n), _dtype)
+    _out_S = np.empty((_batch, m, n), _dtype)
+    for _b in numba.prange(_batch):
+        D = _D_batch[_b]
+        L = np.full((m, n), 0.0, _dtype)
+        S = np.full((m, n), 0.0, _dtype)
+        for _k in range(_layers):
+            L, S = layer(D, mu, lam1[_k], PL[_k], lam2[_k], PS[_k], L, S)
+        _out_L[_b] = L
+        _out_S[_b] = S
+    return _out_L, _out_S
+
+
+LAYER_AXIS = "layers"
+
+
+def shape_text(axes: tuple, batch: bool = False) -> str:
+    """``(B, m, n)``: how an expected shape is written in error messages."""
+    parts = (["B"] if batch else []) + [str(axis) for axis in axes]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def checked_array(
+    what: str, value: object, axes: tuple, sizes: dict, dtype, batch: bool = False
+) -> np.ndarray:
+    """``value`` as a contiguous float array of ``axes`` (after a leading batch axis when
+    ``batch``), its dims bound in ``sizes``, with the dtype of the arrays checked before it.
+    The per-layer axis is not bound: each per-layer array holds at least ``layers`` entries."""
+    array = np.asarray(value)
+    expected = shape_text(axes, batch)
+    if array.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{what}: dtype {array.dtype}, expected float32 or float64")
+    if dtype is not None and array.dtype != dtype:
+        raise ValueError(f"{what}: dtype {array.dtype}, expected {dtype} like the other arrays")
+    if array.ndim != len(axes) + batch:
+        raise ValueError(f"{what}: expected shape {expected}, got {array.shape}")
+    for axis, size in zip(axes, array.shape[batch:], strict=True):
+        if axis == LAYER_AXIS:
+            continue
+        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        if size != bound:
+            raise ValueError(
+                f"{what}: expected shape {expected} with {axis} = {bound}, got {array.shape}"
+            )
+    return np.ascontiguousarray(array)
+
+
+def checked_layers(value: object, stored: int | None) -> int:
+    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"layers must be a positive integer, got {value}")
+    if value < 1:
+        raise ValueError(f"layers must be a positive integer, got {value}")
+    if stored is not None and value > stored:
+        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    return int(value)
+
+
+def features(shapes: tuple, sizes: dict) -> int | None:
+    """Σ over a net's arguments of their number of entries; None while a dim is unknown."""
+    total = 0
+    for shape in shapes:
+        count = 1
+        for axis in shape:
+            if isinstance(axis, str) and axis not in sizes:
+                return None
+            count *= sizes[axis] if isinstance(axis, str) else axis
+        total += count
+    return total
+
+
+def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> tuple:
+    """Check ``params`` (from ``collect_params``, perhaps changed since) against the tables:
+    every array's shape and dtype, the nets' layer chain, and ``layers`` against the layers
+    stored. Binds the dims in ``sizes``; returns (layers, dtype, the kernel's array arguments)."""
+    dtype = None
+    arrays = []
+    stored = []  # the leading length of every per-layer array
+    for name, axes in parameters.items():
+        if name not in params:
+            raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
+        array = checked_array(f"parameter {name!r}", params[name], axes, sizes, dtype)
+        dtype = array.dtype
+        if axes[:1] == (LAYER_AXIS,):
+            stored.append(array.shape[0])
+        arrays.append(array.dtype.type(array) if array.ndim == 0 else array)
+    for net, (per_layer, dense_layers, in_shapes, out_shapes) in nets.items():
+        count = len(dense_layers)
+        parts = {}
+        for plural in ("weights", "biases"):
+            parts[plural] = params.get(f"{net}_{plural}")
+            if not isinstance(parts[plural], tuple) or len(parts[plural]) != count:
+                raise ValueError(f"net {net}: expected a tuple of {count} stacked {plural}")
+        leading = LAYER_AXIS if per_layer else 1
+        weights, biases = [], []
+        for i in range(count):
+            local = {"in": weights[-1].shape[1]} if weights else {}
+            what = f"net {net} layer {i}"
+            weights.append(
+                checked_array(
+                    f"{what} weights", parts["weights"][i], (leading, "out", "in"), local, dtype
+                )
+            )
+            dtype = weights[-1].dtype
+            biases.append(
+                checked_array(
+                    f"{what} biases", parts["biases"][i], (leading, "out", 1), local, dtype
+                )
+            )
+            if biases[-1].shape[0] != weights[-1].shape[0]:
+                raise ValueError(
+                    f"{what}: {biases[-1].shape[0]} stacked biases for {weights[-1].shape[0]} weights"
+                )
+            if per_layer:
+                stored.append(weights[-1].shape[0])
+        ends = (
+            ("inputs", in_shapes, weights[0].shape[2]),
+            ("outputs", out_shapes, weights[-1].shape[1]),
+        )
+        for label, shapes, size in ends:
+            expected = features(shapes, sizes)
+            if expected is not None and size != expected:
+                raise ValueError(f"net {net}: its weights take {size} {label}, expected {expected}")
+        arrays += [tuple(weights), tuple(biases)]
+    layers = params.get("layers", min(stored, default=None))
+    if layers is None:
+        raise ValueError("the number of layers is unknown: pass a 'layers' entry")
+    return checked_layers(layers, min(stored, default=None)), dtype, arrays
+
+
+def stacked_entries(state_dict: dict, prefix: str, suffix: str = "") -> list:
+    """The entries ``PREFIX{k}SUFFIX`` for k = 0, 1, … (a torch state dict keeps per-layer
+    tensors one per layer); refuses a gap in k."""
+    found = {}
+    for key in state_dict:
+        index = key[len(prefix) : len(key) - len(suffix)]
+        if key.startswith(prefix) and key.endswith(suffix) and index.isdigit():
+            found[int(index)] = state_dict[key]
+    missing = sorted(set(range(max(found, default=-1) + 1)) - set(found))
+    if missing:
+        total = len(found) + len(missing)
+        raise ValueError(
+            f"entry {prefix}{missing[0]}{suffix} is missing (layers {missing} of {total})"
+        )
+    return [np.asarray(found[k]) for k in range(len(found))]
+
+
+def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
+    """The kernels' parameters from a state dict of numpy arrays: per-layer entries ``NAME.k``
+    stacked as ``(layers, ...)``, each net's dense layers stacked, the layer count kept."""
+    params = {}
+    for name, axes in parameters.items():
+        if name in state_dict:
+            params[name] = np.asarray(state_dict[name])
+            continue
+        entries = stacked_entries(state_dict, f"{name}.")
+        if not entries:
+            raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
+        params[name] = np.stack(entries)
+    if "layers" in state_dict:
+        params["layers"] = state_dict["layers"]
+    for net, (per_layer, dense_layers, _, _) in nets.items():
+        for part, plural in (("weight", "weights"), ("bias", "biases")):
+            stacked = []
+            for dense in dense_layers:
+                key = f".{dense}.{part}"
+                if per_layer:
+                    values = stacked_entries(state_dict, f"{net}.", key)
+                elif f"{net}{key}" in state_dict:
+                    values = [np.asarray(state_dict[f"{net}{key}"])]
+                else:
+                    values = []
+                if not values:
+                    raise ValueError(
+                        f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing"
+                    )
+                stacked.append(np.stack([value.reshape(value.shape[0], -1) for value in values]))
+            params[f"{net}_{plural}"] = tuple(stacked)
+    checked_params(params, parameters, nets, {})
+    return params
+
+
+def checked_inputs(values: dict, inputs: dict, sizes: dict, dtype) -> tuple[list, int]:
+    """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype."""
+    checked = []
+    batch = None
+    for name, value in values.items():
+        array = checked_array(f"input {name}", value, inputs[name], sizes, dtype, batch=True)
+        dtype = array.dtype
+        batch = array.shape[0] if batch is None else batch
+        if array.shape[0] != batch:
+            raise ValueError(
+                f"input {name}: batch size {array.shape[0]}, expected {batch} like the other inputs"
+            )
+        checked.append(array)
+    return checked, batch
 
 
 def params_from_state_dict(state_dict: dict) -> dict:
-    """Check a state dict of numpy arrays (names, shapes, one dtype) and keep what the kernels use."""
-    params = {}
-    sizes: dict = {}
-    dtype = None
-    for name, axes in PARAMETERS.items():
-        prefix = f"{name}."
-        layers = sorted(
-            int(key[len(prefix) :])
-            for key in state_dict
-            if key.startswith(prefix) and key[len(prefix) :].isdigit()
-        )
-        if name not in state_dict and layers:
-            # a torch state dict holds per-layer tensors one per layer (NAME.k): stack them as (K, ...)
-            if layers != list(range(len(layers))):
-                missing = sorted(set(range(layers[-1] + 1)) - set(layers))
-                raise ValueError(f"parameter {name!r}: the entries of layers {missing} are missing")
-            state_dict = {
-                **state_dict,
-                name: np.stack([np.asarray(state_dict[f"{name}.{k}"]) for k in layers]),
-            }
-        if name not in state_dict:
-            raise ValueError(f"parameter {name!r} is missing (expected axes {axes})")
-        value = np.asarray(state_dict[name])
-        if value.ndim != len(axes):
-            raise ValueError(
-                f"parameter {name!r}: expected {len(axes)} axes {axes}, got shape {value.shape}"
-            )
-        for axis, size in zip(axes, value.shape, strict=True):
-            bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
-            if size != bound:
-                raise ValueError(f"parameter {name!r}: axis {axis} is {size}, elsewhere {bound}")
-        dtype = dtype or value.dtype
-        if value.dtype != dtype or value.dtype not in (np.float32, np.float64):
-            raise ValueError(
-                f"parameter {name!r}: dtype {value.dtype}, expected one of float32/float64 for all"
-            )
-        params[name] = np.ascontiguousarray(value)
-    layers = state_dict.get("layers", sizes.get("K"))
-    if layers is None:
-        raise ValueError("the number of layers is unknown: pass a 'layers' entry")
-    params["layers"] = int(layers)
-    for net, (per_layer, count) in NETS.items():
-        for part, plural in (("weight", "weights"), ("bias", "biases")):
-            stacked = []
-            for i in range(count):
-                # the dense layers sit at even positions of the net's nn.Sequential (ReLUs between)
-                keys = [f"{net}.{k}.body.{2 * i}.{part}" for k in range(params["layers"])]
-                keys = keys if per_layer else [f"{net}.body.{2 * i}.{part}"]
-                for key in keys:
-                    if key not in state_dict:
-                        raise ValueError(f"net parameter {key!r} is missing")
-                values = [np.asarray(state_dict[key]) for key in keys]
-                if any(value.dtype != dtype for value in values):
-                    raise ValueError(
-                        f"net {net}: dtype differs from the other parameters ({dtype})"
-                    )
-                stacked.append(
-                    np.ascontiguousarray(np.stack([v.reshape(v.shape[0], -1) for v in values]))
-                )
-            params[f"{net}_{plural}"] = tuple(stacked)
-    return params
+    """The kernels' parameters from a state dict of numpy arrays (names, shapes, one dtype checked)."""
+    return collect_params(state_dict, PARAMETERS, NETS)
 
 
 def load_params(path: str) -> dict:
@@ -147,33 +275,16 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def _scalar(value: np.ndarray):
-    return value.dtype.type(value) if value.ndim == 0 else value
-
-
 def run(params: dict, D):
     """Run the network on a batch (leading axis B, like the torch module); returns L, S."""
-    arrays = [_scalar(params[name]) for name in PARAMETERS]
-    arrays += [params[f"{net}_{part}"] for net in NETS for part in ("weights", "biases")]
-    dtype = None
-    batch = None
-    prepared = []
-    for name, value in (("D", D),):
-        value = np.asarray(value)
-        axes = INPUTS[name]
-        if value.ndim != len(axes) + 1:
-            raise ValueError(
-                f"input {name}: expected shape (B, {', '.join(map(str, axes))}), got {value.shape}"
-            )
-        dtype = dtype or value.dtype
-        if value.dtype != dtype or (arrays and np.asarray(arrays[0]).dtype != dtype):
-            raise ValueError(
-                f"input {name}: dtype {value.dtype} differs from the parameters' or other inputs'"
-            )
-        batch = batch or value.shape[0]
-        if value.shape[0] != batch:
-            raise ValueError(f"input {name}: batch size {value.shape[0]}, expected {batch}")
-        prepared.append(np.ascontiguousarray(value.reshape(batch, *(value.shape[1:] + (1, 1))[:2])))
-    states = network(params["layers"], *arrays, *prepared)
-    results = dict(zip(("L", "S"), states, strict=True))
-    return results["L"], results["S"]
+    _sizes: dict = {}
+    _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
+    _values = dict(D=D)
+    _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
+    checked_params(
+        params, PARAMETERS, NETS, _sizes
+    )  # the nets' sizes, now that the inputs fixed every dim
+    _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
+    _states = network(_layers, *_arrays, *_samples)
+    _results = dict(zip(("L", "S"), _states, strict=True))
+    return _results["L"], _results["S"]

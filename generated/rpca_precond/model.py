@@ -54,7 +54,8 @@ def check_input(
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
     if value.dim() != len(axes) + 1:
         raise ValueError(f"input {name}: expected shape {expected}, got {tuple(value.shape)}")
-    batch = sizes.setdefault("B", value.shape[0])
+    # the batch size and dtype are kept under keys no dim can take (dims start with a letter)
+    batch = sizes.setdefault("_batch", value.shape[0])
     if value.shape[0] != batch:
         raise ValueError(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
@@ -67,7 +68,7 @@ def check_input(
             )
     if not value.is_floating_point():
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("dtype", dtype or value.dtype)
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
@@ -169,28 +170,29 @@ class RpcaPrecond(nn.Module):
         self.layers = layers
         checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
-        sizes: dict = {}
+        _sizes: dict = {}
+        _dtype = dtype
         if m is not None:
-            sizes["m"] = m
+            _sizes["m"] = m
         if n is not None:
-            sizes["n"] = n
-        dtype = dtype or torch.get_default_dtype()
-        device = torch.device("cpu")
-        self.sizes = sizes
-        lam1 = torch.as_tensor(lam1, dtype=dtype, device=device).reshape(())
-        lam2 = torch.as_tensor(lam2, dtype=dtype, device=device).reshape(())
+            _sizes["n"] = n
+        _dtype = _dtype or torch.get_default_dtype()
+        _device = torch.device("cpu")
+        self.sizes = _sizes
+        lam1 = torch.as_tensor(lam1, dtype=_dtype, device=_device).reshape(())
+        lam2 = torch.as_tensor(lam2, dtype=_dtype, device=_device).reshape(())
         self.register_buffer("_problem_lam1", lam1)
         self.register_buffer("_problem_lam2", lam2)
         if mu is None:
             mu = 0.5
-        mu = torch.as_tensor(mu, dtype=dtype, device=device).reshape(())
+        mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         m = size_of("m", self.sizes)
         if PL is None:
-            PL = torch.eye(m, dtype=dtype, device=device)
-        PL = torch.as_tensor(PL, dtype=dtype, device=device).reshape(m, m)
+            PL = torch.eye(m, dtype=_dtype, device=_device)
+        PL = torch.as_tensor(PL, dtype=_dtype, device=_device).reshape(m, m)
         if PS is None:
-            PS = torch.eye(m, dtype=dtype, device=device)
-        PS = torch.as_tensor(PS, dtype=dtype, device=device).reshape(m, m)
+            PS = torch.eye(m, dtype=_dtype, device=_device)
+        PS = torch.as_tensor(PS, dtype=_dtype, device=_device).reshape(m, m)
         self.register_buffer("mu", mu)
         self.lam1 = nn.ParameterList([nn.Parameter(lam1.clone()) for _ in range(layers)])
         self.lam2 = nn.ParameterList([nn.Parameter(lam2.clone()) for _ in range(layers)])
@@ -207,28 +209,28 @@ class RpcaPrecond(nn.Module):
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The iterates before the first layer."""
-        batch = inputs["D"].shape[0]
-        dtype, device = inputs["D"].dtype, inputs["D"].device
+        _batch = inputs["D"].shape[0]
+        _dtype, _device = inputs["D"].dtype, inputs["D"].device
         m = inputs["D"].shape[-2]
         n = inputs["D"].shape[-1]
-        L = torch.full((batch, m, n), 0.0, dtype=dtype, device=device)
-        S = torch.full((batch, m, n), 0.0, dtype=dtype, device=device)
+        L = torch.full((_batch, m, n), 0.0, dtype=_dtype, device=_device)
+        S = torch.full((_batch, m, n), 0.0, dtype=_dtype, device=_device)
         return {"L": L, "S": S}
 
     def layer(
-        self, k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
+        self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """Layer k (0-based): one iteration of the update rules."""
+        """Layer _k (0-based): one iteration of the update rules."""
         S = state["S"]
         D = inputs["D"]
         L = state["L"]
         g = S - (D - L)
         mu = self.mu
-        lam1 = self.lam1[k]
-        PL = self.PL[k]
+        lam1 = self.lam1[_k]
+        PL = self.PL[_k]
         L = svt(L - mu * shared_matmul(PL, g), mu * lam1)
-        lam2 = self.lam2[k]
-        PS = self.PS[k]
+        lam2 = self.lam2[_k]
+        PS = self.PS[_k]
         S = soft_threshold(S - mu * shared_matmul(PS, g), mu * lam2)
         return {"L": L, "S": S}
 
@@ -241,32 +243,32 @@ class RpcaPrecond(nn.Module):
 
     def forward(self, D: Tensor, *, return_iterates: bool = False):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
-        inputs = self.prepare_inputs(D=D)
-        state = self.initial_state(inputs)
-        segment = (
+        _inputs = self.prepare_inputs(D=D)
+        _state = self.initial_state(_inputs)
+        _segment = (
             checkpoint_segment(self.checkpoint_layers, self.layers)
             if torch.is_grad_enabled()
             else 0
         )
-        span = segment or self.layers  # layers run at a time
-        iterates = []
-        for start in range(0, self.layers, span):
-            stop = min(start + span, self.layers)
-            if segment:
+        _span = _segment or self.layers  # layers run at a time
+        _iterates = []
+        for _start in range(0, self.layers, _span):
+            _stop = min(_start + _span, self.layers)
+            if _segment:
                 # keep only the state entering each segment; recompute the segment for gradients
-                state, outputs = checkpoint(
+                _state, _outputs = checkpoint(
                     self.run_layers,
-                    start,
-                    stop,
-                    state,
-                    inputs,
+                    _start,
+                    _stop,
+                    _state,
+                    _inputs,
                     return_iterates,
                     use_reentrant=False,
                 )
             else:
-                state, outputs = self.run_layers(start, stop, state, inputs, return_iterates)
-            iterates += outputs
-        return iterates if return_iterates else self.outputs(state)
+                _state, _outputs = self.run_layers(_start, _stop, _state, _inputs, return_iterates)
+            _iterates += _outputs
+        return _iterates if return_iterates else self.outputs(_state)
 
     def run_layers(
         self,
@@ -278,28 +280,28 @@ class RpcaPrecond(nn.Module):
     ) -> tuple[dict[str, Tensor], list]:
         """Layers start … stop-1; with collect, also the outputs after each of them."""
         outputs = []
-        for k in range(start, stop):
-            state = self.layer(k, state, inputs)
+        for _k in range(start, stop):
+            state = self.layer(_k, state, inputs)
             if collect:
                 outputs.append(self.outputs(state))
         return state, outputs
 
     def objective(self, D: Tensor, L: Tensor, S: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ((D − L − S)^2) + lam1·‖L‖_* + lam2·‖S‖₁."""
-        sizes = {}
-        inputs = self.prepare_inputs(D=D, sizes=sizes)
-        L = check_input("L", L, ("m", "n"), sizes, self._problem_lam1.dtype)
-        S = check_input("S", S, ("m", "n"), sizes, self._problem_lam1.dtype)
+        _sizes = {}
+        inputs = self.prepare_inputs(D=D, sizes=_sizes)
+        L = check_input("L", L, ("m", "n"), _sizes, self._problem_lam1.dtype)
+        S = check_input("S", S, ("m", "n"), _sizes, self._problem_lam1.dtype)
         D = inputs["D"]
         lam1 = self._problem_lam1
         lam2 = self._problem_lam2
-        value = (
+        _value = (
             0.5 * ((D - L - S) ** 2).sum(dim=(-2, -1), keepdim=True)
             + lam1 * torch.linalg.matrix_norm(L, ord="nuc", keepdim=True)
             + lam2 * S.abs().sum(dim=(-2, -1), keepdim=True)
         )
-        batch = inputs["D"].shape[0]
-        return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)
+        _batch = inputs["D"].shape[0]
+        return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)
 
     def export_npz(self, path: str) -> None:
         """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""

@@ -1,6 +1,8 @@
 """Emit ``kernels.py``: numba CPU kernels for the per-layer update and whole-network inference.
 
-The same lowered IR as the torch module, printed by ``NumbaPrinter``. Two layouts:
+The same lowered IR and plan (``unfoldgen.lower``: where each name lives, per layer or shared,
+state-dict keys) as the torch module, printed by ``NumbaPrinter``; the checks of parameters and
+inputs (``runtime_numba.py``) are copied in. Two layouts:
 
 - **batched** (every per-sample quantity is a vector or scalar): the batch is the columns of
   ``(n, B)`` arrays, so ``A @ x`` is one GEMM for the whole batch and elementwise work runs
@@ -11,98 +13,96 @@ The same lowered IR as the torch module, printed by ``NumbaPrinter``. Two layout
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from unfoldgen import __version__, ir
-from unfoldgen.emit import format_python, helper_sources, referenced_names, template_environment
+from unfoldgen import ir
+from unfoldgen.emit import base
+from unfoldgen.emit.base import header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
-# Operators that act on each column: only valid on vectors (a per-sample matrix is one block).
-COLUMNWISE = frozenset({"block_soft_threshold", "prox_norminf", "proj_ball1", "proj_ball2", "proj_simplex"})
-
 
 @dataclass(frozen=True)
-class KernelPlan:
+class KernelLayout:
     batched: bool
     reason: str  # why per-sample, for the docstring
 
 
-def plan(low: LoweredUnfold) -> KernelPlan:
+def choose_layout(low: LoweredUnfold) -> KernelLayout:
     """Choose the layout, or raise NumbaUnsupportedError naming what has no numba form."""
     for net in low.unfold.nets:
-        if net.kind != "mlp":
-            raise NumbaUnsupportedError(f"{net.kind} nets (mlp nets are supported)")
-    per_sample_matrices = [
-        s.name for s in low.problem.of_role("input") + low.carried if not ir.is_scalar(s.shape) and s.shape[1] != 1
-    ]
+        if NET_KINDS[net.kind].numba is None:
+            raise NumbaUnsupportedError(f"{net.kind} nets have no numba implementation")
+    per_sample_matrices = [s.name for s in low.problem.of_role("input") + low.carried if ir.is_matrix(s.shape)]
     for rule in low.rules:
         for node in ir.walk(rule.value):
-            helper = None
+            entry = None
             if isinstance(node, ir.Prox):
-                helper = PROX_TABLE[node.op].helper
+                entry = PROX_TABLE[node.op]
             elif isinstance(node, ir.Proj):
-                helper = SET_TABLE[node.set].helper
-            if helper in COLUMNWISE and not ir.is_scalar(node.shape) and node.shape[1] != 1:
-                raise NumbaUnsupportedError(f"{helper} of a matrix")
+                entry = SET_TABLE[node.set]
+            if entry is not None and entry.numba is None:
+                raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
+            # a per-column operator is only valid on vectors (a per-sample matrix is one block)
+            if entry is not None and entry.per_column and ir.is_matrix(node.shape):
+                raise NumbaUnsupportedError(f"{entry.numba} of a matrix")
     if per_sample_matrices:
-        return KernelPlan(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
+        return KernelLayout(False, f"per-sample matrices ({', '.join(per_sample_matrices)})")
     if low.dynamic:
-        return KernelPlan(False, "per-sample hyperparameters")
-    printer = NumbaPrinter(low.per_sample, net_layer=lambda net: "k")
+        return KernelLayout(False, "per-sample hyperparameters")
+    printer = NumbaPrinter(low.per_sample, net_call=lambda net, columns: _net_call(low, net, columns))
     for rule in low.rules:
         printer(rule.value)  # raises on what the batched layout cannot express
-    return KernelPlan(True, "")
+    return KernelLayout(True, "")
 
 
 def _param_key(low: LoweredUnfold, name: str, problem_value: bool = False) -> str:
     """The state-dict key holding ``name`` (the problem's own value when that differs)."""
-    if problem_value and name in low.learned and low.symbol(name).role in ("data", "param"):
-        return f"_problem_{name}"
-    return name
+    entry = low.plan[name]
+    return entry.attribute if problem_value else entry.state_key
 
 
-def _depth(net) -> int:
-    return dict(net.options).get("depth", NET_KINDS[net.kind].options["depth"][0])
+def _dense_layers(net) -> tuple[str, ...]:
+    """State-dict prefixes of the dense layers the net's numba function reads."""
+    kind = NET_KINDS[net.kind]
+    return kind.numba.dense_layers(kind.resolved(net.options))
 
 
-def _net_index(low: LoweredUnfold, net: str) -> str:
-    """Nets' weights are stacked (K, out, in) per layer, or (1, out, in) when shared."""
-    return "k" if _per_layer(low, net) else "0"
-
-
-def _per_layer(low: LoweredUnfold, name: str) -> bool:
-    learn = low.learned.get(name)
-    return learn is not None and learn.per_layer
+def _net_call(low: LoweredUnfold, name: str, columns: str) -> str:
+    """The net's numba function on ``columns``; its weights are stacked (K, out, in) per layer,
+    or (1, out, in) when shared."""
+    net = next(net for net in low.unfold.nets if net.name == name)
+    kind = NET_KINDS[net.kind]
+    options = kind.resolved(net.options)
+    layer = "_k" if low.plan[name].per_layer else "0"
+    extra = "".join(f", {options[option]!r}" for option in kind.numba.options)
+    return f"{kind.numba.forward}(_{name}_weights, _{name}_biases, {layer}, {columns}{extra})"
 
 
 def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
-    kernel_plan = plan(low)
-    batched = kernel_plan.batched
+    layout = choose_layout(low)
+    batched = layout.batched
     problem = low.problem
-    printer = NumbaPrinter(low.per_sample, batched, net_layer=lambda net: _net_index(low, net))
+    printer = NumbaPrinter(low.per_sample, batched, net_call=lambda net, columns: _net_call(low, net, columns))
     inputs = problem.of_role("input")
     states = low.carried
     state_names = [s.name for s in states]
 
     # -- the layer function: free names (params, inputs, dims), then the carried states
     lets = {r.target for r in low.rules if r.is_let}
-    used, needs_dtype = referenced_names([r.value for r in low.rules])
+    used, _ = referenced_names([r.value for r in low.rules])
     free = [n for n in used if n not in lets and n not in state_names and low.symbol(n).role != "dim"]
     dims = [n for n in used if n not in lets and low.symbol(n).role == "dim"]
     nets = [net.name for net in low.unfold.nets]
-    net_args = [f"{net}_{part}" for net in nets for part in ("weights", "biases")]
-    layer_index = ["k"] if any(_per_layer(low, net) for net in nets) else []
+    net_args = [f"_{net}_{part}" for net in nets for part in ("weights", "biases")]
+    layer_index = ["_k"] if any(low.plan[net].per_layer for net in nets) else []
     layer_args = free + net_args + layer_index + dims + state_names
-    layer_lines = []
-    if needs_dtype:
-        layer_lines.append(f"dtype = {state_names[0]}.dtype")
-    layer_lines.append(f"F = {state_names[0]}.dtype.type")
-    for rule in low.rules:
-        layer_lines.append(f"{rule.target} = {printer(rule.value)}")
+    body = [f"{rule.target} = {printer(rule.value)}" for rule in low.rules]
+    layer_lines = _typing_lines(state_names[0], body) + body
     returns = ", ".join(state_names) + ("," if len(state_names) == 1 else "")
 
     # -- the network: parameter arrays from the state dict, inputs, the layer loop
@@ -121,13 +121,13 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             value_at_layer[name] = name
         elif symbol.depends_on_inputs:
             factor = ""
-            if name in low.learned:
+            if low.plan[name].learned:
                 key = param_arg(name)
-                factor = f"{key}[k] * " if _per_layer(low, name) else f"{key} * "
-            value_at_layer[name] = f"{factor}sample_{name}"
+                factor = f"{key}[_k] * " if low.plan[name].per_layer else f"{key} * "
+            value_at_layer[name] = f"{factor}_sample_{name}"
         else:
             key = param_arg(name)
-            value_at_layer[name] = f"{key}[k]" if _per_layer(low, name) else key
+            value_at_layer[name] = f"{key}[_k]" if low.plan[name].per_layer else key
     dim_lines = [f"{d.name} = {_dim_source(low, d.name, batch_arrays=not batched)}" for d in problem.of_role("dim")]
 
     # dynamic (per-sample) hyperparameters: only in the per-sample layout
@@ -137,17 +137,18 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         for node in ir.walk(symbol.init):
             if isinstance(node, ir.Lipschitz) and node.var not in [f["var"] for f in lipschitz_functions]:
                 lipschitz_functions.append(_lipschitz_function(low, node.var, printer, param_arg))
-        dynamic_lines.append(f"sample_{symbol.name} = {_print_dynamic(symbol.init, printer, low)}")
+        dynamic_lines.append(f"_sample_{symbol.name} = {_print_dynamic(symbol.init, printer, low)}")
 
     init_lines = []
     for symbol in states:
         rows, cols = _rows_cols(symbol.shape)
-        if ir.is_scalar(symbol.shape) or symbol.shape[1] == 1:
-            cols = "batch" if batched else "1"
+        if not ir.is_matrix(symbol.shape):
+            cols = "_batch" if batched else "1"
         if isinstance(symbol.init, ir.Const):
-            init_lines.append(f"{symbol.name} = np.full(({rows}, {cols}), F({format_float(symbol.init.value)}), dtype)")
+            value = format_float(symbol.init.value)
+            init_lines.append(f"{symbol.name} = np.full(({rows}, {cols}), {value}, _dtype)")
         else:
-            init_lines.append(f"{symbol.name} = {printer(symbol.init)} + np.zeros(({rows}, {cols}), dtype)")
+            init_lines.append(f"{symbol.name} = {printer(symbol.init)} + np.zeros(({rows}, {cols}), _dtype)")
     init_refs, _ = referenced_names([s.init for s in states])
     for name in init_refs:
         symbol = low.symbol(name)
@@ -155,20 +156,24 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             key = param_arg(name, problem_value=symbol.role in ("data", "param"))
             value_at_layer[name] = key
     call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
+    reference = inputs[0].name if batched else f"_{inputs[0].name}_batch"
+    setup = [f"_batch = {reference}.shape[{1 if batched else 0}]", *dim_lines]
+    if not batched:  # one output array per state, filled sample by sample
+        shapes = {s.name: ", ".join(_rows_cols(s.shape)) for s in states}
+        setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
+    setup = _typing_lines(reference, setup + dynamic_lines + init_lines) + setup
     return {
-        "version": __version__,
-        "spec_path": spec_path,
-        "unfold": low.name,
-        "class_name": low.class_name,
+        **header(low, spec_path),
         "batched": batched,
-        "reason": kernel_plan.reason,
+        "reason": layout.reason,
         "layer_args": layer_args,
         "layer_lines": layer_lines,
         "layer_returns": returns,
-        "network_args": ["layers", *array_args, *net_args] + [s.name if batched else f"{s.name}_batch" for s in inputs],
+        "network_args": ["_layers", *array_args, *net_args]
+        + [s.name if batched else f"_{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
-        "input_axes": {s.name: _axes(s.shape) for s in inputs},
-        "reference": inputs[0].name,
+        "input_axes": {s.name: ir.user_axes(s.shape) for s in inputs},
+        "network_setup": setup,
         "dynamic_lines": dynamic_lines,
         "init_lines": init_lines,
         "init_bindings": [
@@ -180,41 +185,58 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "state_names": state_names,
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),
-        "nets_literal": repr({net.name: (_per_layer(low, net.name), _depth(net) + 1) for net in low.unfold.nets}),
+        "nets_literal": repr({net.name: _net_entry(low, net) for net in low.unfold.nets}),
         "states_literal": repr(tuple(state_names)),
         "output_exprs": [_output_expr(low, name) for name in low.unfold.outputs],
-        "state_shapes": {s.name: _rows_cols(s.shape) for s in states},
-        "dim_lines": dim_lines,
         "lipschitz_functions": lipschitz_functions,
         "param_axes": {key: _param_axes(low, key) for key in array_args},
-        "layers": low.unfold.layers,
         "helper_sources": _helpers(low, lipschitz_functions),
+        "runtime_sources": helper_sources("runtime_numba", ["collect_params", "checked_params", "checked_inputs"]),
     }
+
+
+def _typing_lines(reference: str, lines: list[str]) -> list[str]:
+    """``_dtype`` and ``_F`` (the kernel's float type) bound from ``reference``, where ``lines``
+    use them (``_F`` needs ``_dtype``)."""
+    text = "\n".join(lines)
+    uses_float = re.search(r"\b_F\(", text) is not None
+    found = []
+    if uses_float or re.search(r"\b_dtype\b", text):
+        found.append(f"_dtype = {reference}.dtype")
+    if uses_float:
+        found.append("_F = _dtype.type")
+    return found
+
+
+def _net_entry(low: LoweredUnfold, net) -> tuple:
+    """NETS[net]: (weights per layer?, its dense layers' state-dict prefixes, arguments' shapes, output's shape)."""
+    shapes = tuple(ir.user_axes(shape) for shape in net.arg_shapes)
+    return (low.plan[net.name].per_layer, _dense_layers(net), shapes, shapes[:1])
 
 
 def _dim_source(low: LoweredUnfold, dim: str, batch_arrays: bool = False) -> str:
     """``dim`` read off an array: data (a leading K when learned per layer), one sample's input,
     or (``batch_arrays``) the per-sample layout's ``(B, r, c)`` input arrays."""
-    for source in low.problem.dim_sources:
-        if source.dim == dim:
-            axis = 0 if source.axis == -2 else 1
-            if source.role == "input":
-                if batch_arrays:
-                    return f"{source.tensor}_batch.shape[{axis + 1}]"
-                return f"{source.tensor}.shape[{axis}]"
-            per_layer = 1 if _per_layer(low, source.tensor) else 0
-            return f"{source.tensor}.shape[{axis + per_layer}]"
-    raise NumbaUnsupportedError(f"dim {dim} is not fixed by any data or input")
+    source = low.plan[dim].dim_source
+    if source is None:
+        raise NumbaUnsupportedError(f"dim {dim} is not fixed by any data or input")
+    axis = 0 if source.axis == -2 else 1
+    if source.role == "input":
+        if batch_arrays:
+            return f"_{source.tensor}_batch.shape[{axis + 1}]"
+        return f"{source.tensor}.shape[{axis}]"
+    per_layer = 1 if low.plan[source.tensor].per_layer else 0
+    return f"{source.tensor}.shape[{axis + per_layer}]"
 
 
 def _output_expr(low: LoweredUnfold, name: str) -> str:
     """The caller's layout: vectors (B, n), scalars (B,), matrices (B, m, n)."""
     shape = low.symbol(name).shape
     if shape == ():
-        return f'results["{name}"].reshape(batch)'
-    if shape[1] == 1:
-        return f'results["{name}"].reshape(batch, -1)'
-    return f'results["{name}"]'
+        return f'_results["{name}"].reshape(_batch)'
+    if ir.is_vector(shape):
+        return f'_results["{name}"].reshape(_batch, -1)'
+    return f'_results["{name}"]'
 
 
 def _rows_cols(shape: ir.Shape) -> tuple[str, str]:
@@ -223,23 +245,14 @@ def _rows_cols(shape: ir.Shape) -> tuple[str, str]:
     return (str(shape[0]), str(shape[1]))
 
 
-def _axes(shape: ir.Shape) -> tuple:
-    if shape == ():
-        return ()
-    return (shape[0],) if shape[1] == 1 else tuple(shape)
-
-
 def _param_axes(low: LoweredUnfold, key: str) -> tuple:
-    name = key.removeprefix("_problem_")
-    symbol = low.symbol(name)
-    axes = _axes(symbol.shape)
-    if symbol.shape != () and symbol.shape[1] == 1:
-        axes = (*axes, 1)
-    if key == name and symbol.depends_on_inputs:
-        axes = ()  # a learned factor on a per-sample value
-    if key == name and _per_layer(low, name):
-        axes = ("K", *axes)
-    return axes
+    """A parameter array's axes: the internal layout (vectors are columns), after a leading
+    per-layer axis for the learned copy; a learned factor on a per-sample value is a scalar."""
+    entry = low.plan[key.removeprefix("_problem_")]
+    if key == entry.problem_key:
+        return tuple(entry.shape)
+    axes = () if entry.storage == "per_sample_factor" else tuple(entry.shape)
+    return ("layers", *axes) if entry.per_layer else axes
 
 
 def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> str:
@@ -259,35 +272,37 @@ def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> 
 
 
 def _lipschitz_args(low: LoweredUnfold, var: str) -> list[str]:
-    hessian = low.problem.hessian_product(var)
+    """The arrays the Hessian reads, then the dims it and the variable's shape need (the
+    network binds every dim before the sample loop)."""
+    hessian = low.hessian_product(var)
     names, _ = referenced_names([hessian])
     args = [n for n in names if n != var and low.symbol(n).role != "dim"]
     # a Hessian of numbers alone still needs an array for its dtype: one sample's first input
-    return args or [low.problem.of_role("input")[0].name]
+    args = args or [low.problem.of_role("input")[0].name]
+    dims = [n for n in names if low.symbol(n).role == "dim"]
+    for dim in low.symbol(var).shape:
+        if isinstance(dim, str) and dim not in dims:
+            dims.append(dim)
+    return args + dims
 
 
 def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, param_arg) -> dict:
-    hessian = low.problem.hessian_product(var)
+    hessian = low.hessian_product(var)
     args = _lipschitz_args(low, var)
     for name in args:
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
     rows, cols = _rows_cols(low.symbol(var).shape)
-    names, _ = referenced_names([hessian])
-    dims = [n for n in names if low.symbol(n).role == "dim"]
-    for dim in (rows, cols):
-        if dim in [d.name for d in low.problem.of_role("dim")] and dim not in dims:
-            dims.append(dim)
-    dim_lines = [f"{d} = {_dim_source(low, d)}" for d in dims]
+    expression = printer(hessian)
     return {
         "var": var,
         "name": f"lipschitz_{var}",
         "args": args,
         "reference": args[0],
-        "dim_lines": dim_lines,
         "rows": rows,
         "cols": cols,
-        "expression": printer(hessian),
+        "expression": expression,
+        "uses_float": "_F(" in expression,
     }
 
 
@@ -296,16 +311,17 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     for rule in low.rules:
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Prox):
-                names.append(PROX_TABLE[node.op].helper)
+                names.append(PROX_TABLE[node.op].numba)
             elif isinstance(node, ir.Proj):
-                names.append(SET_TABLE[node.set].helper)
+                names.append(SET_TABLE[node.set].numba)
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
-                if FUNCTIONS[node.func].kind in ("reduction", "nonsmooth") and node.args[0].shape[1:] != (1,):
+                if FUNCTIONS[node.func].over_samples and not ir.is_vector(node.args[0].shape):
                     names.append("as_column")
             elif isinstance(node, ir.NetCall):
-                names.append("mlp_forward")
-                if any(arg.shape[1:] != (1,) for arg in node.args):
+                kind = next(net.kind for net in low.unfold.nets if net.name == node.net)
+                names.append(NET_KINDS[kind].numba.forward)
+                if not all(ir.is_vector(arg.shape) for arg in node.args):
                     names.append("as_column")
     if lipschitz_functions:
         names.append("largest_abs_eigenvalue")
@@ -314,5 +330,4 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
 
 
 def render_kernels(low: LoweredUnfold, spec_path: str) -> str:
-    context = kernels_context(low, spec_path)
-    return format_python(template_environment().get_template("kernels.py.j2").render(**context))
+    return base.render("kernels.py.j2", kernels_context(low, spec_path))

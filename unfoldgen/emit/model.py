@@ -1,79 +1,24 @@
-"""Emit generated packages: the template context is computed here, the templates lay it out.
+"""Emit the torch side of a generated package: ``NAME/model.py`` and ``NAME/__init__.py``.
 
-One package per unfold block: ``NAME/model.py`` (torch) and ``NAME/__init__.py``. Output is
-deterministic (no sets, no hashes, no timestamps) and ``ast.parse``d before it is returned.
+The template context is computed here, the templates lay it out.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
-
-from unfoldgen import __version__, ir
-from unfoldgen.check import Symbol, fmt_shape
+from unfoldgen import ir
+from unfoldgen.check import Symbol
+from unfoldgen.emit import base
+from unfoldgen.emit.base import header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
-from unfoldgen.lower import LoweredUnfold
+from unfoldgen.lower import LoweredUnfold, UnfoldPlan
 from unfoldgen.nets import NET_KINDS
-from unfoldgen.printers import MathPrinter, TorchPrinter, format_float
+from unfoldgen.printers import MathPrinter, TorchPrinter, dims_code, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INDENT = "    "
-# A module with neither data nor params keeps its dtype and device in this (unsaved) buffer.
 DTYPE_ANCHOR = "_dtype_anchor"
-
-
-@functools.cache
-def template_environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("unfoldgen", "templates"),
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-    )
-
-
-@functools.cache
-def _definitions(module: str) -> dict[str, tuple[str, frozenset[str]]]:
-    """Top-level functions and classes of a helper module: source text and the module-level
-    names each one uses. Read as text, so the compiler never imports torch or numba."""
-    text = (Path(__file__).parent / f"{module}.py").read_text()
-    tree = ast.parse(text)
-    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
-    found = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defined} - {node.name}
-            found[node.name] = (ast.get_source_segment(text, node) + "\n", frozenset(used))
-    return found
-
-
-def helper_closure(module: str, names: list[str]) -> list[str]:
-    """``names`` and every helper they use, dependencies first, in a stable order."""
-    definitions = _definitions(module)
-    ordered: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in ordered:
-            return
-        for dependency in sorted(definitions[name][1]):
-            visit(dependency)
-        ordered.append(name)
-
-    for name in names:
-        visit(name)
-    return ordered
-
-
-def helper_sources(module: str, names: list[str], decorator: str = "") -> list[str]:
-    """The source of ``names`` and their dependencies, optionally decorated."""
-    return [decorator + _definitions(module)[name][0] for name in helper_closure(module, names)]
 
 
 # ------------------------------------------------------------ binding of names
@@ -97,63 +42,35 @@ class _Context:
         """The right-hand side that binds local ``name``, or None if it is already local."""
         if name in self.locals:
             return None
-        low = self.lowered
-        symbol = low.symbol(name)
-        learned = low.learned.get(name)
-        match symbol.role:
-            case "input":
+        plan = self.lowered.plan
+        entry = plan[name]
+        match entry.storage:
+            case "input" | "per_sample":
                 return f'inputs["{name}"]'
-            case "var" | "state":
+            case "carried":
                 return f'state["{name}"]'
             case "dim":
-                return _dim_binding(low, name, build=self.mode == "build" or self.without_inputs)
-            case "data" | "param":
-                if learned is None:
-                    return f"self.{name}"
-                if self.mode in ("problem", "prepare"):
-                    return f"self._problem_{name}"
-                return f"self.{name}[k]" if learned.per_layer else f"self.{name}"
-            case "hyper" | "weight":
-                if symbol.depends_on_inputs:
-                    if learned is None:
-                        return f'inputs["{name}"]'
-                    factor = f"self.{name}[k]" if learned.per_layer else f"self.{name}"
-                    return f'{factor} * inputs["{name}"]'
-                if learned is not None and learned.per_layer:
-                    return f"self.{name}[k]" if self.mode == "layer" else f"self.{name}[0]"
+                return _dim_binding(plan, name, build=self.mode == "build" or self.without_inputs)
+            case "buffer":
+                return f"self.{entry.attribute}"
+            case "per_sample_factor":
+                factor = f"self.{name}[_k]" if entry.per_layer else f"self.{name}"
+                return f'{factor} * inputs["{name}"]'
+            case "parameter" | "parameter_list":
+                if entry.problem_key is not None and self.mode in ("problem", "prepare"):
+                    return f"self.{entry.problem_key}"
+                if entry.per_layer:
+                    return f"self.{name}[_k]" if self.mode == "layer" else f"self.{name}[0]"
                 return f"self.{name}"
         raise KeyError(name)
 
 
-def _dim_binding(low: LoweredUnfold, dim: str, build: bool = False) -> str:
-    for source in low.problem.dim_sources:
-        if source.dim == dim and not (build and source.role == "input"):
-            owner = (
-                f'inputs["{source.tensor}"]' if source.role == "input" else f"self.{_problem_attr(low, source.tensor)}"
-            )
-            return f"{owner}.shape[{source.axis}]"
+def _dim_binding(plan: UnfoldPlan, dim: str, build: bool = False) -> str:
+    source = plan[dim].dim_source
+    if source is not None and not (build and source.role == "input"):
+        owner = f'inputs["{source.tensor}"]' if source.role == "input" else f"self.{plan[source.tensor].attribute}"
+        return f"{owner}.shape[{source.axis}]"
     return f'size_of("{dim}", self.sizes)'
-
-
-def _problem_attr(low: LoweredUnfold, name: str) -> str:
-    return f"_problem_{name}" if name in low.learned else name
-
-
-def referenced_names(exprs: list[ir.Expr]) -> tuple[list[str], bool]:
-    """Names referenced (first-use order, dims included) and whether dtype/device are needed."""
-    names: dict[str, None] = {}
-    tensors = False
-    for expr in exprs:
-        for node in ir.walk(expr):
-            match node:
-                case ir.Ref(name=name):
-                    names.setdefault(name, None)
-                case ir.Ones(shape=shape) | ir.Eye(shape=shape):
-                    tensors = True
-                    for dim in shape:
-                        if isinstance(dim, str):
-                            names.setdefault(dim, None)
-    return list(names), tensors
 
 
 class _MethodWriter:
@@ -181,7 +98,7 @@ class _MethodWriter:
                 self._bind(name)
         if tensors and not self.dtype_bound:
             ref = reference or self._reference()
-            self.lines.append(f"dtype, device = {ref}.dtype, {ref}.device")
+            self.lines.append(f"_dtype, _device = {ref}.dtype, {ref}.device")
             self.dtype_bound = True
 
     def _bind(self, name: str) -> None:
@@ -194,7 +111,7 @@ class _MethodWriter:
         low = self.context.lowered
         tensors = low.problem.of_role("data") + low.problem.of_role("param")
         if tensors:
-            return f"self.{_problem_attr(low, tensors[0].name)}"
+            return f"self.{low.plan[tensors[0].name].attribute}"
         if self.context.without_inputs:
             return f"self.{DTYPE_ANCHOR}"
         first_input = low.problem.of_role("input")[0].name
@@ -211,30 +128,12 @@ class _MethodWriter:
 
 
 def _axes(symbol: Symbol) -> str:
-    rows, cols = symbol.shape if symbol.shape else (None, None)
-    if symbol.shape == ():
-        return "()"
-    parts = [rows] if cols == 1 else [rows, cols]
-    return (
-        "("
-        + ", ".join(f'"{p}"' if isinstance(p, str) else str(p) for p in parts)
-        + ("," if len(parts) == 1 else "")
-        + ")"
-    )
+    """The user's axes as a Python literal, for the runtime checks."""
+    return repr(ir.user_axes(symbol.shape))
 
 
 def _user_shape(symbol: Symbol, batched: bool) -> str:
-    prefix = ["B"] if batched else []
-    if symbol.shape == ():
-        dims = []
-    else:
-        rows, cols = symbol.shape
-        dims = [str(rows)] if cols == 1 else [str(rows), str(cols)]
-    return "(" + ", ".join(prefix + dims) + ("," if len(prefix + dims) == 1 else "") + ")"
-
-
-def _internal_shape(shape: ir.Shape) -> str:
-    return ", ".join(str(d) for d in shape)
+    return ir.axes_text(ir.user_axes(symbol.shape), batched)
 
 
 class _ModelEmitter:
@@ -250,94 +149,81 @@ class _ModelEmitter:
         self.carried = low.carried
         self.printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}(inputs)", low.per_sample)
         self.build_printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}({{}})", low.per_sample)
-        self.layer_lists = layer_lists(low)
-        self.dtype_source = _dtype_source(low, self.layer_lists)
+        self.dtype_source = _dtype_source(low)
         self.net_classes: list[str] = []
 
     def net_call(self, name: str) -> str:
-        learn = self.low.learned.get(name)
-        return f"self.{name}[k]" if learn is not None and learn.per_layer else f"self.{name}"
+        return f"self.{name}[_k]" if self.low.plan[name].per_layer else f"self.{name}"
 
     def constructor(self) -> list[str]:
-        low, problem = self.low, self.problem
-        lines: list[str] = [
-            "if not isinstance(layers, int) or layers < 1:",
-            f'{INDENT}raise ValueError(f"layers must be a positive integer, got {{layers!r}}")',
-            "self.layers = layers",
-            "checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward",
-            "self.checkpoint_layers = checkpoint_layers",
-            "sizes: dict = {}",
-        ]
-        for dim in (sym.name for sym in problem.of_role("dim")):
-            lines += [f"if {dim} is not None:", f'{INDENT}sizes["{dim}"] = {dim}']
-        for symbol in self.data:
-            lines.append(f'{symbol.name} = as_data("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, dtype)')
-            lines += [f"dtype = {symbol.name}.dtype", f"device = {symbol.name}.device"]
-        if not self.data:
-            lines += ["dtype = dtype or torch.get_default_dtype()", 'device = torch.device("cpu")']
-        if not (self.data or self.params) and low.lipschitz_vars:
-            anchor = "torch.zeros((), dtype=dtype, device=device)"
-            lines.append(f'self.register_buffer("{DTYPE_ANCHOR}", {anchor}, persistent=False)')
-        lines.append("self.sizes = sizes")
-        for symbol in self.data:
-            lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
+        """The constructor after what the template writes itself (layers, the dims passed, the
+        data and dtype): params, fixed hyperparameters and weights, learned tensors, nets."""
+        low = self.low
         writer = _MethodWriter(
             _Context("build", low, frozenset(s.name for s in self.data + self.params)), self.build_printer
         )
-        writer.lines = lines
         writer.bound = [s.name for s in self.data]
         writer.dtype_bound = True
         for symbol in self.params:
-            for dim in symbol.shape:  # a shaped param is reshaped with the dims the data fixed
-                if isinstance(dim, str) and dim not in writer.bound:
-                    writer._bind(dim)
-            if _computed_default(symbol):  # e.g. eye(m): computed when the caller passes nothing
-                writer.bind_for([symbol.init])
-                lines += [f"if {symbol.name} is None:", f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}"]
-            if symbol.shape:
-                shape = f"({_internal_shape(symbol.shape)})"
-                lines.append(f"{symbol.name} = as_shaped({symbol.name}, {shape}, dtype, device)")
-            else:
-                value = f"torch.as_tensor({symbol.name}, dtype=dtype, device=device)"
-                lines.append(f"{symbol.name} = {value}.reshape(())")
-            writer.bound.append(symbol.name)
+            self.param_lines(symbol, writer)
         for symbol in self.params:
-            lines.append(f'self.register_buffer("{_problem_attr(low, symbol.name)}", {symbol.name})')
+            writer.lines.append(f'self.register_buffer("{low.plan[symbol.name].attribute}", {symbol.name})')
         for symbol in low.static:
-            writer.bind_for([symbol.init])
-            for dim in symbol.shape:
-                if isinstance(dim, str) and dim not in writer.bound:
-                    writer._bind(dim)
-            shape = _internal_shape(symbol.shape) or "()"
-            writer.lines += [
-                f"if {symbol.name} is None:",
-                f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}",
-                f"{symbol.name} = torch.as_tensor({symbol.name}, dtype=dtype, device=device).reshape({shape})",
-            ]
-            writer.bound.append(symbol.name)
+            self.static_lines(symbol, writer)
         for symbol in low.static:
-            if symbol.name not in low.learned:
+            if low.plan[symbol.name].storage == "buffer":
                 writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
-        for name, learn in low.learned.items():
-            if learn.role == "net":
-                continue
-            symbol = low.symbol(name)
-            start = name
-            if symbol.depends_on_inputs:  # a learned factor on the per-sample value, one at start
-                start = f"torch.ones(({_internal_shape(symbol.shape)}), dtype=dtype, device=device)"
-            if learn.per_layer:
-                make = f"nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
-                writer.lines.append(f"self.{name} = {make}")
-            else:
-                writer.lines.append(f"self.{name} = nn.Parameter({start}.clone())")
+        for entry in low.plan.learned():
+            if entry.role != "net":
+                writer.lines.append(self.learned_line(entry))
         for net in low.unfold.nets:
             writer.lines += self.net_lines(net, writer)
         return writer.lines
 
+    def param_lines(self, symbol: Symbol, writer: _MethodWriter) -> None:
+        """A param: its computed default, as a tensor of its shape."""
+        for dim in symbol.shape:  # a shaped param is reshaped with the dims the data fixed
+            if isinstance(dim, str) and dim not in writer.bound:
+                writer._bind(dim)
+        if _computed_default(symbol):  # e.g. eye(m): computed when the caller passes nothing
+            writer.bind_for([symbol.init])
+            writer.lines += [f"if {symbol.name} is None:", f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}"]
+        if symbol.shape:
+            shape = f"({dims_code(symbol.shape)})"
+            writer.lines.append(f"{symbol.name} = as_shaped({symbol.name}, {shape}, _dtype, _device)")
+        else:
+            value = f"torch.as_tensor({symbol.name}, dtype=_dtype, device=_device)"
+            writer.lines.append(f"{symbol.name} = {value}.reshape(())")
+        writer.bound.append(symbol.name)
+
+    def static_lines(self, symbol: Symbol, writer: _MethodWriter) -> None:
+        """A hyperparameter or weight fixed when the model is built: given, or its classical value."""
+        writer.bind_for([symbol.init])
+        for dim in symbol.shape:
+            if isinstance(dim, str) and dim not in writer.bound:
+                writer._bind(dim)
+        shape = dims_code(symbol.shape) or "()"
+        writer.lines += [
+            f"if {symbol.name} is None:",
+            f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}",
+            f"{symbol.name} = torch.as_tensor({symbol.name}, dtype=_dtype, device=_device).reshape({shape})",
+        ]
+        writer.bound.append(symbol.name)
+
+    @staticmethod
+    def learned_line(entry) -> str:
+        """A learned tensor, starting at its classical value (a factor on a per-sample value: one)."""
+        start = entry.name
+        if entry.storage == "per_sample_factor":
+            start = f"torch.ones(({dims_code(entry.shape)}), dtype=_dtype, device=_device)"
+        if entry.per_layer:
+            return f"self.{entry.name} = nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
+        return f"self.{entry.name} = nn.Parameter({start}.clone())"
+
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
-        option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
+        options = kind.resolved(net.options)
+        option_text = ", ".join(f"{key}={options[key]!r}" for key in kind.options)
         if kind.class_name not in self.net_classes:
             self.net_classes.append(kind.class_name)
         if kind.sizes_at_build:
@@ -350,13 +236,14 @@ class _ModelEmitter:
             sizes = f"{in_features}, {out_features}"
         else:
             sizes = f"{len(net.arg_shapes)}"
-        make = f"{kind.class_name}({sizes}, {option_text}, zero_init={net.correction}).to(dtype=dtype, device=device)"
-        learn = self.low.learned.get(net.name)
-        if learn is not None and learn.per_layer:
+        entry = self.low.plan[net.name]
+        start = f"zero_init={entry.starts_at_zero}"
+        make = f"{kind.class_name}({sizes}, {option_text}, {start}).to(dtype=_dtype, device=_device)"
+        if entry.per_layer:
             lines = [f"self.{net.name} = nn.ModuleList([{make} for _ in range(layers)])"]
         else:
             lines = [f"self.{net.name} = {make}"]
-        if learn is None:
+        if not entry.learned:
             lines.append(f"self.{net.name}.requires_grad_(False)")
         return lines
 
@@ -380,22 +267,22 @@ class _ModelEmitter:
     def initial_state(self) -> list[str]:
         first = self.inputs[0].name
         writer = _MethodWriter(_Context("problem", self.low), self.printer)
-        writer.lines.append(f'batch = inputs["{first}"].shape[0]')
-        writer.lines.append(f'dtype, device = inputs["{first}"].dtype, inputs["{first}"].device')
+        writer.lines.append(f'_batch = inputs["{first}"].shape[0]')
+        writer.lines.append(f'_dtype, _device = inputs["{first}"].dtype, inputs["{first}"].device')
         writer.dtype_bound = True
         for symbol in self.carried:
             writer.bind_for([symbol.init])
             for dim in symbol.shape:
                 if isinstance(dim, str) and dim not in writer.bound:
                     writer._bind(dim)
-            full = "batch" + (", " + _internal_shape(symbol.shape) if symbol.shape else ", 1, 1")
+            full = "_batch" + (", " + dims_code(symbol.shape) if symbol.shape else ", 1, 1")
             if isinstance(symbol.init, ir.Const):
                 value = format_float(symbol.init.value)
-                writer.lines.append(f"{symbol.name} = torch.full(({full}), {value}, dtype=dtype, device=device)")
+                writer.lines.append(f"{symbol.name} = torch.full(({full}), {value}, dtype=_dtype, device=_device)")
             else:
                 value = self.printer(symbol.init)
                 writer.lines.append(
-                    f"{symbol.name} = torch.as_tensor({value}, dtype=dtype, device=device).expand({full})"
+                    f"{symbol.name} = torch.as_tensor({value}, dtype=_dtype, device=_device).expand({full})"
                 )
             writer.bound.append(symbol.name)
         writer.lines.append(self.state_dict_line())
@@ -423,31 +310,31 @@ class _ModelEmitter:
     def objective(self) -> list[str]:
         writer = _MethodWriter(_Context("problem", self.low, frozenset(s.name for s in self.variables)), self.printer)
         arguments = ", ".join(f"{s.name}={s.name}" for s in self.inputs)
-        writer.lines += ["sizes = {}", f"inputs = self.prepare_inputs({arguments}, sizes=sizes)"]
+        writer.lines += ["_sizes = {}", f"inputs = self.prepare_inputs({arguments}, sizes=_sizes)"]
         for symbol in self.variables:
             writer.lines.append(
-                f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, '
+                f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, _sizes, '
                 f"{self.dtype_source})"
             )
         writer.bound = [s.name for s in self.variables]
         total = self.objective_value()
         writer.bind_for([total])
-        writer.lines.append(f"value = {self.printer(total)}")
-        writer.lines.append(f'batch = inputs["{self.inputs[0].name}"].shape[0]')
-        writer.lines.append("return torch.as_tensor(value).expand(batch, 1, 1).reshape(batch)")
+        writer.lines.append(f"_value = {self.printer(total)}")
+        writer.lines.append(f'_batch = inputs["{self.inputs[0].name}"].shape[0]')
+        writer.lines.append("return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)")
         return writer.lines
 
     def lipschitz_methods(self, math: MathPrinter) -> list[dict]:
         methods = []
         for var in self.low.lipschitz_vars:
-            hessian = self.problem.hessian_product(var)
+            hessian = self.low.hessian_product(var)
             symbol = self.low.symbol(var)
             static = not ir.depends_on(hessian, self.low.per_sample - set(s.name for s in self.carried))
             writer = _MethodWriter(_Context("problem", self.low, frozenset({var}), static), self.printer)
             writer.bound.append(var)
             writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in symbol.shape if isinstance(d, str)])
             rows, cols = symbol.shape
-            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, dtype, device)")
+            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
             writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
             methods.append({"name": f"lipschitz_{var}", "var": var, "hessian": math(hessian), "lines": writer.lines})
         return methods
@@ -512,8 +399,6 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     keyword_only = [f"{s.name}: float | Tensor | None = None" for s in params if _computed_default(s)]
     keyword_only += [f"{s.name}: float | Tensor | None = None" for s in low.static]
     keyword_only += [f"{d.name}: int | None = None" for d in problem.of_role("dim")]
-    keyword_only += [f"layers: int = {unfold.layers}", "dtype: torch.dtype | None = None"]
-    keyword_only += ["checkpoint_layers: bool | int = False"]
     forward_args = ", ".join(f"{s.name}: Tensor" for s in inputs)
     outputs = unfold.outputs
     output_shapes = ", ".join(f"{o}: {_user_shape(low.symbol(o), True)}" for o in outputs)
@@ -522,22 +407,27 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     for rule in unfold.rules:
         arrow = "=" if rule.is_let else "←"
         rule_math.append(f"{rule.target} {arrow} {math(rule.value)}")
-    gradient_math = [f"∇{var} f = {math(grad)}" for var, grad in problem.gradients]
+    gradient_math = [f"∇{var} f = {math(grad)}" for var, grad in low.gradients]
     smooth_math = math(problem.smooth)
     terms = [f"{math(t.coef)}·{math(ir.Apply(t.func, (t.arg,), ir.SCALAR))}" for t in problem.nonsmooth]
     objective_math = " + ".join([smooth_math, *terms])
     constraint_math = [f"{vs.var} ∈ {vs.set}({', '.join(math(p) for p in vs.params)})" for vs in problem.sets]
     learned_doc = [
-        f"{name} ({'per layer' if learn.per_layer else 'shared'}, paradigm {low.paradigms[name]})"
-        for name, learn in low.learned.items()
+        f"{entry.name} ({'per layer' if entry.per_layer else 'shared'}, paradigm {entry.paradigm})"
+        for entry in low.plan.learned()
+    ]
+    nets = low.plan.of_storage("net", "net_list")
+    net_doc = [
+        f"{entry.name} starts at zero (a correction term)"
+        if entry.starts_at_zero
+        else f"{entry.name} starts random (it replaces a step)"
+        for entry in nets
     ]
     return {
-        "version": __version__,
-        "spec_path": spec_path,
-        "unfold": unfold.name,
+        **header(low, spec_path),
         "problem": problem.name,
-        "class_name": low.class_name,
-        "layers": unfold.layers,
+        "net_doc": net_doc,
+        "classical_start": all(entry.starts_at_zero for entry in nets),
         "objective_math": objective_math,
         "constraint_math": constraint_math,
         "gradient_math": gradient_math,
@@ -546,21 +436,24 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "helper_sources": runtime_sources,
         "op_sources": op_sources,
         "net_sources": net_sources,
-        "constructor_args": required + optional + (["*"] if keyword_only else []) + keyword_only,
+        "constructor_args": required + optional,  # then *, the keyword-only ones, layers, dtype …
+        "keyword_args": keyword_only,
         "data_doc": [f"{s.name}: {_user_shape(s, False)}" for s in data],
         "input_names": [s.name for s in inputs],
         "input_doc": [f"{s.name}: {_user_shape(s, True)}" for s in inputs],
         "var_names": [s.name for s in variables],
         "var_doc": [f"{s.name}: {_user_shape(s, True)}" for s in variables],
         "forward_args": forward_args,
-        "outputs": [{"name": o, "layout": _user_layout(low.symbol(o).shape)} for o in outputs],
+        "outputs": [{"name": o, "value": _output_value(low.symbol(o))} for o in outputs],
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
         **methods,
         "paradigms": low.paradigms,
-        "layer_lists": emitter.layer_lists,
-        "learned_names": list(low.learned),
-        "shape_doc": {s.name: fmt_shape(s.shape) for s in unfold.symbols},
+        "layer_lists": low.plan.layer_lists,
+        "dim_names": [d.name for d in problem.of_role("dim")],
+        # a module with neither data nor params keeps its dtype and device in an unsaved buffer
+        "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
+        "data": [{"name": s.name, "axes": _axes(s), "attribute": low.plan[s.name].attribute} for s in data],
     }
 
 
@@ -569,55 +462,29 @@ def _computed_default(symbol: Symbol) -> bool:
     return symbol.init is not None and not isinstance(symbol.init, ir.Const)
 
 
-def _user_layout(shape: ir.Shape) -> str:
-    """How an internal ``(B, r, c)`` value is returned: vectors ``(B, n)``, scalars ``(B,)``."""
-    if shape == ():
-        return "[..., 0, 0]"
-    return ".squeeze(-1)" if shape[1] == 1 else ""
+def _output_value(symbol: Symbol) -> str:
+    """An output in the caller's layout: internal ``(B, r, c)`` values become vectors ``(B, n)``
+    and scalars ``(B,)``."""
+    value = f'state["{symbol.name}"]'
+    if symbol.shape == ():
+        return f"{value}[..., 0, 0]"
+    return f"{value}.squeeze(-1)" if ir.is_vector(symbol.shape) else value
 
 
-def layer_lists(low: LoweredUnfold) -> list[str]:
-    """Per-layer learned tensors, kept as one parameter per layer (nn.ParameterList).
-
-    Indexing one stacked (K, ...) parameter per layer would make every layer's backward write a
-    zero-filled (K, ...) gradient (for matrices that tripled a LISTA-CP training step; for scalars
-    it still costs a few small operations per layer, measured at 2-3% of the step).
-    """
-    return [name for name, learn in low.learned.items() if learn.role != "net" and learn.per_layer]
-
-
-def _dtype_source(low: LoweredUnfold, lists: list[str]) -> str:
+def _dtype_source(low: LoweredUnfold) -> str:
+    plan = low.plan
     tensors = [s for s in low.problem.symbols if s.role in ("data", "param")]
     if tensors:
-        return f"self.{_problem_attr(low, tensors[0].name)}.dtype"
-    if low.learned:
-        name = next(iter(low.learned))
-        if low.learned[name].role != "net":
-            return f"self.{name}[0].dtype" if name in lists else f"self.{name}.dtype"
+        return f"self.{plan[tensors[0].name].attribute}.dtype"
+    learned = plan.learned()
+    if learned and learned[0].role != "net":
+        return f"self.{learned[0].name}[0].dtype" if learned[0].per_layer else f"self.{learned[0].name}.dtype"
     return "None"
 
 
-def format_python(text: str) -> str:
-    """Parse (a syntax error here is a compiler bug) and format with the pinned ruff."""
-    ast.parse(text)
-    from ruff.__main__ import find_ruff_bin
-
-    command = [find_ruff_bin(), "format", "--isolated", "--line-length", "100", "--stdin-filename", "model.py", "-"]
-    result = subprocess.run(command, input=text, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"ruff could not format generated code: {result.stderr.strip()}")
-    return result.stdout
-
-
 def render_model(low: LoweredUnfold, spec_path: str) -> str:
-    context = model_context(low, spec_path)
-    return format_python(template_environment().get_template("model.py.j2").render(**context))
+    return base.render("model.py.j2", model_context(low, spec_path))
 
 
 def render_init(low: LoweredUnfold, spec_path: str) -> str:
-    text = (
-        template_environment()
-        .get_template("__init__.py.j2")
-        .render(version=__version__, spec_path=spec_path, class_name=low.class_name, unfold=low.name)
-    )
-    return format_python(text)
+    return base.render("__init__.py.j2", header(low, spec_path))

@@ -1,0 +1,421 @@
+"""Every entry of the library, in every backend it names, against an independent reference.
+
+The entries are the functions (unfoldgen.functions), the proximal operators and projection sets
+(unfoldgen.prox) and the net kinds (unfoldgen.nets). Each is run the way generated code runs it:
+functions printed by the torch and numba printers (after the entry's own desugaring), operators
+and nets from the sources the compiler copies. References are numpy/scipy definitions, numerical
+argmins (tests/argmin.py) and torch.autograd. A backend an entry says it lacks (None) is skipped
+with that reason; a new entry without a reference here fails ``test_every_entry_has_a_reference``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import itertools
+
+import numba
+import numpy as np
+import pytest
+import scipy.special
+import torch
+from argmin import (
+    ref_block_soft_threshold,
+    ref_hard_threshold,
+    ref_proj_ball1,
+    ref_proj_ball2,
+    ref_proj_box,
+    ref_proj_nonneg,
+    ref_proj_simplex,
+    ref_prox_norminf,
+    ref_soft_threshold,
+    ref_soft_threshold_nonneg,
+    ref_svt,
+)
+
+from unfoldgen import ir, nets_torch, ops_torch
+from unfoldgen.emit import helper_sources
+from unfoldgen.functions import FUNCTIONS, elementwise_derivative
+from unfoldgen.nets import NET_KINDS
+from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, TorchPrinter
+from unfoldgen.prox import PROX_TABLE, SET_TABLE
+
+BATCH = 3
+SCALES = (0.15, 0.6, 1.0, 2.5)  # small: everything thresholded / inside; large: barely touched
+
+
+@functools.cache
+def numba_helpers(names: tuple[str, ...]) -> dict:
+    """Functions of ops_numba (and what they call), compiled as kernels compile them."""
+    namespace = {"np": np, "numba": numba}
+    for source in helper_sources("ops_numba", list(names), "@numba.njit\n"):
+        exec(source, namespace)  # the compiler's own helper source, as kernels.py holds it
+    return namespace
+
+
+def defined(module: str) -> set[str]:
+    """Top-level functions and classes of a module of the package (what the compiler copies)."""
+    loaded = importlib.import_module(f"unfoldgen.{module}")
+    return {
+        name
+        for name, value in vars(loaded).items()
+        if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == loaded.__name__
+    }
+
+
+# ------------------------------------------------------------------------ functions
+
+# per sample: references take numpy blocks (r, c) and numbers
+HUBER_DELTA = 0.7
+
+
+def _huber(v: np.ndarray, delta: float) -> np.ndarray:
+    return np.where(np.abs(v) <= delta, 0.5 * v * v, delta * (np.abs(v) - 0.5 * delta))
+
+
+# name -> (reference on one sample, kinds of the arguments). Kinds: v a per-sample block, pos a
+# positive one, sparse one with zeros, s/lo/hi a number, Q a data matrix, M a per-sample square matrix
+FUNCTION_REFERENCES = {
+    "exp": (np.exp, ("v",)),
+    "log": (np.log, ("pos",)),
+    "sqrt": (np.sqrt, ("pos",)),
+    "sigmoid": (scipy.special.expit, ("v",)),
+    "softplus": (lambda v: np.logaddexp(0.0, v), ("v",)),
+    "huber_elem": (_huber, ("v", "s")),
+    "clip": (np.clip, ("v", "lo", "hi")),
+    "abs": (np.abs, ("v",)),
+    "sign": (np.sign, ("v",)),
+    "max": (np.maximum, ("v", "s")),
+    "min": (np.minimum, ("v", "s")),
+    "sum": (np.sum, ("v",)),
+    "logsumexp": (scipy.special.logsumexp, ("v",)),
+    "softmax": (lambda v: scipy.special.softmax(v.ravel()).reshape(v.shape), ("v",)),
+    "sumsq": (lambda v: np.sum(v * v), ("v",)),
+    "dot": (lambda u, v: np.sum(u * v), ("v", "v")),
+    "quad": (lambda v, q: (v.T @ q @ v).item(), ("v", "Q")),
+    "huber": (lambda v, delta: _huber(v, delta).sum(), ("v", "s")),
+    "norm1": (lambda v: np.abs(v).sum(), ("v",)),
+    "norm2": (np.linalg.norm, ("v",)),
+    "norminf": (lambda v: np.abs(v).max(), ("v",)),
+    "norm0": (np.count_nonzero, ("sparse",)),
+    "nuclear": (lambda v: np.linalg.svd(v, compute_uv=False).sum(), ("v",)),
+    "opnorm": (lambda v: np.linalg.norm(v, 2), ("v",)),
+    "solve": (np.linalg.solve, ("M", "v")),
+}
+NUMBERS = {"v": 0.8, "pos": 1.3, "sparse": -0.4, "s": HUBER_DELTA, "lo": -0.4, "hi": 0.6}
+SAMPLE_SHAPES = [(4, 1), (2, 3)]  # a vector and a matrix per sample
+
+
+def function_arguments(name: str, shape: tuple[int, int], seed: int) -> list:
+    """(B, r, c) arrays for per-sample kinds, numbers and data matrices as they are."""
+    rng = np.random.default_rng([seed, *shape])
+    args = []
+    for kind in FUNCTION_REFERENCES[name][1]:
+        match kind:
+            case "v":
+                args.append(rng.normal(size=(BATCH, *shape)) * 1.5)
+            case "pos":
+                args.append(np.exp(rng.normal(size=(BATCH, *shape))))
+            case "sparse":
+                args.append(rng.normal(size=(BATCH, *shape)) * (rng.uniform(size=(BATCH, *shape)) < 0.5))
+            case "Q":
+                half = rng.normal(size=(shape[0], shape[0]))
+                args.append(half @ half.T)
+            case "M":
+                args.append(rng.normal(size=(BATCH, shape[0], shape[0])) + 3 * np.eye(shape[0]))
+            case _:
+                args.append(NUMBERS[kind])
+    return args
+
+
+def function_shapes(name: str) -> list[tuple[int, int]]:
+    if name in ("quad", "solve"):  # a vector x (and its square matrix)
+        return [(4, 1)]
+    return SAMPLE_SHAPES
+
+
+def arg_shape(value, shape: tuple[int, int]) -> ir.Shape:
+    if isinstance(value, float):
+        return ir.SCALAR
+    return tuple(value.shape[-2:])
+
+
+def call_ir(name: str, args: list, shape: tuple[int, int]) -> ir.Expr:
+    """The IR a spec's call becomes: the entry's own desugaring, if it has one."""
+    refs = tuple(ir.Ref(f"a{i}", "input", arg_shape(value, shape)) for i, value in enumerate(args))
+    entry = FUNCTIONS[name]
+    result_shape = entry.shape([ref.shape for ref in refs])
+    if entry.desugar is not None:
+        return entry.desugar(refs, result_shape)
+    return ir.Apply(name, refs, result_shape)
+
+
+def reference_values(name: str, args: list) -> np.ndarray:
+    """The reference per sample, stacked: (B, ...) arrays for per-sample arguments."""
+    reference = FUNCTION_REFERENCES[name][0]
+    per_sample = [isinstance(a, np.ndarray) and a.ndim == 3 for a in args]
+    return np.stack(
+        [
+            np.asarray(reference(*(a[b] if p else a for a, p in zip(args, per_sample, strict=True))))
+            for b in range(BATCH)
+        ]
+    )
+
+
+def run_torch(expr: ir.Expr, args: list) -> torch.Tensor:
+    """The torch code the compiler prints for ``expr``, run with only the helpers the entries name."""
+    printer = TorchPrinter(net_call=str, lipschitz_call=str, per_sample=frozenset({"a0", "a1", "a2"}))
+    code = printer(expr)
+    helpers = [*printer.helpers]
+    for node in ir.walk(expr):
+        if isinstance(node, ir.Apply):
+            helpers += FUNCTIONS[node.func].torch_helpers
+    namespace = {"torch": torch, "Tensor": torch.Tensor, "dtype": torch.float64, "device": torch.device("cpu")}
+    for source in helper_sources("runtime_torch", list(dict.fromkeys(helpers))):
+        exec(source, namespace)  # the compiler's own helper source, as generated modules hold it
+    for i, value in enumerate(args):
+        namespace[f"a{i}"] = torch.tensor(value) if isinstance(value, np.ndarray) else value
+    return eval(code, namespace)
+
+
+def run_numba(expr: ir.Expr, args: list, batched: bool) -> np.ndarray:
+    """Batched: samples are the columns of one array; per-sample: one call per sample."""
+    per_sample = frozenset(f"a{i}" for i, value in enumerate(args) if isinstance(value, np.ndarray) and value.ndim == 3)
+    code = NumbaPrinter(per_sample, batched)(expr)
+    helpers = tuple(
+        dict.fromkeys(
+            name
+            for node in ir.walk(expr)
+            if isinstance(node, ir.Apply) and node.func in FUNCTIONS
+            for name in (*FUNCTIONS[node.func].numba_helpers, "as_column")
+        )
+    )
+    namespace = dict(numba_helpers(helpers))
+    params = ", ".join(f"a{i}" for i in range(len(args)))
+    first = next(f"a{i}" for i, value in enumerate(args) if isinstance(value, np.ndarray))
+    source = f"def kernel({params}):\n    dtype = {first}.dtype\n    F = dtype.type\n    return {code}\n"
+    exec(source, namespace)
+    kernel = numba.njit(namespace["kernel"])
+    if batched:
+        columns = [a.reshape(BATCH, -1).T.copy() if a.ndim == 3 else a for a in map(np.asarray, args)]
+        out = np.asarray(kernel(*[c if c.ndim else float(c) for c in columns]))
+        return out.T
+    outs = []
+    for b in range(BATCH):
+        sample = [a[b] if isinstance(a, np.ndarray) and a.ndim == 3 else a for a in args]
+        outs.append(np.asarray(kernel(*sample)))
+    return np.stack(outs)
+
+
+def function_cases():
+    for name in FUNCTIONS:
+        for shape in function_shapes(name):
+            yield pytest.param(name, shape, id=f"{name}-{shape[0]}x{shape[1]}")
+
+
+def test_every_entry_has_a_reference():
+    assert set(FUNCTION_REFERENCES) == set(FUNCTIONS)
+    assert set(PROX_REFERENCES) == set(PROX_TABLE)
+    assert set(SET_REFERENCES) == set(SET_TABLE)
+
+
+def test_every_named_implementation_exists():
+    """Each entry's torch and numba names are functions of the modules the compiler copies."""
+    torch_ops, numba_ops = defined("ops_torch"), defined("ops_numba")
+    runtime, net_classes = defined("runtime_torch"), defined("nets_torch")
+    for entry in FUNCTIONS.values():
+        assert set(entry.torch_helpers) <= runtime, entry.name
+        assert set(entry.numba_helpers) <= numba_ops, entry.name
+    for entry in [*PROX_TABLE.values(), *SET_TABLE.values()]:
+        assert entry.torch in torch_ops, entry.key
+        assert entry.numba is None or entry.numba in numba_ops, entry.key
+    for kind in NET_KINDS.values():
+        assert kind.torch in net_classes, kind.name
+        assert kind.numba is None or kind.numba.forward in numba_ops, kind.name
+
+
+@pytest.mark.parametrize("name, shape", list(function_cases()))
+def test_function_torch(name, shape):
+    entry = FUNCTIONS[name]
+    args = function_arguments(name, shape, seed=0)
+    expr = call_ir(name, args, shape)
+    if entry.torch is None:
+        assert entry.desugar is not None, f"{name}: no torch form and no desugaring"
+    ours = run_torch(expr, args).numpy()
+    expected = reference_values(name, args)
+    np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["batched", "per-sample"])
+@pytest.mark.parametrize("name, shape", list(function_cases()))
+def test_function_numba(name, shape, layout):
+    entry = FUNCTIONS[name]
+    if entry.numba is None and entry.desugar is None:
+        pytest.skip(f"{name}: the entry has no numba form (compile notes it and emits no kernel)")
+    kinds = FUNCTION_REFERENCES[name][1]
+    if layout == "batched" and (shape[1] != 1 or "M" in kinds):
+        pytest.skip("the batched layout holds vectors only (per-sample matrices run per sample)")
+    args = function_arguments(name, shape, seed=1)
+    expr = call_ir(name, args, shape)
+    try:
+        ours = run_numba(expr, args, batched=layout == "batched")
+    except NumbaUnsupportedError as err:
+        pytest.skip(f"{name}: the numba printer refuses this layout ({err}); compile notes it")
+    expected = reference_values(name, args)
+    np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_function_folds_numbers(name):
+    entry = FUNCTIONS[name]
+    kinds = FUNCTION_REFERENCES[name][1]
+    if not entry.foldable:
+        pytest.skip(f"{name}: the entry has no value at build time (neither fold nor sympy)")
+    numbers = [NUMBERS[kind] for kind in kinds]
+    blocks = [np.array([[n]]) if kind in ("v", "pos", "sparse") else n for n, kind in zip(numbers, kinds, strict=True)]
+    expected = FUNCTION_REFERENCES[name][0](*blocks)
+    assert entry.evaluate(*numbers) == pytest.approx(float(np.asarray(expected).ravel()[0]), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", [name for name, entry in FUNCTIONS.items() if entry.kind == "elementwise"])
+def test_function_derivative(name):
+    """φ′ built from the entry's symbolic definition, printed as torch, equals autograd of φ."""
+    entry = FUNCTIONS[name]
+    if entry.sympy is None or not entry.smooth:
+        pytest.skip(f"{name}: not differentiable (the smooth part of an objective refuses it)")
+    args = function_arguments(name, (4, 1), seed=2)
+    refs = tuple(ir.Ref(f"a{i}", "input", arg_shape(value, (4, 1))) for i, value in enumerate(args))
+    derivative = run_torch(elementwise_derivative(name, refs), args).numpy()
+    x = torch.tensor(args[0], requires_grad=True)
+    value = run_torch(ir.Apply(name, refs, refs[0].shape), [x, *args[1:]])
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    np.testing.assert_allclose(np.broadcast_to(derivative, grad.shape), grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- prox and projections
+
+PROX_REFERENCES = {
+    "norm1": ref_soft_threshold,
+    "norm1+nonneg": ref_soft_threshold_nonneg,
+    "norm2": ref_block_soft_threshold,
+    "norminf": ref_prox_norminf,
+    "nuclear": ref_svt,  # takes the matrix itself
+    "norm0": ref_hard_threshold,
+}
+# set -> (reference projection, its parameters from a positive number p)
+SET_REFERENCES = {
+    "box": (ref_proj_box, lambda p: (-p, 2 * p)),
+    "nonneg": (ref_proj_nonneg, lambda p: ()),
+    "ball2": (ref_proj_ball2, lambda p: (p,)),
+    "ball1": (ref_proj_ball1, lambda p: (p,)),
+    "simplex": (ref_proj_simplex, lambda p: (p,)),
+}
+BLOCKS = [(3, 1), (5, 1), (2, 3)]
+
+
+def draw(shape, seed):
+    """A random block v and a positive scalar parameter."""
+    rng = np.random.default_rng([seed, *shape])
+    return rng.normal(size=shape) * SCALES[seed], float(rng.uniform(0.3, 1.2))
+
+
+def operator_cases(table: dict):
+    for key in table:
+        blocks = BLOCKS + ([(3, 2), (3, 3)] if key == "nuclear" else [])
+        for backend, shape, seed in itertools.product(("torch", "numba"), blocks, range(len(SCALES))):
+            yield pytest.param(key, backend, shape, seed, id=f"{key}-{backend}-{shape[0]}x{shape[1]}-{seed}")
+
+
+def run_operator(entry, backend: str, v: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
+    if backend == "torch":
+        tensors = [torch.tensor(p, dtype=torch.float64) for p in params]
+        return getattr(ops_torch, entry.torch)(torch.tensor(v), *tensors).numpy()
+    if entry.numba is None:
+        pytest.skip(f"{entry.key}: the entry has no numba function (compile notes it and emits no kernel)")
+    if entry.per_column and v.shape[1] != 1:
+        pytest.skip(f"{entry.key}: its numba function acts per column, so kernels use it on vectors only")
+    function = numba_helpers((entry.numba,))[entry.numba]
+    return function(np.ascontiguousarray(v), *map(np.float64, params))
+
+
+@pytest.mark.parametrize("key, backend, shape, seed", list(operator_cases(PROX_TABLE)))
+def test_prox(key, backend, shape, seed):
+    entry = PROX_TABLE[key]
+    v, t = draw(shape, seed)
+    ours = run_operator(entry, backend, v, (t,))
+    reference = PROX_REFERENCES[key]
+    expected = reference(v, t) if key == "nuclear" else reference(v.ravel(), t).reshape(shape)
+    # the references are good to ~2e-8, so 1e-6 still catches a 1e-5 relative slip in t
+    np.testing.assert_allclose(ours, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("key, backend, shape, seed", list(operator_cases(SET_TABLE)))
+def test_projection(key, backend, shape, seed):
+    entry = SET_TABLE[key]
+    v, p = draw(shape, seed)
+    reference, params = SET_REFERENCES[key]
+    assert len(params(p)) == len(entry.params)
+    ours = run_operator(entry, backend, v, params(p))
+    np.testing.assert_allclose(ours, reference(v.ravel(), *params(p)).reshape(shape), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------- nets
+
+NET_ARGS = {"mlp": [(5, 1), (3, 1)], "conv1d": [(6, 1), (6, 1)], "conv2d": [(3, 4), (3, 4)]}
+SMALL = {"hidden": 4, "depth": 2, "kernel": 3}
+
+
+def net_cases():
+    for name, kind in NET_KINDS.items():
+        words = {key: option.choices for key, option in kind.options.items() if option.choices}
+        for choice in itertools.product(*words.values()):
+            chosen = dict(zip(words, choice, strict=True))
+            label = "-".join([name, *choice])
+            for backend in ("torch", "numba"):
+                yield pytest.param(name, chosen, backend, id=f"{label}-{backend}")
+
+
+def build_net(name: str, chosen: dict, zero_init: bool = False) -> tuple[torch.nn.Module, dict]:
+    kind = NET_KINDS[name]
+    options = kind.resolved({key: value for key, value in SMALL.items() if key in kind.options} | chosen)
+    shapes = NET_ARGS[name]
+    if kind.sizes_at_build:
+        sizes = (sum(r * c for r, c in shapes), shapes[0][0] * shapes[0][1])
+    else:
+        sizes = (len(shapes),)
+    torch.manual_seed(0)
+    net = getattr(nets_torch, kind.torch)(*sizes, **options, zero_init=zero_init).double()
+    return net, options
+
+
+def net_inputs(name: str) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(BATCH, *shape, generator=generator, dtype=torch.float64) for shape in NET_ARGS[name]]
+
+
+@pytest.mark.parametrize("name, chosen, backend", list(net_cases()))
+def test_net(name, chosen, backend):
+    kind = NET_KINDS[name]
+    net, options = build_net(name, chosen)
+    args = net_inputs(name)
+    with torch.no_grad():
+        expected = net(*args)
+    assert expected.shape == args[0].shape
+    if backend == "torch":
+        count = kind.parameter_count(options, tuple(NET_ARGS[name]))
+        assert int(count) == sum(p.numel() for p in net.parameters())
+        zero, _ = build_net(name, chosen, zero_init=True)
+        with torch.no_grad():
+            assert torch.count_nonzero(zero(*args)) == 0  # a correction starts at zero
+        return
+    if kind.numba is None:
+        pytest.skip(f"{name}: the entry has no numba form (compile notes it and emits no kernel)")
+    state = net.state_dict()
+    weights = tuple(state[f"{prefix}.weight"].numpy()[None] for prefix in kind.numba.dense_layers(options))
+    biases = tuple(state[f"{prefix}.bias"].numpy()[None] for prefix in kind.numba.dense_layers(options))
+    forward = numba_helpers((kind.numba.forward,))[kind.numba.forward]
+    columns = np.concatenate([a.reshape(BATCH, -1).numpy().T for a in args], axis=0)
+    extra = [options[option] for option in kind.numba.options]
+    ours = forward(weights, biases, 0, np.ascontiguousarray(columns), *extra)
+    np.testing.assert_allclose(ours.T.reshape(expected.shape), expected.numpy(), rtol=1e-12, atol=1e-12)
