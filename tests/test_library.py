@@ -82,6 +82,7 @@ FUNCTION_REFERENCES = {
     "exp": (np.exp, ("v",)),
     "log": (np.log, ("pos",)),
     "sqrt": (np.sqrt, ("pos",)),
+    "tanh": (np.tanh, ("v",)),
     "sigmoid": (scipy.special.expit, ("v",)),
     "softplus": (lambda v: np.logaddexp(0.0, v), ("v",)),
     "huber_elem": (_huber, ("v", "s")),
