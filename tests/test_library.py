@@ -23,6 +23,7 @@ import scipy.special
 import torch
 from argmin import (
     ref_block_soft_threshold,
+    ref_block_soft_threshold_nonneg,
     ref_hard_threshold,
     ref_proj_ball1,
     ref_proj_ball2,
@@ -300,6 +301,7 @@ PROX_REFERENCES = {
     "norm1": ref_soft_threshold,
     "norm1+nonneg": ref_soft_threshold_nonneg,
     "norm2": ref_block_soft_threshold,
+    "norm2+nonneg": ref_block_soft_threshold_nonneg,
     "norminf": ref_prox_norminf,
     "nuclear": ref_svt,  # takes the matrix itself
     "norm0": ref_hard_threshold,

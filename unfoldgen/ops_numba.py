@@ -77,6 +77,11 @@ def block_soft_threshold(v, t):
     return v * np.maximum(v.dtype.type(0), v.dtype.type(1) - t / np.maximum(norm, tiny))
 
 
+def block_soft_threshold_nonneg(v, t):
+    """prox of t‖·‖₂ + ι(v ≥ 0) per column: the block soft threshold of max(v, 0)."""
+    return block_soft_threshold(np.maximum(v, v.dtype.type(0)), t)
+
+
 def hard_threshold(v, t):
     """prox of t‖·‖₀: keep v where |v| > √(2t)."""
     return np.where(np.abs(v) > np.sqrt(v.dtype.type(2) * t), v, v.dtype.type(0))
