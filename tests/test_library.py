@@ -428,9 +428,18 @@ def test_net(name, chosen, backend):
     np.testing.assert_allclose(ours.T.reshape(expected.shape), expected.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_mlp_matches_a_numpy_forward():
-    """The torch Mlp is the network its docstring describes: dense layers with ReLU between."""
-    net, options = build_net("mlp", {})
+ACTIVATION_REFERENCES = {
+    "relu": lambda h: np.maximum(h, 0.0),
+    "tanh": np.tanh,
+    # gelu in its tanh approximation (Hendrycks & Gimpel 2016)
+    "gelu": lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3))),
+}
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_REFERENCES)
+def test_mlp_matches_a_numpy_forward(activation):
+    """The torch Mlp is the network its docstring describes: dense layers, the activation between."""
+    net, options = build_net("mlp", {"activation": activation})
     args = net_inputs("mlp")
     state = {key: value.numpy() for key, value in net.state_dict().items()}
     prefixes = NET_KINDS["mlp"].numba.dense_layers(options)
@@ -438,10 +447,27 @@ def test_mlp_matches_a_numpy_forward():
     for index, prefix in enumerate(prefixes):
         h = h @ state[f"{prefix}.weight"].T + state[f"{prefix}.bias"]
         if index < len(prefixes) - 1:
-            h = np.maximum(h, 0.0)
+            h = ACTIVATION_REFERENCES[activation](h)
     with torch.no_grad():
         expected = net(*args).numpy()
     np.testing.assert_allclose(h.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_REFERENCES)
+@pytest.mark.parametrize("name", ["conv1d", "conv2d"])
+def test_conv_net_activation_is_the_chosen_one(name, activation):
+    net, _ = build_net(name, {"activation": activation})
+    between = [module for module in net.body if not isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d)]
+    assert len(between) == SMALL["depth"]
+    h = np.linspace(-3.0, 3.0, 13)
+    for module in between:
+        np.testing.assert_allclose(module(torch.tensor(h)).numpy(), ACTIVATION_REFERENCES[activation](h), rtol=1e-12)
+
+
+def test_every_activation_has_a_reference():
+    for kind in NET_KINDS.values():
+        if "activation" in kind.options:
+            assert set(kind.options["activation"].choices) == set(ACTIVATION_REFERENCES), kind.name
 
 
 # ------------------------------------------------------ each entry in a compiled spec
