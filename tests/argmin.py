@@ -31,11 +31,11 @@ def linear(a, b=0.0, kind="ineq"):
     return {"type": kind, "fun": lambda z: a @ z + b, "jac": lambda z: a}
 
 
-def epigraph(v, t, s0, constraints):
+def epigraph(v, t, s0, constraints, u0=None):
     """argmin over z = [u, s] of t * sum(s) + 0.5 ||u - v||^2 under ``constraints``.
 
-    Starts at u = v with the epigraph variables s = s0 tight there; a loose start
-    leaves SLSQP several orders of magnitude less accurate.
+    Starts at u = u0 (default v) with the epigraph variables s = s0 tight there; a loose
+    start leaves SLSQP several orders of magnitude less accurate.
     """
     n = v.size
 
@@ -43,7 +43,7 @@ def epigraph(v, t, s0, constraints):
         d = z[:n] - v
         return t * z[n:].sum() + 0.5 * d @ d, np.concatenate([d, np.full(s0.size, t)])
 
-    return slsqp(fun, np.concatenate([v, s0]), constraints)[:n]
+    return slsqp(fun, np.concatenate([v if u0 is None else u0, s0]), constraints)[:n]
 
 
 def abs_epigraph(n):
@@ -71,6 +71,20 @@ def ref_block_soft_threshold(v, t):
         "jac": lambda z: np.concatenate([-2 * z[:n], [2 * z[n]]]),
     }
     return epigraph(v, t, np.linalg.norm(v, keepdims=True), [cone, linear(np.eye(n + 1)[n])])
+
+
+def ref_block_soft_threshold_nonneg(v, t):
+    n = v.size
+    # The cone as s - ||u|| >= 0: its smooth square form s^2 - ||u||^2 has no gradient at
+    # u = 0, s = 0, where SLSQP stalls once u >= 0 cuts off the way around it.
+    cone = {
+        "type": "ineq",
+        "fun": lambda z: z[n] - np.linalg.norm(z[:n]),
+        "jac": lambda z: np.concatenate([-z[:n] / max(np.linalg.norm(z[:n]), 1e-300), [1.0]]),
+    }
+    nonneg = linear(np.hstack([np.eye(n), np.zeros((n, 1))]))
+    inside = np.abs(v)  # a feasible start, tight on the cone
+    return epigraph(v, t, np.linalg.norm(inside, keepdims=True), [cone, nonneg], inside)
 
 
 def ref_prox_norminf(v, t):

@@ -14,6 +14,7 @@ import functools
 import importlib
 import inspect
 import itertools
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -22,6 +23,7 @@ import scipy.special
 import torch
 from argmin import (
     ref_block_soft_threshold,
+    ref_block_soft_threshold_nonneg,
     ref_hard_threshold,
     ref_proj_ball1,
     ref_proj_ball2,
@@ -33,6 +35,7 @@ from argmin import (
     ref_soft_threshold_nonneg,
     ref_svt,
 )
+from helpers import compile_spec
 
 from unfoldgen import ir, nets_torch, ops_torch
 from unfoldgen.emit import helper_sources
@@ -80,6 +83,7 @@ FUNCTION_REFERENCES = {
     "exp": (np.exp, ("v",)),
     "log": (np.log, ("pos",)),
     "sqrt": (np.sqrt, ("pos",)),
+    "tanh": (np.tanh, ("v",)),
     "sigmoid": (scipy.special.expit, ("v",)),
     "softplus": (lambda v: np.logaddexp(0.0, v), ("v",)),
     "huber_elem": (_huber, ("v", "s")),
@@ -247,19 +251,17 @@ def test_function_torch(name, shape):
     np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("layout", ["batched", "per-sample"])
 @pytest.mark.parametrize("name, shape", list(function_cases()))
-def test_function_numba(name, shape, layout):
+def test_function_numba(name, shape):
+    """Vectors in the batched layout (samples are columns), matrices per sample."""
     entry = FUNCTIONS[name]
     if entry.numba is None and entry.desugar is None:
         pytest.skip(f"{name}: the entry has no numba form (compile notes it and emits no kernel)")
-    kinds = FUNCTION_REFERENCES[name][1]
-    if layout == "batched" and (shape[1] != 1 or "M" in kinds):
-        pytest.skip("the batched layout holds vectors only (per-sample matrices run per sample)")
+    batched = shape[1] == 1 and "M" not in FUNCTION_REFERENCES[name][1]
     args = function_arguments(name, shape, seed=1)
     expr = call_ir(name, args, shape)
     try:
-        ours = run_numba(expr, args, batched=layout == "batched")
+        ours = run_numba(expr, args, batched)
     except NumbaUnsupportedError as err:
         pytest.skip(f"{name}: the numba printer refuses this layout ({err}); compile notes it")
     expected = reference_values(name, args)
@@ -299,6 +301,7 @@ PROX_REFERENCES = {
     "norm1": ref_soft_threshold,
     "norm1+nonneg": ref_soft_threshold_nonneg,
     "norm2": ref_block_soft_threshold,
+    "norm2+nonneg": ref_block_soft_threshold_nonneg,
     "norminf": ref_prox_norminf,
     "nuclear": ref_svt,  # takes the matrix itself
     "norm0": ref_hard_threshold,
@@ -366,14 +369,18 @@ NET_ARGS = {"mlp": [(5, 1), (3, 1)], "conv1d": [(6, 1), (6, 1)], "conv2d": [(3, 
 SMALL = {"hidden": 4, "depth": 2, "kernel": 3}
 
 
-def net_cases():
+def net_cases(backends: tuple[str, ...] = ("torch", "numba")):
+    """Every kind with every combination of its word options, per backend (``spec``: no backend)."""
     for name, kind in NET_KINDS.items():
         words = {key: option.choices for key, option in kind.options.items() if option.choices}
         for choice in itertools.product(*words.values()):
             chosen = dict(zip(words, choice, strict=True))
             label = "-".join([name, *choice])
-            for backend in ("torch", "numba"):
-                yield pytest.param(name, chosen, backend, id=f"{label}-{backend}")
+            for backend in backends:
+                if backend == "spec":
+                    yield pytest.param(name, chosen, id=label)
+                else:
+                    yield pytest.param(name, chosen, backend, id=f"{label}-{backend}")
 
 
 def build_net(name: str, chosen: dict, zero_init: bool = False) -> tuple[torch.nn.Module, dict]:
@@ -419,3 +426,194 @@ def test_net(name, chosen, backend):
     extra = [options[option] for option in kind.numba.options]
     ours = forward(weights, biases, 0, np.ascontiguousarray(columns), *extra)
     np.testing.assert_allclose(ours.T.reshape(expected.shape), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+ACTIVATION_REFERENCES = {
+    "relu": lambda h: np.maximum(h, 0.0),
+    "tanh": np.tanh,
+    # gelu in its tanh approximation (Hendrycks & Gimpel 2016)
+    "gelu": lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3))),
+}
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_REFERENCES)
+def test_mlp_matches_a_numpy_forward(activation):
+    """The torch Mlp is the network its docstring describes: dense layers, the activation between."""
+    net, options = build_net("mlp", {"activation": activation})
+    args = net_inputs("mlp")
+    state = {key: value.numpy() for key, value in net.state_dict().items()}
+    prefixes = NET_KINDS["mlp"].numba.dense_layers(options)
+    h = np.concatenate([a.reshape(BATCH, -1).numpy() for a in args], axis=1)
+    for index, prefix in enumerate(prefixes):
+        h = h @ state[f"{prefix}.weight"].T + state[f"{prefix}.bias"]
+        if index < len(prefixes) - 1:
+            h = ACTIVATION_REFERENCES[activation](h)
+    with torch.no_grad():
+        expected = net(*args).numpy()
+    np.testing.assert_allclose(h.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_REFERENCES)
+@pytest.mark.parametrize("name", ["conv1d", "conv2d"])
+def test_conv_net_activation_is_the_chosen_one(name, activation):
+    net, _ = build_net(name, {"activation": activation})
+    between = [module for module in net.body if not isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d)]
+    assert len(between) == SMALL["depth"]
+    h = np.linspace(-3.0, 3.0, 13)
+    for module in between:
+        np.testing.assert_allclose(module(torch.tensor(h)).numpy(), ACTIVATION_REFERENCES[activation](h), rtol=1e-12)
+
+
+def test_every_activation_has_a_reference():
+    for kind in NET_KINDS.values():
+        if "activation" in kind.options:
+            assert set(kind.options["activation"].choices) == set(ACTIVATION_REFERENCES), kind.name
+
+
+# ------------------------------------------------------ each entry in a compiled spec
+
+SPEC = """problem p {{
+    dim {dims}
+    input y : real[{shape}]
+    var x : real[{shape}] = {start}
+    minimize 0.5 * sumsq(x - y){penalty}
+}}
+
+unfold step from p {{
+    layers {layers}
+    hyper mu : real = 0.25
+{extra}    iterate {{ x = {update} }}
+{learn}}}
+"""
+SPEC_LAYERS = 2
+SPEC_BATCH = 2
+
+
+def spec(update: str, shape: str = "n", start: str = "0", penalty: str = "", extra: str = "", learn: str = "") -> str:
+    return SPEC.format(
+        dims=shape,
+        shape=shape,
+        start=start,
+        penalty=penalty,
+        layers=SPEC_LAYERS,
+        extra=extra,
+        update=update,
+        learn=learn,
+    )
+
+
+def run_spec(text: str, inputs: np.ndarray, perturb: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The compiled module's output and the kernels' (None, with the compile note, where there are none)."""
+    packages = compile_spec(text)
+    sizes = dict(zip(("m", "n") if inputs.ndim == 3 else ("n",), inputs.shape[1:], strict=True))
+    model = packages["step"].Step(**sizes, dtype=torch.float64)
+    if perturb:  # a net starts at zero output: move its weights so both backends have work to do
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    with torch.no_grad():
+        ours = model(y=torch.tensor(inputs)).numpy()
+    if not Path(packages["step"].__file__).with_name("kernels.py").exists():
+        return ours, None
+    kernels = importlib.import_module(f"{packages['step'].__name__}.kernels")
+    state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
+    params = kernels.params_from_state_dict({**state, "layers": model.layers})
+    return ours, kernels.run(params, y=inputs)
+
+
+def spec_inputs(shape: tuple[int, ...], positive: bool = False) -> np.ndarray:
+    values = np.random.default_rng(7).normal(size=(SPEC_BATCH, *shape))
+    return np.exp(values) if positive else values
+
+
+def smooth_user_functions() -> list[str]:
+    return [
+        name
+        for name, entry in FUNCTIONS.items()
+        if entry.user and entry.kind == "elementwise" and entry.smooth and entry.sympy is not None
+    ]
+
+
+@pytest.mark.slow  # compiles kernels: numba takes seconds per spec
+@pytest.mark.parametrize("name", smooth_user_functions())
+def test_smooth_function_in_a_spec(name):
+    """Gradient steps on sum(f(x)) + ½‖x − y‖², against the reference's central differences."""
+    inputs = spec_inputs((4,), positive=True)
+    text = spec("x - mu * grad(x)", start="y", penalty=f" + 0.1 * sum({name}(x))")
+    ours, kernels = run_spec(text, inputs)
+    reference = FUNCTION_REFERENCES[name][0]
+    x = inputs.copy()
+    for _ in range(SPEC_LAYERS):
+        step = 1e-6
+        derivative = (reference(x + step) - reference(x - step)) / (2 * step)
+        x = x - 0.25 * (0.1 * derivative + x - inputs)
+    np.testing.assert_allclose(ours, x, rtol=1e-7, atol=1e-8)
+    assert kernels is not None, f"{name}: compile emitted no kernels"
+    np.testing.assert_allclose(kernels, ours, rtol=1e-10, atol=1e-12)
+
+
+def prox_bracket(entry) -> str:
+    return f"mu * 0.4 * {entry.func}" + (f" + {entry.set}" if entry.set else "")
+
+
+@pytest.mark.slow  # compiles kernels: numba takes seconds per spec
+@pytest.mark.parametrize("key", list(PROX_TABLE))
+def test_prox_in_a_spec(key):
+    """Proximal gradient steps, against the numerical argmin of each step's prox."""
+    entry = PROX_TABLE[key]
+    matrix = key == "nuclear"
+    shape, dims = ((3, 2), "m, n") if matrix else ((4,), "n")
+    inputs = spec_inputs(shape)
+    ours, kernels = run_spec(spec(f"prox[{prox_bracket(entry)}](x - mu * grad(x))", shape=dims), inputs)
+    x = np.zeros_like(inputs)
+    for _ in range(SPEC_LAYERS):
+        v = x - 0.25 * (x - inputs)
+        x = np.stack([PROX_REFERENCES[key](sample, 0.1) for sample in v])
+    np.testing.assert_allclose(ours, x, atol=1e-6, rtol=0)
+    if entry.numba is None:
+        assert kernels is None, f"{key}: kernels emitted for an entry without a numba function"
+        return
+    assert kernels is not None, f"{key}: compile emitted no kernels"
+    np.testing.assert_allclose(kernels, ours, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow  # compiles kernels: numba takes seconds per spec
+@pytest.mark.parametrize("key", list(SET_TABLE))
+def test_projection_in_a_spec(key):
+    """Projected gradient steps, against the numerical projection of each step."""
+    entry = SET_TABLE[key]
+    reference, params = SET_REFERENCES[key]
+    values = params(0.6)
+    bracket = f"{key}({', '.join(map(str, values))})" if values else key
+    inputs = spec_inputs((4,))
+    ours, kernels = run_spec(spec(f"proj[{bracket}](x - mu * grad(x))"), inputs)
+    x = np.zeros_like(inputs)
+    for _ in range(SPEC_LAYERS):
+        x = np.stack([reference(sample, *values) for sample in x - 0.25 * (x - inputs)])
+    np.testing.assert_allclose(ours, x, atol=1e-6, rtol=0)
+    if entry.numba is None:
+        assert kernels is None, f"{key}: kernels emitted for an entry without a numba function"
+        return
+    assert kernels is not None, f"{key}: compile emitted no kernels"
+    np.testing.assert_allclose(kernels, ours, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow  # compiles kernels: numba takes seconds per spec
+@pytest.mark.parametrize("name, chosen", [case for case in net_cases(backends=("spec",))])
+def test_net_in_a_spec(name, chosen):
+    """A learned correction by each net kind (and word option): runs, and the kernels agree."""
+    kind = NET_KINDS[name]
+    shape, dims = ((3, 4), "m, n") if name == "conv2d" else ((6,), "n")
+    given = {key: value for key, value in SMALL.items() if key in kind.options} | chosen
+    options = ", ".join(f"{key} {value}" for key, value in given.items())
+    net = f"    net c : {name}({options})\n"
+    text = spec("x - mu * grad(x) + c(x, y)", shape=dims, extra=net, learn="    learn c per layer\n")
+    inputs = spec_inputs(shape)
+    ours, kernels = run_spec(text, inputs, perturb=True)
+    assert ours.shape == inputs.shape and np.isfinite(ours).all()
+    if kind.numba is None:
+        assert kernels is None, f"{name}: kernels emitted for a net kind without a numba form"
+        return
+    assert kernels is not None, f"{name}: compile emitted no kernels"
+    np.testing.assert_allclose(kernels, ours, rtol=1e-10, atol=1e-12)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from argmin import (
     ref_block_soft_threshold,
+    ref_block_soft_threshold_nonneg,
     ref_hard_threshold,
     ref_proj_ball1,
     ref_proj_ball2,
@@ -55,6 +56,10 @@ PROXES = {
         lambda u: np.abs(u).sum() if u.min() >= 0 else np.inf,
     ),
     "block_soft_threshold": (ref_block_soft_threshold, lambda u: np.linalg.norm(u)),
+    "block_soft_threshold_nonneg": (
+        ref_block_soft_threshold_nonneg,
+        lambda u: np.linalg.norm(u) if u.min() >= 0 else np.inf,
+    ),
     "prox_norminf": (ref_prox_norminf, lambda u: np.abs(u).max()),
     "svt": (ref_svt, lambda u: np.linalg.svd(u, compute_uv=False).sum()),
     "hard_threshold": (ref_hard_threshold, lambda u: np.count_nonzero(u)),
@@ -147,6 +152,7 @@ OPS = {
     "soft_threshold": ops_torch.soft_threshold,
     "soft_threshold_nonneg": ops_torch.soft_threshold_nonneg,
     "block_soft_threshold": ops_torch.block_soft_threshold,
+    "block_soft_threshold_nonneg": ops_torch.block_soft_threshold_nonneg,
     "prox_norminf": ops_torch.prox_norminf,
     "svt": ops_torch.svt,
     "hard_threshold": ops_torch.hard_threshold,
@@ -312,6 +318,8 @@ def gradcheck_inputs():
         yield "svt", with_spectrum(spectra, shape, 6), P
     v = torch.tensor([[0.1, -0.2, 0.05], [1.0, 0.5, -2.0]], dtype=torch.float64).reshape(2, 3, 1)
     yield "proj_ball2", v, P  # first inside, second outside
+    # ||max(v, 0)|| = 0.11 is below t = 0.5 (output 0); 1.12 is above t = 0.8; no entry at 0.
+    yield "block_soft_threshold_nonneg", v, P
     v = torch.tensor([[0.9, 0.1, -0.3, 0.5], [0.2, -0.1, 0.15, 0.05]], dtype=torch.float64)
     yield "proj_simplex", v.reshape(2, 2, 2), P  # some entries clipped; none clipped
     # ||v||_1 = 3.6 > 0.5 (projected) and 0.5 < 0.8 (inside, so the prox is 0).

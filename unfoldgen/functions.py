@@ -239,6 +239,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("exp", (1, 1), "elementwise", _same, "exp({0})", "torch.exp({0})", "np.exp({0})", sympy.exp),
         Function("log", (1, 1), "elementwise", _same, "log({0})", "torch.log({0})", "np.log({0})", sympy.log),
         Function("sqrt", (1, 1), "elementwise", _same, "√({0})", "torch.sqrt({0})", "np.sqrt({0})", sympy.sqrt),
+        Function("tanh", (1, 1), "elementwise", _same, "tanh({0})", "torch.tanh({0})", "np.tanh({0})", sympy.tanh),
         Function(
             "sigmoid",
             (1, 1),

@@ -84,6 +84,9 @@ def _conv_count(taps_power: int) -> Callable[[Options, tuple[ir.Shape, ...]], sy
     return count
 
 
+ACTIVATIONS = ("relu", "tanh", "gelu")
+
+
 @dataclass(frozen=True)
 class NumbaNet:
     """How kernels run a net: ``forward(weights, biases, layer, h, *options)`` of ops_numba on
@@ -125,19 +128,30 @@ NET_KINDS: dict[str, NetKind] = {
         NetKind(
             "mlp",
             "Mlp",
-            {"hidden": Option(64, 1, 65536), "depth": Option(2, 1, 64)},
+            {
+                "hidden": Option(64, 1, 65536),
+                "depth": Option(2, 1, 64),
+                "activation": Option("relu", choices=ACTIVATIONS),
+            },
             _any_args,
             sizes_at_build=True,
             parameter_count=_mlp_count,
             # the dense layers sit at even positions of the nn.Sequential (activations between)
             numba=NumbaNet(
-                "mlp_forward", (), lambda options: tuple(f"body.{2 * i}" for i in range(options["depth"] + 1))
+                "mlp_forward",
+                ("activation",),
+                lambda options: tuple(f"body.{2 * i}" for i in range(options["depth"] + 1)),
             ),
         ),
         NetKind(
             "conv1d",
             "Conv1dNet",
-            {"hidden": Option(16, 1, 4096), "depth": Option(2, 1, 64), "kernel": Option(3, 1, 63)},
+            {
+                "hidden": Option(16, 1, 4096),
+                "depth": Option(2, 1, 64),
+                "kernel": Option(3, 1, 63),
+                "activation": Option("relu", choices=ACTIVATIONS),
+            },
             _same_shape_args,
             sizes_at_build=False,
             parameter_count=_conv_count(1),
@@ -146,7 +160,12 @@ NET_KINDS: dict[str, NetKind] = {
         NetKind(
             "conv2d",
             "Conv2dNet",
-            {"hidden": Option(16, 1, 4096), "depth": Option(2, 1, 64), "kernel": Option(3, 1, 63)},
+            {
+                "hidden": Option(16, 1, 4096),
+                "depth": Option(2, 1, 64),
+                "kernel": Option(3, 1, 63),
+                "activation": Option("relu", choices=ACTIVATIONS),
+            },
             _matrix_args,
             sizes_at_build=False,
             parameter_count=_conv_count(2),

@@ -77,6 +77,11 @@ def block_soft_threshold(v, t):
     return v * np.maximum(v.dtype.type(0), v.dtype.type(1) - t / np.maximum(norm, tiny))
 
 
+def block_soft_threshold_nonneg(v, t):
+    """prox of t‖·‖₂ + ι(v ≥ 0) per column: the block soft threshold of max(v, 0)."""
+    return block_soft_threshold(np.maximum(v, v.dtype.type(0)), t)
+
+
 def hard_threshold(v, t):
     """prox of t‖·‖₀: keep v where |v| > √(2t)."""
     return np.where(np.abs(v) > np.sqrt(v.dtype.type(2) * t), v, v.dtype.type(0))
@@ -154,11 +159,22 @@ def as_column(v):
     return np.ascontiguousarray(v).reshape(-1, 1)
 
 
-def mlp_forward(weights, biases, layer, h):
-    """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
+def activate(h, activation):
+    """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
+    if activation == "tanh":
+        return np.tanh(h)
+    if activation == "gelu":
+        inner = h.dtype.type(0.7978845608028654) * (h + h.dtype.type(0.044715) * h * h * h)
+        return h.dtype.type(0.5) * h * (h.dtype.type(1) + np.tanh(inner))
+    return np.maximum(h, h.dtype.type(0))
+
+
+def mlp_forward(weights, biases, layer, h, activation):
+    """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
+    between the dense layers."""
     last = len(weights) - 1
     for i in range(len(weights)):
         h = np.dot(weights[i][layer], h) + biases[i][layer].reshape(-1, 1)
         if i < last:
-            h = np.maximum(h, h.dtype.type(0))
+            h = activate(h, activation)
     return h

@@ -32,6 +32,16 @@ def block_soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     return v * scale
 
 
+def block_soft_threshold_nonneg(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_2 + indicator(u >= 0): ``prox(v) = block_soft_threshold(max(v, 0), t)``.
+
+    With u that value, 0 is in t d||u|| + N(u) + u - v (N: the normal cone of u >= 0, vectors
+    <= 0 that vanish where u > 0): if ||v+|| > t, u - v + t u / ||u|| = -min(v, 0) and min(v, 0)
+    is in N(u); if ||v+|| <= t, u = 0 and v = t (v+ / t) + min(v, 0) with ||v+ / t|| <= 1.
+    """
+    return block_soft_threshold(torch.relu(v), t)
+
+
 def prox_norminf(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_inf by Moreau: ``prox(v) = v - proj_{||u||_1 <= t}(v)``."""
     return v - proj_ball1(v, t)

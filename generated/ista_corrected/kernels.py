@@ -36,13 +36,25 @@ def soft_threshold(v, t):
 
 
 @numba.njit(cache=True)
-def mlp_forward(weights, biases, layer, h):
-    """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
+def activate(h, activation):
+    """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
+    if activation == "tanh":
+        return np.tanh(h)
+    if activation == "gelu":
+        inner = h.dtype.type(0.7978845608028654) * (h + h.dtype.type(0.044715) * h * h * h)
+        return h.dtype.type(0.5) * h * (h.dtype.type(1) + np.tanh(inner))
+    return np.maximum(h, h.dtype.type(0))
+
+
+@numba.njit(cache=True)
+def mlp_forward(weights, biases, layer, h, activation):
+    """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
+    between the dense layers."""
     last = len(weights) - 1
     for i in range(len(weights)):
         h = np.dot(weights[i][layer], h) + biases[i][layer].reshape(-1, 1)
         if i < last:
-            h = np.maximum(h, h.dtype.type(0))
+            h = activate(h, activation)
     return h
 
 
@@ -50,7 +62,11 @@ def mlp_forward(weights, biases, layer, h):
 def layer(mu, lam, A, y, _c_weights, _c_biases, _k, x):
     """One iteration of the update rules on a batch (samples are columns)."""
     x = soft_threshold(x - mu * np.dot(A.T, np.dot(A, x) - y), mu * lam) + mlp_forward(
-        _c_weights, _c_biases, _k, np.concatenate((x, np.dot(A.T, np.dot(A, x) - y)), axis=0)
+        _c_weights,
+        _c_biases,
+        _k,
+        np.concatenate((x, np.dot(A.T, np.dot(A, x) - y)), axis=0),
+        "relu",
     )
     return (x,)
 

@@ -123,17 +123,31 @@ def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     return torch.sign(v) * torch.relu(v.abs() - t)
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Mlp(nn.Module):
-    """Flatten and concatenate the arguments, ``depth`` hidden ReLU layers of width ``hidden``."""
+    """Flatten and concatenate the arguments, ``depth`` hidden layers of width ``hidden``."""
 
     def __init__(
-        self, in_features: int, out_features: int, hidden: int, depth: int, zero_init: bool
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int,
+        depth: int,
+        activation: str,
+        zero_init: bool,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            layers += [nn.Linear(width, hidden), activation_layer(activation)]
             width = hidden
         last = nn.Linear(width, out_features)
         if zero_init:
@@ -201,7 +215,7 @@ class IstaCorrected(nn.Module):
         n = self.A.shape[-1]
         self.c = nn.ModuleList(
             [
-                Mlp(n * 1 + n * 1, n * 1, hidden=64, depth=2, zero_init=True).to(
+                Mlp(n * 1 + n * 1, n * 1, hidden=64, depth=2, activation="relu", zero_init=True).to(
                     dtype=_dtype, device=_device
                 )
                 for _ in range(layers)

@@ -32,20 +32,34 @@ def colsum(v):
 
 
 @numba.njit(cache=True)
-def mlp_forward(weights, biases, layer, h):
-    """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
+def activate(h, activation):
+    """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
+    if activation == "tanh":
+        return np.tanh(h)
+    if activation == "gelu":
+        inner = h.dtype.type(0.7978845608028654) * (h + h.dtype.type(0.044715) * h * h * h)
+        return h.dtype.type(0.5) * h * (h.dtype.type(1) + np.tanh(inner))
+    return np.maximum(h, h.dtype.type(0))
+
+
+@numba.njit(cache=True)
+def mlp_forward(weights, biases, layer, h, activation):
+    """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
+    between the dense layers."""
     last = len(weights) - 1
     for i in range(len(weights)):
         h = np.dot(weights[i][layer], h) + biases[i][layer].reshape(-1, 1)
         if i < last:
-            h = np.maximum(h, h.dtype.type(0))
+            h = activate(h, activation)
     return h
 
 
 @numba.njit(cache=True)
 def layer(mu, A, y, _denoise_weights, _denoise_biases, x):
     """One iteration of the update rules on a batch (samples are columns)."""
-    x = mlp_forward(_denoise_weights, _denoise_biases, 0, x - mu * np.dot(A.T, np.dot(A, x) - y))
+    x = mlp_forward(
+        _denoise_weights, _denoise_biases, 0, x - mu * np.dot(A.T, np.dot(A, x) - y), "relu"
+    )
     return (x,)
 
 

@@ -118,17 +118,31 @@ def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     return rows.reshape(*batch.shape[:-2], batch.shape[-1], matrix.shape[-2]).mT
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Mlp(nn.Module):
-    """Flatten and concatenate the arguments, ``depth`` hidden ReLU layers of width ``hidden``."""
+    """Flatten and concatenate the arguments, ``depth`` hidden layers of width ``hidden``."""
 
     def __init__(
-        self, in_features: int, out_features: int, hidden: int, depth: int, zero_init: bool
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int,
+        depth: int,
+        activation: str,
+        zero_init: bool,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            layers += [nn.Linear(width, hidden), activation_layer(activation)]
             width = hidden
         last = nn.Linear(width, out_features)
         if zero_init:
@@ -194,9 +208,9 @@ class IstaLearnedProx(nn.Module):
         mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         n = self.A.shape[-1]
-        self.denoise = Mlp(n * 1, n * 1, hidden=128, depth=3, zero_init=False).to(
-            dtype=_dtype, device=_device
-        )
+        self.denoise = Mlp(
+            n * 1, n * 1, hidden=128, depth=3, activation="relu", zero_init=False
+        ).to(dtype=_dtype, device=_device)
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).

@@ -118,17 +118,28 @@ def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     return rows.reshape(*batch.shape[:-2], batch.shape[-1], matrix.shape[-2]).mT
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Conv1dNet(nn.Module):
-    """Arguments flattened to sequences and stacked as channels; ``depth`` conv+ReLU layers."""
+    """Arguments flattened to sequences and stacked as channels; ``depth`` conv layers."""
 
     def __init__(
-        self, channels: int, hidden: int, depth: int, kernel: int, zero_init: bool
+        self, channels: int, hidden: int, depth: int, kernel: int, activation: str, zero_init: bool
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = channels
         for _ in range(depth):
-            layers += [nn.Conv1d(width, hidden, kernel, padding=kernel // 2), nn.ReLU()]
+            layers += [
+                nn.Conv1d(width, hidden, kernel, padding=kernel // 2),
+                activation_layer(activation),
+            ]
             width = hidden
         last = nn.Conv1d(width, 1, kernel, padding=kernel // 2)
         if zero_init:
@@ -196,7 +207,7 @@ class IstaLearnedShrink(nn.Module):
         self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         self.shrink = nn.ModuleList(
             [
-                Conv1dNet(1, hidden=16, depth=2, kernel=1, zero_init=False).to(
+                Conv1dNet(1, hidden=16, depth=2, kernel=1, activation="relu", zero_init=False).to(
                     dtype=_dtype, device=_device
                 )
                 for _ in range(layers)

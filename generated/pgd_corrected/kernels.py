@@ -35,13 +35,25 @@ def proj_box(v, lo, hi):
 
 
 @numba.njit(cache=True)
-def mlp_forward(weights, biases, layer, h):
-    """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
+def activate(h, activation):
+    """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
+    if activation == "tanh":
+        return np.tanh(h)
+    if activation == "gelu":
+        inner = h.dtype.type(0.7978845608028654) * (h + h.dtype.type(0.044715) * h * h * h)
+        return h.dtype.type(0.5) * h * (h.dtype.type(1) + np.tanh(inner))
+    return np.maximum(h, h.dtype.type(0))
+
+
+@numba.njit(cache=True)
+def mlp_forward(weights, biases, layer, h, activation):
+    """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
+    between the dense layers."""
     last = len(weights) - 1
     for i in range(len(weights)):
         h = np.dot(weights[i][layer], h) + biases[i][layer].reshape(-1, 1)
         if i < last:
-            h = np.maximum(h, h.dtype.type(0))
+            h = activate(h, activation)
     return h
 
 
@@ -79,6 +91,7 @@ def layer(mu, H, y, _c_weights, _c_biases, x):
         _c_biases,
         0,
         np.concatenate((x, _F(2.0) * np.dot(H.T, np.dot(H, x) - y)), axis=0),
+        "relu",
     )
     return (x,)
 

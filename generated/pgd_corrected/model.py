@@ -114,17 +114,31 @@ def proj_box(v: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
     return torch.minimum(torch.maximum(v, lo), hi)
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Mlp(nn.Module):
-    """Flatten and concatenate the arguments, ``depth`` hidden ReLU layers of width ``hidden``."""
+    """Flatten and concatenate the arguments, ``depth`` hidden layers of width ``hidden``."""
 
     def __init__(
-        self, in_features: int, out_features: int, hidden: int, depth: int, zero_init: bool
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int,
+        depth: int,
+        activation: str,
+        zero_init: bool,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            layers += [nn.Linear(width, hidden), activation_layer(activation)]
             width = hidden
         last = nn.Linear(width, out_features)
         if zero_init:
@@ -191,9 +205,9 @@ class PgdCorrected(nn.Module):
             ]
         )
         n = size_of("n", self.sizes)
-        self.c = Mlp(n * 1 + n * 1, n * 1, hidden=64, depth=2, zero_init=True).to(
-            dtype=_dtype, device=_device
-        )
+        self.c = Mlp(
+            n * 1 + n * 1, n * 1, hidden=64, depth=2, activation="relu", zero_init=True
+        ).to(dtype=_dtype, device=_device)
 
     def lipschitz_x(self, inputs: dict[str, Tensor]) -> Tensor:
         """Exact Lipschitz constant of ∇x f: λ_max of the Hessian, per sample as (B, 1, 1).

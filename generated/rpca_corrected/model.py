@@ -114,17 +114,28 @@ def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     return torch.sign(v) * torch.relu(v.abs() - t)
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Conv2dNet(nn.Module):
-    """Matrix arguments stacked as image channels; ``depth`` conv+ReLU layers (CORONA-style)."""
+    """Matrix arguments stacked as image channels; ``depth`` conv layers (CORONA-style)."""
 
     def __init__(
-        self, channels: int, hidden: int, depth: int, kernel: int, zero_init: bool
+        self, channels: int, hidden: int, depth: int, kernel: int, activation: str, zero_init: bool
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = channels
         for _ in range(depth):
-            layers += [nn.Conv2d(width, hidden, kernel, padding=kernel // 2), nn.ReLU()]
+            layers += [
+                nn.Conv2d(width, hidden, kernel, padding=kernel // 2),
+                activation_layer(activation),
+            ]
             width = hidden
         last = nn.Conv2d(width, 1, kernel, padding=kernel // 2)
         if zero_init:
@@ -204,7 +215,7 @@ class RpcaCorrected(nn.Module):
         self.lam2 = nn.ParameterList([nn.Parameter(lam2.clone()) for _ in range(layers)])
         self.c = nn.ModuleList(
             [
-                Conv2dNet(2, hidden=8, depth=2, kernel=3, zero_init=True).to(
+                Conv2dNet(2, hidden=8, depth=2, kernel=3, activation="relu", zero_init=True).to(
                     dtype=_dtype, device=_device
                 )
                 for _ in range(layers)

@@ -109,17 +109,28 @@ def svt(v: Tensor, t: Tensor | float) -> Tensor:
     return u @ (torch.relu(s.unsqueeze(-1) - t) * vh)
 
 
+def activation_layer(name: str) -> nn.Module:
+    """relu, tanh, or gelu in its tanh approximation (which numba kernels compute exactly)."""
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": lambda: nn.GELU(approximate="tanh")}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {name!r}")
+    return layers[name]()
+
+
 class Conv2dNet(nn.Module):
-    """Matrix arguments stacked as image channels; ``depth`` conv+ReLU layers (CORONA-style)."""
+    """Matrix arguments stacked as image channels; ``depth`` conv layers (CORONA-style)."""
 
     def __init__(
-        self, channels: int, hidden: int, depth: int, kernel: int, zero_init: bool
+        self, channels: int, hidden: int, depth: int, kernel: int, activation: str, zero_init: bool
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = channels
         for _ in range(depth):
-            layers += [nn.Conv2d(width, hidden, kernel, padding=kernel // 2), nn.ReLU()]
+            layers += [
+                nn.Conv2d(width, hidden, kernel, padding=kernel // 2),
+                activation_layer(activation),
+            ]
             width = hidden
         last = nn.Conv2d(width, 1, kernel, padding=kernel // 2)
         if zero_init:
@@ -195,9 +206,9 @@ class RpcaLearnedProx(nn.Module):
         mu = torch.as_tensor(mu, dtype=_dtype, device=_device).reshape(())
         self.mu = nn.ParameterList([nn.Parameter(mu.clone()) for _ in range(layers)])
         self.lam1 = nn.ParameterList([nn.Parameter(lam1.clone()) for _ in range(layers)])
-        self.denoise = Conv2dNet(1, hidden=8, depth=2, kernel=3, zero_init=False).to(
-            dtype=_dtype, device=_device
-        )
+        self.denoise = Conv2dNet(
+            1, hidden=8, depth=2, kernel=3, activation="relu", zero_init=False
+        ).to(dtype=_dtype, device=_device)
 
     def prepare_inputs(self, D: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""
