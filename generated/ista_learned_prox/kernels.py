@@ -12,8 +12,28 @@ count is checked against the others before a kernel runs (numba does not check b
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numba
 import numpy as np
+
+# numba's on-disk cache records the module of each kernel and imports that module by name when it
+# reads an entry back: a copy of this file loaded by path under another name would leave entries
+# that the package's own import cannot read. Every load files its kernels under this one name,
+# registered at the end of this file, before any kernel runs.
+_CACHE_MODULE = "_unfoldgen_kernels_fbfc475f3a1af3aa"
+
+
+def _kernel(**options):
+    """``numba.njit(cache=True, **options)`` for a kernel of this file, filed under ``_CACHE_MODULE``."""
+
+    def compile_kernel(function):
+        function.__module__ = _CACHE_MODULE
+        return numba.njit(cache=True, **options)(function)
+
+    return compile_kernel
+
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",), "A": ("m", "n")}
@@ -25,13 +45,13 @@ NETS: dict[str, tuple] = {
 }
 
 
-@numba.njit(cache=True)
+@_kernel()
 def colsum(v):
     """Σ of each column, as a (1, B) row."""
     return np.sum(v, axis=0).reshape(1, -1)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def mlp_forward(weights, biases, layer, h):
     """A dense ReLU net on columns: layer ``layer`` of weights stacked as (K, out, in)."""
     last = len(weights) - 1
@@ -42,14 +62,14 @@ def mlp_forward(weights, biases, layer, h):
     return h
 
 
-@numba.njit(cache=True)
+@_kernel()
 def layer(mu, A, y, _denoise_weights, _denoise_biases, x):
     """One iteration of the update rules on a batch (samples are columns)."""
     x = mlp_forward(_denoise_weights, _denoise_biases, 0, x - mu * np.dot(A.T, np.dot(A, x) - y))
     return (x,)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def network(_layers, mu, A, _denoise_weights, _denoise_biases, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
@@ -275,3 +295,16 @@ def run(params: dict, y):
         _name: np.ascontiguousarray(_value.T) for _name, _value in zip(("x",), _states, strict=True)
     }
     return _results["x"].reshape(_batch, -1)
+
+
+def _register_cache_module() -> None:
+    """numba names a kernel's module by its ``__name__`` and rebuilds the kernel's globals from it:
+    a stand-in under ``_CACHE_MODULE`` holding this file's globals, whatever name this copy has."""
+    stand_in = types.ModuleType(_CACHE_MODULE)
+    stand_in.__dict__.update(
+        (name, value) for name, value in globals().items() if not name.startswith("__")
+    )
+    sys.modules.setdefault(_CACHE_MODULE, stand_in)
+
+
+_register_cache_module()
