@@ -17,24 +17,37 @@ step() {
     echo "smoke_wheel: $STEP"
 }
 
-step "build the wheel"
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$ROOT"
+step "build the wheel from a copy of the checkout's files"
+# a copy: an in-tree build leaves build/lib behind, whose stale modules a later wheel would ship
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard) >"$WORK/files"
+"$PYTHON" - "$ROOT" "$WORK/files" "$WORK/src" <<'PY'
+import shutil
+import sys
+from pathlib import Path
+
+root, listing, copy = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+for name in filter(None, listing.read_bytes().decode().split("\0")):
+    if (root / name).is_file():  # a tracked file deleted in the work tree is not part of it
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, copy / name)
+PY
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$WORK/src"
 WHEEL=$(ls "$WORK"/dist/unfoldgen-*.whl)
 echo "  $(basename "$WHEEL")"
 
 step "the wheel holds every file of the package (modules, grammar, templates)"
-(cd "$ROOT" && git ls-files --cached --others --exclude-standard unfoldgen) >"$WORK/expected"
-"$PYTHON" - "$WHEEL" "$WORK/expected" <<'PY'
+"$PYTHON" - "$WHEEL" "$WORK/src" <<'PY'
 import sys
 import zipfile
+from pathlib import Path
 
-wheel, expected_list = sys.argv[1:]
+wheel, copy = sys.argv[1], Path(sys.argv[2])
 shipped = set(zipfile.ZipFile(wheel).namelist())
-expected = {line for line in open(expected_list).read().split() if "__pycache__" not in line}
+expected = {path.relative_to(copy).as_posix() for path in (copy / "unfoldgen").rglob("*") if path.is_file()}
 missing = sorted(expected - shipped)
 if missing:
     sys.exit(f"the wheel lacks {len(missing)} file(s) of the checkout's unfoldgen/: {', '.join(missing)}")
-print(f"  {len(expected)} files of unfoldgen/ are in the wheel")
+print(f"  all {len(expected)} files of unfoldgen/ are in the wheel")
 PY
 
 step "a fresh venv: $TORCH first, then the wheel without extras"

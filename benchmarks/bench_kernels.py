@@ -255,7 +255,7 @@ def bench_config(model: str, dtype_name: str, m: int, n: int, batch: int, settin
     params = kernels.params_from_state_dict({**state, "layers": LAYERS})
     y = Y.astype(np_dtype)
     y_torch = torch.tensor(y)
-    arrays = [kernels._scalar(params[name]) for name in kernels.PARAMETERS]
+    _, _, arrays = kernels.checked_params(params, kernels.PARAMETERS, kernels.NETS, {})  # as run passes them
     y_columns = np.ascontiguousarray(y.T)
     if model == "ista":
         reference_args = (params["mu"], params["lam"], params["A"], y)

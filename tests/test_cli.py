@@ -404,18 +404,6 @@ def test_unreadable_spec_is_a_usage_error(
     assert out == "" and not (tmp_path / "out").exists()
 
 
-def test_fifo_as_spec_is_refused_not_waited_on(tmp_path: Path):
-    """As a process with a timeout: reading a FIFO would block forever."""
-    fifo = tmp_path / "pipe.unf"
-    os.mkfifo(fifo)
-    for argv in (["check", str(fifo)], ["compile", str(fifo), "-o", str(tmp_path / "out")], ["explain", str(fifo)]):
-        result = run_cli(*argv)
-        assert result.returncode == 2, result.stderr
-        assert (
-            result.stderr == f"unfoldgen: {fifo}: not a regular file (a pipe, device or socket), expected a spec file\n"
-        )
-
-
 WRITER = """
 import sys
 from unfoldgen import cli
@@ -466,3 +454,12 @@ def test_concurrent_compiles_never_tear_a_file(tmp_path: Path):
     for relative, valid in versions.items():
         assert (out_dir / relative).read_bytes() in valid, f"{relative} torn"
     assert sorted(path.name for path in (out_dir / "pgd").iterdir()) == ["__init__.py", "kernels.py", "model.py"]
+
+
+def test_compile_check_against_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out_dir = tmp_path / "out"
+    assert main(capsys, "compile", BOX_LS, "-o", out_dir)[0] == 0
+    (out_dir / "pgd" / "model.py").write_bytes(b"# caf\xe9\n")
+    code, out, err = main(capsys, "compile", BOX_LS, "-o", out_dir, "--check")
+    assert code == 1
+    assert "-# caf\ufffd\n" in out and "differs from a fresh compile" in err

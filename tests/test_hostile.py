@@ -40,7 +40,7 @@ from unfoldgen.compiler import check_text, compile_text, read_spec
 from unfoldgen.emit import base as emit
 from unfoldgen.errors import SpecError
 from unfoldgen.lower import class_name
-from unfoldgen.names import DERIVED_FORMS, compiler_words
+from unfoldgen.names import DERIVED_FORMS, NN_MODULE_ATTRIBUTES, compiler_words, generated_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.unf"))
@@ -529,27 +529,46 @@ def test_former_kernel_locals_are_user_names_in_both_backends(template: str, cho
 
 
 def test_accepted_generated_names_run_in_both_backends():
-    """Every name of the generated kernels that a spec may take (those not refused) runs the
-    same in both backends: the kernels keep their own locals under ``_`` names."""
+    """Every bare name of the generated kernels that a spec may take (those not refused) runs
+    the same in both backends: the kernels keep their own locals under ``_`` names. The names
+    are tried several at a time, one per role, to keep the numba compiles few."""
     from test_emitted_kernels import both_backends
 
     kernels = {
-        tok.string
+        node.id if isinstance(node, ast.Name) else node.arg
         for files in (compile_text(read_spec(path), path.name).files for path in SPECS)
         for path, source in files.items()
         if path.endswith("kernels.py")
-        for tok in _tokens(source)
-        if tok.type == tokenize.NAME and not tok.string.startswith("_")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Name, ast.arg))
     }
     declared = set().union(*(declared_names(read_spec(path)) for path in SPECS))
+    candidates = sorted(name for name in kernels - declared - set(NEUTRAL.values()) if not name.startswith("_"))
     accepted = []
-    for name in sorted(kernels - declared - set(NEUTRAL.values())):
-        text, names = spec_with("PARAM", name)
+    for name in candidates:
         try:
-            check_text(text, "accepted.unf")
+            check_text(spec_with("PARAM", name)[0], "accepted.unf")
         except SpecError:
             continue
         accepted.append(name)
+    assert not set(accepted) & {"np", "numba", "layer", "network", "run", "params", "PARAMETERS"}, accepted
+    roles = [role for role in ROLES if role not in ("PROB", "UNFOLD")]
+    for start in range(0, len(accepted), len(roles)):
+        chosen = dict(zip(roles, accepted[start : start + len(roles)], strict=False))
+        text, names = template_with(TEMPLATE, NEUTRAL, chosen)
+        check_text(text, "accepted.unf")
         expected, got = both_backends(text, names["UNFOLD"])
-        numpy.testing.assert_allclose(got[0], expected[0], rtol=1e-9, atol=1e-10, err_msg=name)
-    assert not set(accepted) & {"np", "numba", "layer", "network", "run", "params"}, accepted
+        numpy.testing.assert_allclose(got[0], expected[0], rtol=1e-9, atol=1e-10, err_msg=str(chosen))
+
+
+def test_the_compilers_list_of_module_attributes_is_torchs():
+    """unfoldgen.names lists nn.Module's attributes without importing torch: it must stay whole."""
+    attributes = {name for name in dir(torch.nn.Module()) if not name.startswith("_")}
+    assert attributes <= NN_MODULE_ATTRIBUTES, sorted(attributes - NN_MODULE_ATTRIBUTES)
+
+
+def test_derived_generated_names_follow_the_templates():
+    """A name a template uses (here run's parameter ``params``) is refused with no list edited."""
+    assert {"params", "run", "network", "layer", "state", "inputs", "sizes", "dtype"} <= generated_names()
+    assert not {"k", "count", "j", "hessian", "basis", "F", "batch", "device", "value"} & generated_names()
+    assert all(not name.startswith("_") for name in generated_names())

@@ -207,14 +207,14 @@ def test_net_weights_are_checked():
     state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
     params = kernels.params_from_state_dict(state)
     y = inputs["y"].numpy()
-    first, *rest = params["c_weights"]
+    first, *rest = params["c.weights"]
     taken = first.shape[2]
     with pytest.raises(ValueError, match=rf"^net c: its weights take {taken - 1} inputs, expected {taken}$"):
-        kernels.run({**params, "c_weights": (first[:, :, :-1], *rest)}, y=y)
+        kernels.run({**params, "c.weights": (first[:, :, :-1], *rest)}, y=y)
     with pytest.raises(ValueError, match=r"^net c layer 1 weights: expected shape \(layers, out, in\) with in = 64"):
-        kernels.run({**params, "c_weights": (first, rest[0][:, :, :63], *rest[1:])}, y=y)
+        kernels.run({**params, "c.weights": (first, rest[0][:, :, :63], *rest[1:])}, y=y)
     with pytest.raises(ValueError, match=r"^net c: expected a tuple of 3 stacked weights$"):
-        kernels.run({**params, "c_weights": params["c_weights"][:2]}, y=y)
+        kernels.run({**params, "c.weights": params["c.weights"][:2]}, y=y)
     stored = model.layers
     with pytest.raises(ValueError, match=rf"^layers is {stored + 1} but the per-layer parameters hold {stored} layers"):
         kernels.run({**params, "layers": stored + 1}, y=y)

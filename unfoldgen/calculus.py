@@ -152,7 +152,7 @@ def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
     raise NotDifferentiableError("the gradient is not affine in the variable")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def derivatives(
     smooth: ir.Expr, var: str, shape: ir.Shape, variables: frozenset[str]
 ) -> tuple[ir.Expr, ir.Expr | None]:

@@ -1,7 +1,9 @@
 """The command line: `unfoldgen check | compile | explain | train`.
 
-Exit codes: 0 ok, 1 spec errors (or training diverged), 2 usage (or data errors, or a drawing
-that cannot be made: Graphviz missing)."""
+Exit codes: 0 ok; 1 spec errors or a run that failed (training diverged, a write that failed:
+nothing replaced); 2 usage: a bad flag, a spec or output path that cannot be used (missing, a pipe,
+a planted link, a folder without specs), data errors, a drawing that cannot be made (Graphviz
+missing). Every error is one line (a spec error adds its source line and caret), never a traceback."""
 
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ def _check_output(output: Path, files: dict[str, str]) -> int:
     targets = check_targets(output, sorted(files), writing=False)
     differences = []
     for (relative, text), target in zip(sorted(files.items()), targets, strict=True):
-        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        current = target.read_text(encoding="utf-8", errors="replace") if target.exists() else ""
         if current != text:
             differences.extend(
                 difflib.unified_diff(

@@ -73,7 +73,6 @@ def network(_layers, mu, lam, A, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
     _batch = y.shape[1]
-    m = A.shape[0]
     n = A.shape[1]
     x = np.full((n, _batch), 0.0, _dtype)
     z = x + np.zeros((n, _batch), _dtype)
@@ -162,7 +161,7 @@ def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> t
         count = len(dense_layers)
         parts = {}
         for plural in ("weights", "biases"):
-            parts[plural] = params.get(f"{net}_{plural}")
+            parts[plural] = params.get(f"{net}.{plural}")
             if not isinstance(parts[plural], tuple) or len(parts[plural]) != count:
                 raise ValueError(f"net {net}: expected a tuple of {count} stacked {plural}")
         leading = LAYER_AXIS if per_layer else 1
@@ -249,7 +248,7 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                         f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing"
                     )
                 stacked.append(np.stack([value.reshape(value.shape[0], -1) for value in values]))
-            params[f"{net}_{plural}"] = tuple(stacked)
+            params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
     checked_params(params, parameters, nets, {})
     return params
 

@@ -91,7 +91,6 @@ def network(_layers, mu, _H_batch, _y_batch):
     _dtype = _H_batch.dtype
     _F = _dtype.type
     _batch = _H_batch.shape[0]
-    m = _H_batch.shape[1]
     n = _H_batch.shape[2]
     _out_x = np.empty((_batch, n, 1), _dtype)
     for _b in numba.prange(_batch):
@@ -184,7 +183,7 @@ def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> t
         count = len(dense_layers)
         parts = {}
         for plural in ("weights", "biases"):
-            parts[plural] = params.get(f"{net}_{plural}")
+            parts[plural] = params.get(f"{net}.{plural}")
             if not isinstance(parts[plural], tuple) or len(parts[plural]) != count:
                 raise ValueError(f"net {net}: expected a tuple of {count} stacked {plural}")
         leading = LAYER_AXIS if per_layer else 1
@@ -271,7 +270,7 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                         f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing"
                     )
                 stacked.append(np.stack([value.reshape(value.shape[0], -1) for value in values]))
-            params[f"{net}_{plural}"] = tuple(stacked)
+            params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
     checked_params(params, parameters, nets, {})
     return params
 

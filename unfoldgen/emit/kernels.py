@@ -129,7 +129,6 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         else:
             key = param_arg(name)
             value_at_layer[name] = f"{key}[_k]" if low.plan[name].per_layer else key
-    dim_lines = [f"{d.name} = {_dim_source(low, d.name, batch_arrays=not batched)}" for d in problem.of_role("dim")]
 
     # dynamic (per-sample) hyperparameters: only in the per-sample layout
     lipschitz_functions = []
@@ -140,6 +139,18 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
                 lipschitz_functions.append(_lipschitz_function(low, node.var, printer, param_arg))
         dynamic_lines.append(f"_sample_{symbol.name} = {_print_dynamic(symbol.init, printer, low)}")
 
+    # the states' start: data and params at the problem's own values, learned hypers at layer 0
+    init_refs, _ = referenced_names([s.init for s in states])
+    at_start: dict[str, ir.Expr] = {}
+    for name in init_refs:
+        entry = low.plan[name]
+        if entry.storage == "per_sample":
+            at_start[name] = ir.Ref(f"_sample_{name}", entry.role, entry.shape)
+        elif entry.role in ("data", "param", "hyper", "weight") and entry.storage != "per_sample_factor":
+            key = param_arg(name, problem_value=True)
+            value = f"{key}[0]" if entry.per_layer and entry.problem_key is None else key
+            if value != name:
+                at_start[name] = ir.Ref(value, entry.role, entry.shape)
     init_lines = []
     for symbol in states:
         rows, cols = _rows_cols(symbol.shape)
@@ -149,14 +160,18 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             value = format_float(symbol.init.value)
             init_lines.append(f"{symbol.name} = np.full(({rows}, {cols}), {value}, _dtype)")
         else:
-            init_lines.append(f"{symbol.name} = {printer(symbol.init)} + np.zeros(({rows}, {cols}), _dtype)")
-    init_refs, _ = referenced_names([s.init for s in states])
-    for name in init_refs:
-        symbol = low.symbol(name)
-        if symbol.role in ("data", "param", "hyper", "weight") and name not in value_at_layer:
-            key = param_arg(name, problem_value=symbol.role in ("data", "param"))
-            value_at_layer[name] = key
+            start = printer(ir.substitute(symbol.init, at_start))
+            init_lines.append(f"{symbol.name} = {start} + np.zeros(({rows}, {cols}), _dtype)")
     call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
+    # the dims the network itself uses, each read off an array it is given
+    used_dims = set(dims) | {d for s in states for d in s.shape if isinstance(d, str)}
+    used_dims |= set(referenced_names([s.init for s in states + low.dynamic])[0])
+    used_dims |= {arg for function in lipschitz_functions for arg in function["args"]}
+    dim_lines = [
+        f"{d.name} = {_dim_source(low, d.name, param_arg, array_args, batch_arrays=not batched)}"
+        for d in problem.of_role("dim")
+        if d.name in used_dims
+    ]
     reference = inputs[0].name if batched else f"_{inputs[0].name}_batch"
     setup = [f"_batch = {reference}.shape[{1 if batched else 0}]", *dim_lines]
     if not batched:  # one output array per state, filled sample by sample
@@ -177,11 +192,6 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "network_setup": setup,
         "dynamic_lines": dynamic_lines,
         "init_lines": init_lines,
-        "init_bindings": [
-            (name, value_at_layer[name])
-            for name in init_refs
-            if name in value_at_layer and value_at_layer[name] != name
-        ],
         "call_args": call_args,
         "state_names": state_names,
         "outputs": list(low.unfold.outputs),
@@ -215,9 +225,11 @@ def _net_entry(low: LoweredUnfold, net) -> tuple:
     return (low.plan[net.name].per_layer, _dense_layers(net), shapes, shapes[:1])
 
 
-def _dim_source(low: LoweredUnfold, dim: str, batch_arrays: bool = False) -> str:
-    """``dim`` read off an array: data (a leading K when learned per layer), one sample's input,
-    or (``batch_arrays``) the per-sample layout's ``(B, r, c)`` input arrays."""
+def _dim_source(low: LoweredUnfold, dim: str, param_arg, array_args: list[str], batch_arrays: bool = False) -> str:
+    """``dim`` read off an array: one sample's input, (``batch_arrays``) the per-sample layout's
+    ``(B, r, c)`` input arrays, or a data tensor — its learned copy when the network is given that
+    (a leading per-layer axis) or another array it is given, else the problem's own value, added
+    to the network's arguments."""
     source = low.plan[dim].dim_source
     if source is None:
         raise NumbaUnsupportedError(f"dim {dim} is not fixed by any data or input")
@@ -226,8 +238,14 @@ def _dim_source(low: LoweredUnfold, dim: str, batch_arrays: bool = False) -> str
         if batch_arrays:
             return f"_{source.tensor}_batch.shape[{axis + 1}]"
         return f"{source.tensor}.shape[{axis}]"
-    per_layer = 1 if low.plan[source.tensor].per_layer else 0
-    return f"{source.tensor}.shape[{axis + per_layer}]"
+    entry = low.plan[source.tensor]
+    if entry.state_key in array_args:
+        return f"{entry.state_key}.shape[{axis + (1 if entry.per_layer else 0)}]"
+    for key in array_args:  # another array the network is given (run checks that they agree)
+        axes = _param_axes(low, key)
+        if dim in axes:
+            return f"{key}.shape[{axes.index(dim)}]"
+    return f"{param_arg(source.tensor, problem_value=True)}.shape[{axis}]"
 
 
 def _output_expr(low: LoweredUnfold, name: str) -> str:

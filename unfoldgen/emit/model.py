@@ -459,7 +459,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "output_doc": output_shapes,
         "single_output": len(outputs) == 1,
         **methods,
-        "paradigms": low.paradigms,
+        "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
         "layers_bounded": any(entry.per_layer for entry in low.plan.learned()),
         "dim_names": [d.name for d in problem.of_role("dim")],

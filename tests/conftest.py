@@ -1,0 +1,41 @@
+"""The tests marked ``slow``, which ``make test-fast`` leaves out (``-m "not slow"``) so the edit loop
+takes about a minute on 2 cores; ``make test`` and CI run every test. Slow: trainings that must beat
+the classical solver, the studies, the exports (torch.compile, ONNX, torch.export, drawings), DDP,
+the long generator runs, and the tests that share a costly module fixture (named like a test: every
+test using it is slow). Named here, in one place; ``tests/test_slow_marks.py`` checks every name
+still exists."""
+
+from __future__ import annotations
+
+import pytest
+
+EVERY_TEST = frozenset({"*"})
+SLOW: dict[str, frozenset[str]] = {
+    "test_exports.py": EVERY_TEST,
+    "test_fuzz.py": frozenset({"test_generated_specs_compile_or_fail_cleanly"}),
+    "test_generated.py": frozenset({"compiles", "standalone_run"}),  # fixtures: compiles in subprocesses
+    "test_gradients.py": frozenset({"test_random_objectives", "test_random_objectives_with_huber"}),
+    "test_layout.py": frozenset({"test_checkpointing_keeps_iterates_and_gradients"}),
+    "test_reference.py": frozenset({"test_rpca_ista_monotone_and_stationary"}),
+    "test_hostile.py": frozenset({"test_every_generated_name_is_refused_or_harmless"}),
+    "test_study_rpca.py": EVERY_TEST,
+    "test_study_sparse.py": EVERY_TEST,
+    "test_train.py": frozenset(
+        {
+            "test_ddp_two_processes_equal_one_process",
+            "test_each_paradigm_beats_classical_ista",
+            "test_deep_supervision_improves_on_ista",
+            "test_unsupervised_lowers_the_objective_below_ista",
+            "test_layerwise_improves_on_ista",
+            "test_per_layer_and_shared_for_every_learnable_kind",
+            "test_conv2d_and_mlp_corrections_train_on_rpca_and_detection",
+        }
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = SLOW.get(item.path.name, frozenset())
+        if names is EVERY_TEST or getattr(item, "originalname", item.name) in names or names & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
