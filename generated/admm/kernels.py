@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_62b2fba2bcb2b64e"
+_CACHE_MODULE = "_unfoldgen_kernels_1eefcfd948459b5e"
 
 
 def _kernel(**options):

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_5b5225b6c78e3766"
+_CACHE_MODULE = "_unfoldgen_kernels_01d2ec0a5cea070d"
 
 
 def _kernel(**options):

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_fbfc475f3a1af3aa"
+_CACHE_MODULE = "_unfoldgen_kernels_463b3bfdf0eece6c"
 
 
 def _kernel(**options):

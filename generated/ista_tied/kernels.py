@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_2c52c4e9bcce1ff4"
+_CACHE_MODULE = "_unfoldgen_kernels_637efd6bd38b0650"
 
 
 def _kernel(**options):

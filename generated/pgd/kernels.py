@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_495ffdf23cb72cb1"
+_CACHE_MODULE = "_unfoldgen_kernels_645386c2299ef2af"
 
 
 def _kernel(**options):

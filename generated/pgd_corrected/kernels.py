@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_56a78ac481c0f25d"
+_CACHE_MODULE = "_unfoldgen_kernels_295e04ede116f8e9"
 
 
 def _kernel(**options):

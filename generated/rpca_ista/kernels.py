@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_b685bcc104c246ca"
+_CACHE_MODULE = "_unfoldgen_kernels_919ec265f6f41efd"
 
 
 def _kernel(**options):

@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_751e352594e4ae62"
+_CACHE_MODULE = "_unfoldgen_kernels_bb09a10988f02682"
 
 
 def _kernel(**options):

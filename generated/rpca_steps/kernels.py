@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_071e5a292a1ed5b3"
+_CACHE_MODULE = "_unfoldgen_kernels_b2e335b333778b5c"
 
 
 def _kernel(**options):

@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_24fce42348d3f93b"
+_CACHE_MODULE = "_unfoldgen_kernels_ace48dc7133f81fb"
 
 
 def _kernel(**options):
