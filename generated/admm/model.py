@@ -115,12 +115,13 @@ def as_value(
 ) -> Tensor:
     """A param, hyperparameter or weight: a tensor of ``shape`` (any layout with as many entries), or
     one number for every entry; with ``validate``, finite."""
-    tensor = torch.as_tensor(value, device=device)
-    if tensor.is_complex():
+    if torch.as_tensor(value).is_complex():
         raise ValueError(
-            f"{name}: expected real values, got {tensor.dtype} (complex numbers are not supported yet)"
+            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (complex numbers are not supported yet)"
         )
-    tensor = tensor.to(dtype)
+    tensor = torch.as_tensor(
+        value, dtype=dtype, device=device
+    )  # a Python float straight to dtype: no float32 rounding
     if tensor.numel() == 1:
         tensor = tensor.reshape(()).expand(shape).clone()
     elif tensor.numel() != torch.Size(shape).numel():

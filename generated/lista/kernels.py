@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_15c11977e0d4cfe4"
+_CACHE_MODULE = "_unfoldgen_kernels_94417dd443e6f723"
 
 
 def _kernel(**options):
@@ -293,14 +293,6 @@ def run(params: dict, y):
     return _results["x"].reshape(_batch, -1)
 
 
-def _register_cache_module() -> None:
-    """numba names a kernel's module by its ``__name__`` and rebuilds the kernel's globals from it:
-    a stand-in under ``_CACHE_MODULE`` holding this file's globals, whatever name this copy has."""
-    stand_in = types.ModuleType(_CACHE_MODULE)
-    stand_in.__dict__.update(
-        (name, value) for name, value in globals().items() if not name.startswith("__")
-    )
-    sys.modules.setdefault(_CACHE_MODULE, stand_in)
-
-
-_register_cache_module()
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))

@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_ace48dc7133f81fb"
+_CACHE_MODULE = "_unfoldgen_kernels_d8b36ea214b2ffe3"
 
 
 def _kernel(**options):
@@ -305,14 +305,6 @@ def run(params: dict, D):
     return _results["L"], _results["S"]
 
 
-def _register_cache_module() -> None:
-    """numba names a kernel's module by its ``__name__`` and rebuilds the kernel's globals from it:
-    a stand-in under ``_CACHE_MODULE`` holding this file's globals, whatever name this copy has."""
-    stand_in = types.ModuleType(_CACHE_MODULE)
-    stand_in.__dict__.update(
-        (name, value) for name, value in globals().items() if not name.startswith("__")
-    )
-    sys.modules.setdefault(_CACHE_MODULE, stand_in)
-
-
-_register_cache_module()
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))
