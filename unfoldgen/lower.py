@@ -72,6 +72,10 @@ class UnfoldPlan:
     prox_ops: tuple[str, ...]  # PROX_TABLE keys
     sets: tuple[str, ...]  # SET_TABLE keys
     net_kinds: tuple[str, ...]  # NET_KINDS keys
+    # checked when the model is built (unless validate=False): fixed hypers that multiply a gradient
+    # must be positive, and a non-smooth term's coefficient, a threshold, nonnegative
+    gradient_steps: tuple[str, ...] = ()
+    thresholds: tuple[tuple[str, ir.Expr], ...] = ()  # (the non-smooth function, its coefficient)
 
     def __getitem__(self, name: str) -> NamePlan:
         return self.names[name]
@@ -258,7 +262,36 @@ def make_plan(
         prox_ops=tuple(entries["prox_ops"]),
         sets=tuple(entries["sets"]),
         net_kinds=tuple(dict.fromkeys(net.kind for net in unfold.nets)),
+        gradient_steps=_gradient_steps(unfold, names),
+        thresholds=tuple(
+            (term.func, term.coef)
+            for term in problem.nonsmooth
+            if ir.refs(term.coef) and all(names[ref].role in ("param", "dim") for ref in ir.refs(term.coef))
+        ),
     )
+
+
+def _gradient_steps(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> tuple[str, ...]:
+    """Hypers fixed at build time that multiply a gradient in a rule (``x - mu * grad(x)``, or a
+    ``let g = grad(x)`` then ``x - mu * g``)."""
+    steps: list[str] = []
+    gradient_lets: set[str] = set()
+    for rule in unfold.rules:
+        if rule.is_let and isinstance(rule.value, ir.Grad):
+            gradient_lets.add(rule.target)
+        for node in ir.walk(rule.value):
+            if isinstance(node, ir.Binary) and node.op == "*":
+                for factor, other in ((node.left, node.right), (node.right, node.left)):
+                    gradient = isinstance(other, ir.Grad) or (isinstance(other, ir.Ref) and other.name in gradient_lets)
+                    if (
+                        isinstance(factor, ir.Ref)
+                        and gradient
+                        and names[factor.name].role == "hyper"
+                        and names[factor.name].storage in ("buffer", "parameter", "parameter_list")
+                        and factor.name not in steps
+                    ):
+                        steps.append(factor.name)
+    return tuple(steps)
 
 
 def lower(unfold: CheckedUnfold) -> LoweredUnfold:

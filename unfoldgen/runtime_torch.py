@@ -11,6 +11,10 @@ from torch import Tensor
 def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
     """A data tensor (no batch) in the internal layout; vectors become columns."""
     tensor = torch.as_tensor(value)
+    if tensor.is_complex():
+        raise ValueError(
+            f"data {name}: expected real values, got {tensor.dtype} (complex numbers are not supported yet)"
+        )
     if not (tensor.is_floating_point() or dtype is not None):
         tensor = tensor.to(torch.get_default_dtype())
     if dtype is not None:
@@ -22,7 +26,14 @@ def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dty
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"data {name}: expected finite values, got {first_not_finite(tensor)}")
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
+
+
+def first_not_finite(tensor: Tensor) -> float:
+    """The first NaN or infinite entry, for an error message."""
+    return float(tensor.detach()[~torch.isfinite(tensor.detach())].flatten()[0])
 
 
 def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
@@ -58,6 +69,8 @@ def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
     """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
     hessian = columns.flatten(-2).movedim(0, -1)
     hessian = (hessian + hessian.mT) / 2
+    if hessian.dtype in (torch.float16, torch.bfloat16):  # eigvalsh has no half-precision kernels
+        return largest_hessian_eigenvalue(columns.float()).to(columns.dtype)
     return torch.linalg.eigvalsh(hessian).abs().amax(dim=-1, keepdim=True).unsqueeze(-1)
 
 
@@ -96,9 +109,34 @@ def checkpoint_segment(setting: bool | int, layers: int) -> int:
     return min(setting, layers)
 
 
-def as_shaped(value: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A shaped param: a tensor of ``shape`` (any layout with as many entries), or one number for all."""
-    tensor = torch.as_tensor(value, dtype=dtype, device=device)
+def as_value(
+    name: str, value: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, validate: bool
+) -> Tensor:
+    """A param, hyperparameter or weight: a tensor of ``shape`` (any layout with as many entries), or
+    one number for every entry; with ``validate``, finite."""
+    if torch.as_tensor(value).is_complex():
+        raise ValueError(
+            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (complex numbers are not supported yet)"
+        )
+    tensor = torch.as_tensor(value, dtype=dtype, device=device)  # a Python float straight to dtype: no float32 rounding
     if tensor.numel() == 1:
-        return tensor.reshape(()).expand(shape).clone()
+        tensor = tensor.reshape(()).expand(shape).clone()
+    elif tensor.numel() != torch.Size(shape).numel():
+        raise ValueError(f"{name}: expected shape {tuple(shape)} or one number, got {tuple(tensor.shape)}")
+    if validate and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"{name} = {first_not_finite(tensor)}: expected a finite value (a step or weight computed from the data "
+            f"is not finite when they leave the smooth part without curvature, e.g. a zero operator); "
+            f"pass {name}=... or validate=False"
+        )
     return tensor.reshape(shape)
+
+
+def require_sign(what: str, value: Tensor, positive: bool) -> None:
+    """Refuse a gradient step that is not positive, or a threshold (a non-smooth term's coefficient) below zero."""
+    low = float(value.detach().min())
+    if low < 0 or (positive and low == 0):
+        expected = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{what} = {low:g}: expected {expected} for the classical algorithm (validate=False accepts it)"
+        )

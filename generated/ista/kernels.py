@@ -12,8 +12,28 @@ count is checked against the others before a kernel runs (numba does not check b
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numba
 import numpy as np
+
+# numba's on-disk cache records the module of each kernel and imports that module by name when it
+# reads an entry back: a copy of this file loaded by path under another name would leave entries
+# that the package's own import cannot read. Every load files its kernels under this one name,
+# registered at the end of this file, before any kernel runs.
+_CACHE_MODULE = "_unfoldgen_kernels_5292cbb49b10aad8"
+
+
+def _kernel(**options):
+    """``numba.njit(cache=True, **options)`` for a kernel of this file, filed under ``_CACHE_MODULE``."""
+
+    def compile_kernel(function):
+        function.__module__ = _CACHE_MODULE
+        return numba.njit(cache=True, **options)(function)
+
+    return compile_kernel
+
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",), "lam": ("layers",), "A": ("m", "n")}
@@ -23,26 +43,26 @@ OUTPUTS: tuple[str, ...] = ("x",)
 NETS: dict[str, tuple] = {}
 
 
-@numba.njit(cache=True)
+@_kernel()
 def colsum(v):
     """Σ of each column, as a (1, B) row."""
     return np.sum(v, axis=0).reshape(1, -1)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def soft_threshold(v, t):
     """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
     return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def layer(mu, lam, A, y, x):
     """One iteration of the update rules on a batch (samples are columns)."""
     x = soft_threshold(x - mu * np.dot(A.T, np.dot(A, x) - y), mu * lam)
     return (x,)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def network(_layers, mu, lam, A, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
@@ -267,3 +287,8 @@ def run(params: dict, y):
         _name: np.ascontiguousarray(_value.T) for _name, _value in zip(("x",), _states, strict=True)
     }
     return _results["x"].reshape(_batch, -1)
+
+
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))

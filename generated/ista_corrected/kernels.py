@@ -12,8 +12,28 @@ count is checked against the others before a kernel runs (numba does not check b
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numba
 import numpy as np
+
+# numba's on-disk cache records the module of each kernel and imports that module by name when it
+# reads an entry back: a copy of this file loaded by path under another name would leave entries
+# that the package's own import cannot read. Every load files its kernels under this one name,
+# registered at the end of this file, before any kernel runs.
+_CACHE_MODULE = "_unfoldgen_kernels_233185ea1bd927d7"
+
+
+def _kernel(**options):
+    """``numba.njit(cache=True, **options)`` for a kernel of this file, filed under ``_CACHE_MODULE``."""
+
+    def compile_kernel(function):
+        function.__module__ = _CACHE_MODULE
+        return numba.njit(cache=True, **options)(function)
+
+    return compile_kernel
+
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",), "lam": (), "A": ("m", "n")}
@@ -23,19 +43,19 @@ OUTPUTS: tuple[str, ...] = ("x",)
 NETS: dict[str, tuple] = {"c": (True, ("body.0", "body.2", "body.4"), (("n",), ("n",)), (("n",),))}
 
 
-@numba.njit(cache=True)
+@_kernel()
 def colsum(v):
     """Σ of each column, as a (1, B) row."""
     return np.sum(v, axis=0).reshape(1, -1)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def soft_threshold(v, t):
     """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
     return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def activate(h, activation):
     """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
     if activation == "tanh":
@@ -46,7 +66,7 @@ def activate(h, activation):
     return np.maximum(h, h.dtype.type(0))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def mlp_forward(weights, biases, layer, h, activation):
     """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
     between the dense layers."""
@@ -58,7 +78,7 @@ def mlp_forward(weights, biases, layer, h, activation):
     return h
 
 
-@numba.njit(cache=True)
+@_kernel()
 def layer(mu, lam, A, y, _c_weights, _c_biases, _k, x):
     """One iteration of the update rules on a batch (samples are columns)."""
     x = soft_threshold(x - mu * np.dot(A.T, np.dot(A, x) - y), mu * lam) + mlp_forward(
@@ -71,7 +91,7 @@ def layer(mu, lam, A, y, _c_weights, _c_biases, _k, x):
     return (x,)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def network(_layers, mu, lam, A, _c_weights, _c_biases, y):
     """All layers on a batch whose samples are columns; returns the final states."""
     _dtype = y.dtype
@@ -296,3 +316,8 @@ def run(params: dict, y):
         _name: np.ascontiguousarray(_value.T) for _name, _value in zip(("x",), _states, strict=True)
     }
     return _results["x"].reshape(_batch, -1)
+
+
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))

@@ -11,8 +11,28 @@ count is checked against the others before a kernel runs (numba does not check b
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numba
 import numpy as np
+
+# numba's on-disk cache records the module of each kernel and imports that module by name when it
+# reads an entry back: a copy of this file loaded by path under another name would leave entries
+# that the package's own import cannot read. Every load files its kernels under this one name,
+# registered at the end of this file, before any kernel runs.
+_CACHE_MODULE = "_unfoldgen_kernels_2016da89c73764fa"
+
+
+def _kernel(**options):
+    """``numba.njit(cache=True, **options)`` for a kernel of this file, filed under ``_CACHE_MODULE``."""
+
+    def compile_kernel(function):
+        function.__module__ = _CACHE_MODULE
+        return numba.njit(cache=True, **options)(function)
+
+    return compile_kernel
+
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",)}
@@ -22,19 +42,19 @@ OUTPUTS: tuple[str, ...] = ("x",)
 NETS: dict[str, tuple] = {"c": (False, ("body.0", "body.2", "body.4"), (("n",), ("n",)), (("n",),))}
 
 
-@numba.njit(cache=True)
+@_kernel()
 def colsum(v):
     """Σ of each column, as a (1, B) row."""
     return np.sum(v, axis=0).reshape(1, -1)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def proj_box(v, lo, hi):
     """Projection onto {lo ≤ u ≤ hi}."""
     return np.minimum(np.maximum(v, lo), hi)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def activate(h, activation):
     """relu, tanh, or gelu in its tanh approximation 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³)))."""
     if activation == "tanh":
@@ -45,7 +65,7 @@ def activate(h, activation):
     return np.maximum(h, h.dtype.type(0))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def mlp_forward(weights, biases, layer, h, activation):
     """A dense net on columns: layer ``layer`` of weights stacked as (K, out, in), ``activation``
     between the dense layers."""
@@ -57,14 +77,14 @@ def mlp_forward(weights, biases, layer, h, activation):
     return h
 
 
-@numba.njit(cache=True)
+@_kernel()
 def largest_abs_eigenvalue(hessian):
     """max |λ| of a symmetric matrix (symmetrised first)."""
     half = hessian.dtype.type(0.5)
     return np.max(np.abs(np.linalg.eigvalsh(half * (hessian + hessian.T))))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def lipschitz_x(H, n):
     """Exact Lipschitz constant of ∇x f for one sample: max |λ| of the Hessian."""
     _dtype = H.dtype
@@ -79,7 +99,7 @@ def lipschitz_x(H, n):
     return largest_abs_eigenvalue(_hessian)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def layer(mu, H, y, _c_weights, _c_biases, x):
     """One iteration of the update rules on one sample."""
     _dtype = x.dtype
@@ -96,7 +116,7 @@ def layer(mu, H, y, _c_weights, _c_biases, x):
     return (x,)
 
 
-@numba.njit(cache=True, parallel=True)
+@_kernel(parallel=True)
 def network(_layers, mu, _c_weights, _c_biases, _H_batch, _y_batch):
     """All layers, one sample per loop iteration (in parallel); returns the final states."""
     _dtype = _H_batch.dtype
@@ -326,3 +346,8 @@ def run(params: dict, H, y):
     _states = network(_layers, *_arrays, *_samples)
     _results = dict(zip(("x",), _states, strict=True))
     return _results["x"].reshape(_batch, -1)
+
+
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))

@@ -23,11 +23,20 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 
+def first_not_finite(tensor: Tensor) -> float:
+    """The first NaN or infinite entry, for an error message."""
+    return float(tensor.detach()[~torch.isfinite(tensor.detach())].flatten()[0])
+
+
 def as_data(
     name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
 ) -> Tensor:
     """A data tensor (no batch) in the internal layout; vectors become columns."""
     tensor = torch.as_tensor(value)
+    if tensor.is_complex():
+        raise ValueError(
+            f"data {name}: expected real values, got {tensor.dtype} (complex numbers are not supported yet)"
+        )
     if not (tensor.is_floating_point() or dtype is not None):
         tensor = tensor.to(torch.get_default_dtype())
     if dtype is not None:
@@ -41,6 +50,8 @@ def as_data(
             raise ValueError(
                 f"data {name}: expected shape {expected} with {axis} = {bound}, got {tuple(tensor.shape)}"
             )
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"data {name}: expected finite values, got {first_not_finite(tensor)}")
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
@@ -94,6 +105,38 @@ def checkpoint_segment(setting: bool | int, layers: int) -> int:
     return min(setting, layers)
 
 
+def as_value(
+    name: str,
+    value: object,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    validate: bool,
+) -> Tensor:
+    """A param, hyperparameter or weight: a tensor of ``shape`` (any layout with as many entries), or
+    one number for every entry; with ``validate``, finite."""
+    if torch.as_tensor(value).is_complex():
+        raise ValueError(
+            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (complex numbers are not supported yet)"
+        )
+    tensor = torch.as_tensor(
+        value, dtype=dtype, device=device
+    )  # a Python float straight to dtype: no float32 rounding
+    if tensor.numel() == 1:
+        tensor = tensor.reshape(()).expand(shape).clone()
+    elif tensor.numel() != torch.Size(shape).numel():
+        raise ValueError(
+            f"{name}: expected shape {tuple(shape)} or one number, got {tuple(tensor.shape)}"
+        )
+    if validate and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"{name} = {first_not_finite(tensor)}: expected a finite value (a step or weight computed from the data "
+            f"is not finite when they leave the smooth part without curvature, e.g. a zero operator); "
+            f"pass {name}=... or validate=False"
+        )
+    return tensor.reshape(shape)
+
+
 def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``."""
     count = rows * cols
@@ -104,6 +147,8 @@ def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
     """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
     hessian = columns.flatten(-2).movedim(0, -1)
     hessian = (hessian + hessian.mT) / 2
+    if hessian.dtype in (torch.float16, torch.bfloat16):  # eigvalsh has no half-precision kernels
+        return largest_hessian_eigenvalue(columns.float()).to(columns.dtype)
     return torch.linalg.eigvalsh(hessian).abs().amax(dim=-1, keepdim=True).unsqueeze(-1)
 
 
@@ -179,11 +224,11 @@ class PgdCorrected(nn.Module):
         layers: int = 10,
         dtype: torch.dtype | None = None,
         checkpoint_layers: bool | int = False,
+        validate: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"layers must be a positive integer, got {layers!r}")
-        self.layers = layers
+        self._built_layers = layers
+        self.layers = layers  # checked by the setter
         checkpoint_segment(checkpoint_layers, layers)  # refuses a bad setting now, not in forward
         self.checkpoint_layers = checkpoint_layers
         _sizes: dict = {}
@@ -230,6 +275,21 @@ class PgdCorrected(nn.Module):
         inputs = {"H": H, "y": y}
         inputs["mu"] = mu = 1.0 / self.lipschitz_x(inputs)
         return inputs
+
+    @property
+    def layers(self) -> int:
+        """The number of layers forward runs (1 … the layers built: each has its own parameters)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"layers must be a positive integer, got {value!r}")
+        if value > self._built_layers:
+            raise ValueError(
+                f"layers = {value}: this model has parameters for {self._built_layers} layers; expected 1 … {self._built_layers}"
+            )
+        self._layers = value
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The iterates before the first layer."""

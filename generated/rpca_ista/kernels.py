@@ -11,8 +11,28 @@ count is checked against the others before a kernel runs (numba does not check b
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numba
 import numpy as np
+
+# numba's on-disk cache records the module of each kernel and imports that module by name when it
+# reads an entry back: a copy of this file loaded by path under another name would leave entries
+# that the package's own import cannot read. Every load files its kernels under this one name,
+# registered at the end of this file, before any kernel runs.
+_CACHE_MODULE = "_unfoldgen_kernels_195290c909282dd6"
+
+
+def _kernel(**options):
+    """``numba.njit(cache=True, **options)`` for a kernel of this file, filed under ``_CACHE_MODULE``."""
+
+    def compile_kernel(function):
+        function.__module__ = _CACHE_MODULE
+        return numba.njit(cache=True, **options)(function)
+
+    return compile_kernel
+
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",), "lam1": ("layers",), "lam2": ("layers",)}
@@ -22,13 +42,13 @@ OUTPUTS: tuple[str, ...] = ("L", "S")
 NETS: dict[str, tuple] = {}
 
 
-@numba.njit(cache=True)
+@_kernel()
 def colsum(v):
     """Σ of each column, as a (1, B) row."""
     return np.sum(v, axis=0).reshape(1, -1)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def svt(v, t):
     """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᵀ."""
     u, s, vh = np.linalg.svd(v, full_matrices=False)
@@ -36,13 +56,13 @@ def svt(v, t):
     return np.dot(u * shrunk.reshape(1, -1), vh)
 
 
-@numba.njit(cache=True)
+@_kernel()
 def soft_threshold(v, t):
     """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
     return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
 
 
-@numba.njit(cache=True)
+@_kernel()
 def layer(D, mu, lam1, lam2, L, S):
     """One iteration of the update rules on one sample."""
     gL = S - (D - L)
@@ -52,7 +72,7 @@ def layer(D, mu, lam1, lam2, L, S):
     return L, S
 
 
-@numba.njit(cache=True, parallel=True)
+@_kernel(parallel=True)
 def network(_layers, mu, lam1, lam2, _D_batch):
     """All layers, one sample per loop iteration (in parallel); returns the final states."""
     _dtype = _D_batch.dtype
@@ -283,3 +303,8 @@ def run(params: dict, D):
     _states = network(_layers, *_arrays, *_samples)
     _results = dict(zip(("L", "S"), _states, strict=True))
     return _results["L"], _results["S"]
+
+
+# numba names a kernel's module by that module's own name: a stand-in registered under
+# _CACHE_MODULE, whatever name this copy was loaded as (nopython kernels need none of its globals).
+sys.modules.setdefault(_CACHE_MODULE, types.ModuleType(_CACHE_MODULE))

@@ -13,6 +13,7 @@ inputs (``runtime_numba.py``) are copied in. Two layouts:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -344,8 +345,15 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     if lipschitz_functions:
         names.append("largest_abs_eigenvalue")
     unique = list(dict.fromkeys(names))
-    return helper_sources("ops_numba", unique, "@numba.njit(cache=True)\n")
+    return helper_sources("ops_numba", unique, "@_kernel()\n")
+
+
+CACHE_KEY_PLACEHOLDER = "CACHEKEY"
 
 
 def render_kernels(low: LoweredUnfold, spec_path: str) -> str:
-    return base.render("kernels.py.j2", kernels_context(low, spec_path))
+    """The kernels module; its numba cache is filed under a name derived from its own text, so two
+    different kernel files never share cache entries and every copy of one file does."""
+    text = base.render("kernels.py.j2", {**kernels_context(low, spec_path), "cache_key": CACHE_KEY_PLACEHOLDER})
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text.replace(f"_unfoldgen_kernels_{CACHE_KEY_PLACEHOLDER}", f"_unfoldgen_kernels_{key}")

@@ -170,6 +170,7 @@ class _ModelEmitter:
             writer.lines.append(f'self.register_buffer("{low.plan[symbol.name].attribute}", {symbol.name})')
         for symbol in low.static:
             self.static_lines(symbol, writer)
+        writer.lines += self.sign_checks(writer)
         for symbol in low.static:
             if low.plan[symbol.name].storage == "buffer":
                 writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
@@ -188,13 +189,24 @@ class _ModelEmitter:
         if _computed_default(symbol):  # e.g. eye(m): computed when the caller passes nothing
             writer.bind_for([symbol.init])
             writer.lines += [f"if {symbol.name} is None:", f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}"]
-        if symbol.shape:
-            shape = f"({dims_code(symbol.shape)})"
-            writer.lines.append(f"{symbol.name} = as_shaped({symbol.name}, {shape}, _dtype, _device)")
-        else:
-            value = f"torch.as_tensor({symbol.name}, dtype=_dtype, device=_device)"
-            writer.lines.append(f"{symbol.name} = {value}.reshape(())")
+        writer.lines.append(self.value_line(symbol))
         writer.bound.append(symbol.name)
+
+    @staticmethod
+    def value_line(symbol: Symbol) -> str:
+        """``NAME`` as a real tensor of its shape (one number fills it), finite unless validate=False."""
+        shape = f"({dims_code(symbol.shape)})"
+        return f'{symbol.name} = as_value("{symbol.name}", {symbol.name}, {shape}, _dtype, _device, validate)'
+
+    def sign_checks(self, writer: _MethodWriter) -> list[str]:
+        """With validate: fixed gradient steps positive, thresholds (non-smooth coefficients) nonnegative."""
+        plan = self.low.plan
+        checks = [f'require_sign("{name}", {name}, positive=True)' for name in plan.gradient_steps]
+        for func, coef in plan.thresholds:
+            writer.bind_for([coef])
+            value = self.build_printer(coef)
+            checks.append(f'require_sign("the coefficient of {func}", {value}, positive=False)')
+        return ["if validate:", *(INDENT + check for check in checks)] if checks else []
 
     def static_lines(self, symbol: Symbol, writer: _MethodWriter) -> None:
         """A hyperparameter or weight fixed when the model is built: given, or its classical value."""
@@ -202,11 +214,10 @@ class _ModelEmitter:
         for dim in symbol.shape:
             if isinstance(dim, str) and dim not in writer.bound:
                 writer._bind(dim)
-        shape = dims_code(symbol.shape) or "()"
         writer.lines += [
             f"if {symbol.name} is None:",
             f"{INDENT}{symbol.name} = {self.build_printer(symbol.init)}",
-            f"{symbol.name} = torch.as_tensor({symbol.name}, dtype=_dtype, device=_device).reshape({shape})",
+            self.value_line(symbol),
         ]
         writer.bound.append(symbol.name)
 
@@ -344,9 +355,9 @@ class _ModelEmitter:
         after every method is printed: the printers record the helpers they chose)."""
         low = self.low
         expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
-        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment"]
-        if any(symbol.shape for symbol in self.params):
-            helpers.append("as_shaped")
+        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value"]
+        if low.plan.gradient_steps or low.plan.thresholds:
+            helpers.append("require_sign")
         if low.lipschitz_vars:
             helpers += ["unit_basis", "largest_hessian_eigenvalue"]
         for printer in (self.printer, self.build_printer):
@@ -450,6 +461,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         **methods,
         "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
+        "layers_bounded": any(entry.per_layer for entry in low.plan.learned()),
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
