@@ -28,9 +28,12 @@ def user_axes(shape: tuple) -> tuple:
     return shape[:1] if shape[1] == 1 else shape
 
 
-def both_backends(text: str, unfold: str, seed: int = 0, generated: bool = False) -> tuple[tuple, tuple]:
+def both_backends(
+    text: str, unfold: str, seed: int = 0, generated: bool = False, batch: int = BATCH
+) -> tuple[tuple, tuple]:
     """The torch module's and the numba kernels' outputs of ``unfold`` on the same random data
-    (values in [0.5, 1.5], so logs and roots stay real), learned parameters perturbed.
+    (values in [0.5, 1.5], so logs and roots stay real; dims 3, 4, … in declaration order, ``batch``
+    samples), learned parameters perturbed.
     ``generated``: import the committed package of generated/ (it equals a fresh compile, and
     numba's cache of it survives between runs)."""
     compiled = compile_text(text, "both.unf")
@@ -51,7 +54,7 @@ def both_backends(text: str, unfold: str, seed: int = 0, generated: bool = False
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(0.9 + 0.2 * torch.rand(parameter.shape, generator=generator, dtype=parameter.dtype))
-    inputs = {s.name: sample(s.shape, (BATCH,)) for s in low.problem.of_role("input")}
+    inputs = {s.name: sample(s.shape, (batch,)) for s in low.problem.of_role("input")}
     with torch.no_grad():
         expected = model(**inputs)
     state = {name: value.detach().numpy() for name, value in model.state_dict().items()}

@@ -528,6 +528,20 @@ def test_former_kernel_locals_are_user_names_in_both_backends(template: str, cho
         numpy.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("template", [TEMPLATE, PER_SAMPLE_TEMPLATE], ids=["batched", "per_sample"])
+def test_a_dim_named_B_is_not_the_batch_size(template: str, batch: int):
+    """`dim B` is a size like any other (B = 3 here): batches of other sizes run, in both backends."""
+    from test_emitted_kernels import both_backends
+
+    neutral_names = NEUTRAL if template is TEMPLATE else PER_SAMPLE_NEUTRAL
+    text, names = template_with(template, neutral_names, {"DIMM": "B"})
+    expected, got = both_backends(text, names["UNFOLD"], batch=batch)
+    for out, ref in zip(got, expected, strict=True):
+        assert out.shape[0] == batch
+        numpy.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-10)
+
+
 def test_accepted_generated_names_run_in_both_backends():
     """Every bare name of the generated kernels that a spec may take (those not refused) runs
     the same in both backends: the kernels keep their own locals under ``_`` names. The names
