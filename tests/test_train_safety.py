@@ -2,7 +2,7 @@
 data files (each a one-line error naming the value and what was expected; exit 2 for usage, never
 a traceback), checkpoints that hold a pickle payload (refused without running it), symbolic links
 planted in the output folder (refused), a missing matplotlib (a note, the run still succeeds), and
-stopping: SIGTERM saves a checkpoint, and `--nproc` ranks stop with the process that started them.
+stopping: SIGTERM or SIGINT saves a checkpoint, and `--nproc` ranks stop with the process that started them.
 """
 
 from __future__ import annotations
@@ -213,15 +213,17 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_a_checkpoint_and_exits_without_a_traceback(number, tmp_path):
+    """SIGTERM, and SIGINT (Ctrl-C): the run stops after the current step with a checkpoint."""
     run = tmp_path / "run"
     args = ["--unfold", "ista", "--data", DATA, "--layers", "3", "--steps", "1000000", "--val-size", "50"]
     process = start([*args, "--no-progress", "--checkpoint-every", "5", "-o", str(run)])
     wait_for(lambda: (run / CHECKPOINT).exists() and torch.load(run / CHECKPOINT, weights_only=True)["step"] >= 5)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(number)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "SIGTERM: stopped after" in err and f"--resume {run}" in err
+    assert process.returncode == 128 + number, err
+    assert "Traceback" not in err and f"{number.name}: stopped after" in err and f"--resume {run}" in err
     checkpoint = torch.load(run / CHECKPOINT, weights_only=True)
     assert checkpoint["step"] >= 5 and checkpoint["step"] == len(checkpoint["losses"])
     assert json.loads((run / "metrics.json").read_text())["stopped"] == "interrupted"
