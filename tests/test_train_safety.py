@@ -7,7 +7,9 @@ stopping: SIGTERM or SIGINT saves a checkpoint, and `--nproc` ranks stop with th
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -21,7 +23,7 @@ import torch
 
 from unfoldgen import cli
 from unfoldgen.data import sparse_source
-from unfoldgen.training import CHECKPOINT, MODEL_FILE, CheckpointError, load_trained
+from unfoldgen.training import CHECKPOINT, MODEL_FILE, CheckpointError, load_checkpoint, load_trained
 
 ROOT = Path(__file__).resolve().parent.parent
 LASSO = ROOT / "specs" / "lasso.unf"
@@ -183,6 +185,26 @@ def test_symlinks_in_the_output_folder_are_refused(planted, tmp_path, capsys):
     assert f"{run / planted}: is a symbolic link" in err
     assert (victim.is_dir() and not any(victim.iterdir())) or victim.read_text() == "keep me"
     assert sorted(p.name for p in run.iterdir()) == [planted]  # nothing written before the refusal
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    """The second checkpoint cannot be written: one line naming it, exit 1, the first one intact."""
+    run = tmp_path / "run"
+    real_save = torch.save
+    saves = []
+
+    def fills_up(obj, stream, *args, **kwargs):
+        saves.append(obj)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, stream, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    code, _, err = run_cli(capsys, "train", LASSO, *QUICK, "--checkpoint-every", "2", "--data", DATA, "-o", run)
+    assert code == 1
+    assert err == f"unfoldgen: {run / CHECKPOINT}: No space left on device; the previous file is kept\n"
+    assert load_checkpoint(run)["step"] == saves[0]["step"]
+    assert sorted(p.name for p in run.iterdir()) == [CHECKPOINT, "generated"]  # no temporary left
 
 
 def test_without_matplotlib_a_run_notes_the_extra_and_succeeds(tmp_path, capsys, monkeypatch):

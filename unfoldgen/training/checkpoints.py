@@ -62,9 +62,12 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(err, OSError) and err.filename is None:
+            # a write that fails (a full disk) names no file: name the one that was not replaced
+            raise OSError(err.errno, f"{err.strerror or err}; the previous file is kept", str(path)) from err
         raise
 
 
