@@ -280,7 +280,10 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ranks die with their parent through prctl (Linux)")
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed with gloo is not available")
-def test_nproc_ranks_stop_with_the_launching_process(tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_nproc_ranks_stop_with_the_launching_process(number, tmp_path):
+    """SIGKILL: the launcher cannot clean up, the kernel tells its children. SIGTERM: passed on to
+    the ranks, which stop with a checkpoint."""
     run = tmp_path / "run"
     args = ["--unfold", "ista", "--data", DATA, "--layers", "3", "--steps", "1000000", "--batch", "8"]
     process = start([*args, "--val-size", "20", "--no-progress", "--nproc", "2", "-o", str(run)])
@@ -288,6 +291,10 @@ def test_nproc_ranks_stop_with_the_launching_process(tmp_path):
     assert process.poll() is None, process.communicate()[1][-2000:]
     below = descendants(process.pid)
     assert len(below) >= 3  # torchrun and its two ranks
-    process.kill()  # SIGKILL: the launcher cannot clean up; the kernel tells its children
-    process.communicate(timeout=60)
+    process.send_signal(number)
+    _, err = process.communicate(timeout=120)
     wait_for(lambda: not any(alive(pid) for pid in below), timeout=90)
+    if number == signal.SIGTERM:
+        assert process.returncode == 128 + number and "Traceback" not in err, err
+        assert f"SIGTERM: the ranks stopped with a checkpoint; continue with --resume {run}" in err, err
+        assert json.loads((run / "metrics.json").read_text())["stopped"] == "interrupted"
