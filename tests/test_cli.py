@@ -382,7 +382,7 @@ def test_compile_onto_a_full_disk_replaces_nothing(
         assert not (out_dir / "lista_cp").exists()
 
 
-@pytest.mark.parametrize("command", ["check", "compile", "explain"])
+@pytest.mark.parametrize("command", ["check", "compile", "explain", "train"])
 def test_unreadable_spec_is_a_usage_error(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
@@ -397,7 +397,9 @@ def test_unreadable_spec_is_a_usage_error(
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(compiler.os, "open", denied)
-    argv = [command, BOX_LS] + (["-o", tmp_path / "out"] if command == "compile" else [])
+    argv = [command, BOX_LS] + (["-o", tmp_path / "out"] if command in ("compile", "train") else [])
+    if command == "train":
+        argv += ["--data", "sparse:m=20,n=40"]
     code, out, err = main(capsys, *argv)
     assert code == 2
     assert err == f"unfoldgen: {BOX_LS}: cannot read the spec: Permission denied\n"
