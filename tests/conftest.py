@@ -1,7 +1,8 @@
 """The tests marked ``slow``, which ``make test-fast`` leaves out (``-m "not slow"``) so the edit loop
 takes about a minute on 2 cores; ``make test`` and CI run every test. Slow: trainings that must beat
 the classical solver, the studies, the exports (torch.compile, ONNX, torch.export, drawings), DDP,
-the long generator runs, and the tests that share a costly module fixture (named like a test: every
+the long generator runs, the tests that numba-compile a fresh spec's kernels (no cache can serve
+them), and the tests that share a costly module fixture (named like a test: every
 test using it is slow). Named here, in one place; ``tests/test_slow_marks.py`` checks every name
 still exists."""
 
@@ -12,14 +13,25 @@ import pytest
 EVERY_TEST = frozenset({"*"})
 SLOW: dict[str, frozenset[str]] = {
     "test_exports.py": EVERY_TEST,
+    "test_emitted_kernels.py": frozenset(
+        {"test_per_sample_lipschitz_of_a_matrix_variable_runs", "test_fuzz_kernels_run_and_equal_torch"}
+    ),
     "test_fuzz.py": frozenset({"test_generated_specs_compile_or_fail_cleanly"}),
     "test_generated.py": frozenset({"compiles", "standalone_run"}),  # fixtures: compiles in subprocesses
     "test_gradients.py": frozenset({"test_random_objectives", "test_random_objectives_with_huber"}),
     "test_layout.py": frozenset({"test_checkpointing_keeps_iterates_and_gradients"}),
     "test_reference.py": frozenset({"test_rpca_ista_monotone_and_stationary"}),
-    "test_hostile.py": frozenset({"test_every_generated_name_is_refused_or_harmless"}),
+    "test_hostile.py": frozenset(
+        {
+            "test_every_generated_name_is_refused_or_harmless",
+            "test_former_kernel_locals_are_user_names_in_both_backends",
+            "test_accepted_generated_names_run_in_both_backends",
+        }
+    ),
+    "test_library.py": frozenset({"test_function_numba", "test_prox", "test_projection"}),  # numba per entry
     "test_study_rpca.py": EVERY_TEST,
     "test_study_sparse.py": EVERY_TEST,
+    "test_train_safety.py": frozenset({"test_nproc_ranks_stop_with_the_launching_process"}),
     "test_train.py": frozenset(
         {
             "test_ddp_two_processes_equal_one_process",

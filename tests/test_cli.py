@@ -465,3 +465,27 @@ def test_compile_check_against_a_file_that_is_not_utf8(tmp_path: Path, capsys: p
     code, out, err = main(capsys, "compile", BOX_LS, "-o", out_dir, "--check")
     assert code == 1
     assert "-# caf\ufffd\n" in out and "differs from a fresh compile" in err
+
+
+def test_compile_says_how_many_files_a_failed_rename_left_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    from unfoldgen import outputs
+
+    real_replace = os.replace
+    calls = []
+
+    def fails_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_replace(*args, **kwargs)
+
+    monkeypatch.setattr(outputs.os, "replace", fails_second)
+    out_dir = tmp_path / "out"
+    code, _, err = main(capsys, "compile", BOX_LS, "-o", out_dir)
+    assert code == 1
+    assert (
+        err == f"unfoldgen: cannot replace {out_dir}/pgd/kernels.py: Input/output error; 1 of 3 files were replaced\n"
+    )
+    assert sorted(path.name for path in (out_dir / "pgd").iterdir()) == ["__init__.py"], "no temporary left"

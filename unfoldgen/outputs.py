@@ -112,7 +112,7 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
         missing = missing.parent
     created: list[tuple[int, str]] = []
     descriptors: dict[tuple[str, ...], int] = {}
-    pending: list[tuple[int, str, str]] = []  # folder descriptor, temporary, final name
+    pending: list[tuple[int, str, str]] = []  # folder descriptor, temporary, relative path of the target
     target = root
     try:
         try:
@@ -126,7 +126,7 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
                     if key not in descriptors:
                         descriptors[key] = _open_folder(dirs[depth - 1], descriptors[key[:-1]], created)
                 folder = descriptors[tuple(dirs)]
-                pending.append((folder, _write_temporary(folder, name, files[relative].encode("utf-8")), name))
+                pending.append((folder, _write_temporary(folder, name, files[relative].encode("utf-8")), relative))
         except BaseException as err:
             for folder, temporary, _ in pending:
                 with contextlib.suppress(OSError):
@@ -140,15 +140,15 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
             if isinstance(err, OSError):
                 raise WriteError(f"cannot write {target}: {err.strerror or err}; nothing was replaced") from None
             raise
-        for index, (folder, temporary, name) in enumerate(pending):
+        for index, (folder, temporary, relative) in enumerate(pending):
             try:
-                os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+                os.replace(temporary, relative.rsplit("/", 1)[-1], src_dir_fd=folder, dst_dir_fd=folder)
             except OSError as err:
                 for other_folder, other, _ in pending[index:]:
                     with contextlib.suppress(OSError):
                         os.unlink(other, dir_fd=other_folder)
                 raise WriteError(
-                    f"cannot replace {name} in {root}: {err.strerror}; {index} of {len(pending)} files were replaced"
+                    f"cannot replace {root / relative}: {err.strerror}; {index} of {len(pending)} files were replaced"
                 ) from None
     finally:
         for descriptor in descriptors.values():
