@@ -35,7 +35,7 @@ from argmin import (
     ref_soft_threshold_nonneg,
     ref_svt,
 )
-from helpers import compile_spec
+from helpers import load_package
 
 from unfoldgen import ir, nets_torch, ops_torch
 from unfoldgen.emit import helper_sources
@@ -504,9 +504,9 @@ def spec(update: str, shape: str = "n", start: str = "0", penalty: str = "", ext
 
 def run_spec(text: str, inputs: np.ndarray, perturb: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The compiled module's output and the kernels' (None, with the compile note, where there are none)."""
-    packages = compile_spec(text)
+    package = load_package(text, "step")
     sizes = dict(zip(("m", "n") if inputs.ndim == 3 else ("n",), inputs.shape[1:], strict=True))
-    model = packages["step"].Step(**sizes, dtype=torch.float64)
+    model = package.Step(**sizes, dtype=torch.float64)
     if perturb:  # a net starts at zero output: move its weights so both backends have work to do
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -514,9 +514,9 @@ def run_spec(text: str, inputs: np.ndarray, perturb: bool = False) -> tuple[np.n
                 parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
     with torch.no_grad():
         ours = model(y=torch.tensor(inputs)).numpy()
-    if not Path(packages["step"].__file__).with_name("kernels.py").exists():
+    if not Path(package.__file__).with_name("kernels.py").exists():
         return ours, None
-    kernels = importlib.import_module(f"{packages['step'].__name__}.kernels")
+    kernels = importlib.import_module(f"{package.__name__}.kernels")
     state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
     params = kernels.params_from_state_dict({**state, "layers": model.layers})
     return ours, kernels.run(params, y=inputs)
