@@ -239,9 +239,7 @@ def make_plan(
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
     expressions.append(problem.smooth)
     expressions += [ir.Apply(term.func, (term.arg,), ir.SCALAR) for term in problem.nonsmooth]
-    expressions += [p for var_set in problem.sets for p in var_set.params]
     entries = _library_entries(expressions)
-    entries["sets"] += [s.set for s in problem.sets if s.set not in entries["sets"]]
     return UnfoldPlan(
         names=names,
         inputs=tuple(s.name for s in problem.of_role("input")),
