@@ -21,7 +21,6 @@ import sympy
 
 from unfoldgen import ir
 from unfoldgen.lower import LoweredUnfold
-from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -118,8 +117,7 @@ def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
         copies = low.unfold.layers if entry.per_layer else 1
         if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            kind = NET_KINDS[info.kind]
-            options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
+            options = entry.net_options
             counts[name] = sympy.expand(net_parameter_count(info.kind, options, info.arg_shapes) * copies)
         else:
             counts[name] = sympy.expand(_numel(low.symbol(name).shape) * copies)
@@ -246,8 +244,7 @@ class _LayerDrawer:
 
     def _net(self, net: str, args: tuple[ir.Expr, ...], shape: str) -> str:
         info = next(n for n in self.low.unfold.nets if n.name == net)
-        kind = NET_KINDS[info.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(info.options)
+        options = self.low.plan[net].net_options
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
         entry = self.low.plan[net]
         role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unfoldgen import calculus, ir
-from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, Rule, Symbol
+from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
+from unfoldgen.nets import NET_KINDS
 
 # Which of the four design paradigms a learned quantity belongs to (nets: 3 or 4, by their start).
 PARADIGM_BY_ROLE = {"hyper": 1, "data": 2, "param": 2, "weight": 2}
@@ -49,6 +50,7 @@ class NamePlan:
     per_sample: bool  # differs between the samples of a batch
     dim_source: DimSource | None = None  # dims: where the size is read
     starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
+    net_options: dict[str, int] | None = None  # nets: every option of the kind, defaults filled in
 
     @property
     def attribute(self) -> str:
@@ -180,6 +182,11 @@ def _storage(symbol: Symbol, learn: Learn | None, dynamic: bool) -> str:
     return "parameter_list" if learn.per_layer else "parameter"
 
 
+def _net_options(net: NetInfo) -> dict[str, int]:
+    kind = NET_KINDS[net.kind]
+    return {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
+
+
 def _library_entries(exprs: list[ir.Expr]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"functions": [], "prox_ops": [], "sets": []}
     for expr in exprs:
@@ -235,6 +242,7 @@ def make_plan(
             per_sample=symbol.name in per_sample,
             dim_source=sources.get(symbol.name),
             starts_at_zero=net.correction if net is not None else None,
+            net_options=_net_options(net) if net is not None else None,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
     expressions.append(problem.smooth)

@@ -21,7 +21,6 @@ from unfoldgen.emit import base
 from unfoldgen.emit.base import header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
-from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -64,10 +63,6 @@ def _param_key(low: LoweredUnfold, name: str, problem_value: bool = False) -> st
     """The state-dict key holding ``name`` (the problem's own value when that differs)."""
     entry = low.plan[name]
     return entry.attribute if problem_value else entry.state_key
-
-
-def _depth(net) -> int:
-    return dict(net.options).get("depth", NET_KINDS[net.kind].options["depth"][0])
 
 
 def _net_index(low: LoweredUnfold, net: str) -> str:
@@ -213,7 +208,8 @@ def _typing_lines(reference: str, lines: list[str]) -> list[str]:
 def _net_entry(low: LoweredUnfold, net) -> tuple:
     """NETS[net]: (weights per layer?, dense layers, arguments' shapes, output's shape)."""
     shapes = tuple(ir.user_axes(shape) for shape in net.arg_shapes)
-    return (low.plan[net.name].per_layer, _depth(net) + 1, shapes, shapes[:1])
+    entry = low.plan[net.name]
+    return (entry.per_layer, entry.net_options["depth"] + 1, shapes, shapes[:1])
 
 
 def _dim_source(low: LoweredUnfold, dim: str, param_arg, array_args: list[str], batch_arrays: bool = False) -> str:

@@ -222,7 +222,7 @@ class _ModelEmitter:
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
-        options = {key: default for key, (default, _, _) in kind.options.items()} | dict(net.options)
+        options = self.low.plan[net.name].net_options
         option_text = ", ".join(f"{key}={options[key]}" for key in kind.options)
         if kind.class_name not in self.net_classes:
             self.net_classes.append(kind.class_name)
