@@ -271,9 +271,8 @@ def run(params: dict, y):
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
-    checked_params(
-        params, PARAMETERS, NETS, _sizes
-    )  # the nets' sizes, now that the inputs fixed every dim
+    # again, now that the inputs fixed every dim: the nets' input and output sizes
+    checked_params(params, PARAMETERS, NETS, _sizes)
     _columns = [np.ascontiguousarray(_value.reshape(_batch, -1).T) for _value in _prepared]
     _states = network(_layers, *_arrays, *_columns)
     _results = {
