@@ -53,8 +53,8 @@ class _Context:
                 return _dim_binding(plan, name, build=self.mode == "build" or self.without_inputs)
             case "buffer":
                 return f"self.{entry.attribute}"
-            case "per_sample_factor":
-                factor = f"self.{name}[_k]" if entry.per_layer else f"self.{name}"
+            case "per_sample_factor":  # outside a layer (a start value): the first layer's factor
+                factor = f"self.{name}" + (("[_k]" if self.mode == "layer" else "[0]") if entry.per_layer else "")
                 return f'{factor} * inputs["{name}"]'
             case "parameter" | "parameter_list":
                 if entry.problem_key is not None and self.mode in ("problem", "prepare"):
