@@ -143,3 +143,30 @@ def test_per_sample_lipschitz_of_a_matrix_variable_runs(mask_first: bool):
         inputs = "    input Y : real[m, n]\n    input M : real[m, n]\n"
         text = text.replace(inputs, "    input M : real[m, n]\n    input Y : real[m, n]\n")
     assert_backends_agree(text, "complete")
+
+
+LEARNED_START = """
+problem least_squares {
+    dim m, n
+    input H : real[m, n]
+    input y : real[m]
+    var x : real[n] = 0
+    minimize sumsq(H @ x - y)
+}
+unfold gd from least_squares {
+    layers 3
+    hyper mu : real = 1 / lipschitz(x)
+    state z : real[n] = mu * (H.T @ y)
+    iterate {
+        x = z - mu * grad(x)
+        z = x
+    }
+    learn mu per layer
+}
+"""
+
+
+def test_a_start_value_uses_the_first_layers_learned_factor():
+    """A state that starts from a per-sample value learned per layer uses layer 0's factor (the
+    generated code used to index it with the layer variable, undefined before the first layer)."""
+    assert_backends_agree(LEARNED_START, "gd")

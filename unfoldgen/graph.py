@@ -99,7 +99,7 @@ def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
         copies = low.unfold.layers if entry.per_layer else 1
         if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            counts[name] = sympy.expand(net_parameter_count(info.kind, dict(info.options), info.arg_shapes) * copies)
+            counts[name] = sympy.expand(net_parameter_count(info.kind, entry.net_options, info.arg_shapes) * copies)
         else:
             counts[name] = sympy.expand(numel(low.symbol(name).shape) * copies)
     return counts
@@ -225,8 +225,7 @@ class _LayerDrawer:
 
     def _net(self, net: str, args: tuple[ir.Expr, ...], shape: str) -> str:
         info = next(n for n in self.low.unfold.nets if n.name == net)
-        kind = NET_KINDS[info.kind]
-        options = kind.resolved(info.options)
+        options = self.low.plan[net].net_options
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
         entry = self.low.plan[net]
         role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"

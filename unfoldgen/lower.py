@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unfoldgen import calculus, ir
-from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, Rule, Symbol
+from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
+from unfoldgen.nets import NET_KINDS
 
 # Which of the four design paradigms a learned quantity belongs to (nets: 3 or 4, by their start).
 PARADIGM_BY_ROLE = {"hyper": 1, "data": 2, "param": 2, "weight": 2}
@@ -49,6 +50,7 @@ class NamePlan:
     per_sample: bool  # differs between the samples of a batch
     dim_source: DimSource | None = None  # dims: where the size is read
     starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
+    net_options: dict[str, int | str] | None = None  # nets: every option of the kind, defaults filled in
 
     @property
     def attribute(self) -> str:
@@ -184,6 +186,10 @@ def _storage(symbol: Symbol, learn: Learn | None, dynamic: bool) -> str:
     return "parameter_list" if learn.per_layer else "parameter"
 
 
+def _net_options(net: NetInfo) -> dict[str, int | str]:
+    return NET_KINDS[net.kind].resolved(net.options)
+
+
 def _library_entries(exprs: list[ir.Expr]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"functions": [], "prox_ops": [], "sets": []}
     for expr in exprs:
@@ -239,13 +245,12 @@ def make_plan(
             per_sample=symbol.name in per_sample,
             dim_source=sources.get(symbol.name),
             starts_at_zero=net.correction if net is not None else None,
+            net_options=_net_options(net) if net is not None else None,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
     expressions.append(problem.smooth)
     expressions += [ir.Apply(term.func, (term.arg,), ir.SCALAR) for term in problem.nonsmooth]
-    expressions += [p for var_set in problem.sets for p in var_set.params]
     entries = _library_entries(expressions)
-    entries["sets"] += [s.set for s in problem.sets if s.set not in entries["sets"]]
     return UnfoldPlan(
         names=names,
         inputs=tuple(s.name for s in problem.of_role("input")),

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_59a815ddebac0a6c"
+_CACHE_MODULE = "_unfoldgen_kernels_6b33e961baff88c9"
 
 
 def _kernel(**options):
@@ -299,9 +299,8 @@ def run(params: dict, y):
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
-    checked_params(
-        params, PARAMETERS, NETS, _sizes
-    )  # the nets' sizes, now that the inputs fixed every dim
+    # again, now that the inputs fixed every dim: the nets' input and output sizes
+    checked_params(params, PARAMETERS, NETS, _sizes)
     _columns = [np.ascontiguousarray(_value.reshape(_batch, -1).T) for _value in _prepared]
     _states = network(_layers, *_arrays, *_columns)
     _results = {

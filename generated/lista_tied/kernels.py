@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_8b8e22b4e7fa12a2"
+_CACHE_MODULE = "_unfoldgen_kernels_4b918b065c22e8e4"
 
 
 def _kernel(**options):
@@ -278,9 +278,8 @@ def run(params: dict, y):
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
-    checked_params(
-        params, PARAMETERS, NETS, _sizes
-    )  # the nets' sizes, now that the inputs fixed every dim
+    # again, now that the inputs fixed every dim: the nets' input and output sizes
+    checked_params(params, PARAMETERS, NETS, _sizes)
     _columns = [np.ascontiguousarray(_value.reshape(_batch, -1).T) for _value in _prepared]
     _states = network(_layers, *_arrays, *_columns)
     _results = {

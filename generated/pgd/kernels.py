@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_fac291a14299831e"
+_CACHE_MODULE = "_unfoldgen_kernels_b5efb454f8bb07ea"
 
 
 def _kernel(**options):
@@ -308,9 +308,8 @@ def run(params: dict, H, y):
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(H=H, y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
-    checked_params(
-        params, PARAMETERS, NETS, _sizes
-    )  # the nets' sizes, now that the inputs fixed every dim
+    # again, now that the inputs fixed every dim: the nets' input and output sizes
+    checked_params(params, PARAMETERS, NETS, _sizes)
     _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
     _states = network(_layers, *_arrays, *_samples)
     _results = dict(zip(("x",), _states, strict=True))

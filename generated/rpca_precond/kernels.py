@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_fc2f63ba5f820536"
+_CACHE_MODULE = "_unfoldgen_kernels_8ce3271a60ed2049"
 
 
 def _kernel(**options):
@@ -301,9 +301,8 @@ def run(params: dict, D):
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(D=D)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
-    checked_params(
-        params, PARAMETERS, NETS, _sizes
-    )  # the nets' sizes, now that the inputs fixed every dim
+    # again, now that the inputs fixed every dim: the nets' input and output sizes
+    checked_params(params, PARAMETERS, NETS, _sizes)
     _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
     _states = network(_layers, *_arrays, *_samples)
     _results = dict(zip(("L", "S"), _states, strict=True))

@@ -78,7 +78,7 @@ def _net_call(low: LoweredUnfold, name: str, columns: str) -> str:
     or (1, out, in) when shared."""
     net = next(net for net in low.unfold.nets if net.name == name)
     kind = NET_KINDS[net.kind]
-    options = kind.resolved(net.options)
+    options = low.plan[name].net_options
     layer = "_k" if low.plan[name].per_layer else "0"
     extra = "".join(f", {options[option]!r}" for option in kind.numba.options)
     return f"{kind.numba.forward}(_{name}_weights, _{name}_biases, {layer}, {columns}{extra})"
@@ -144,9 +144,12 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     at_start: dict[str, ir.Expr] = {}
     for name in init_refs:
         entry = low.plan[name]
-        if entry.storage == "per_sample":
-            at_start[name] = ir.Ref(f"_sample_{name}", entry.role, entry.shape)
-        elif entry.role in ("data", "param", "hyper", "weight") and entry.storage != "per_sample_factor":
+        if entry.storage in ("per_sample", "per_sample_factor"):
+            factor = ""
+            if entry.storage == "per_sample_factor":  # the first layer's factor
+                factor = f"{param_arg(name)}[0] * " if entry.per_layer else f"{param_arg(name)} * "
+            at_start[name] = ir.Ref(f"{factor}_sample_{name}", entry.role, entry.shape)
+        elif entry.role in ("data", "param", "hyper", "weight"):
             key = param_arg(name, problem_value=True)
             value = f"{key}[0]" if entry.per_layer and entry.problem_key is None else key
             if value != name:

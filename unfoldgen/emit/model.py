@@ -53,8 +53,8 @@ class _Context:
                 return _dim_binding(plan, name, build=self.mode == "build" or self.without_inputs)
             case "buffer":
                 return f"self.{entry.attribute}"
-            case "per_sample_factor":
-                factor = f"self.{name}[_k]" if entry.per_layer else f"self.{name}"
+            case "per_sample_factor":  # outside a layer (a start value): the first layer's factor
+                factor = f"self.{name}" + (("[_k]" if self.mode == "layer" else "[0]") if entry.per_layer else "")
                 return f'{factor} * inputs["{name}"]'
             case "parameter" | "parameter_list":
                 if entry.problem_key is not None and self.mode in ("problem", "prepare"):
@@ -233,7 +233,7 @@ class _ModelEmitter:
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
-        options = kind.resolved(net.options)
+        options = self.low.plan[net.name].net_options
         option_text = ", ".join(f"{key}={options[key]!r}" for key in kind.options)
         if kind.class_name not in self.net_classes:
             self.net_classes.append(kind.class_name)
