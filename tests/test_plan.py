@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import camel_case, compile_spec
+from helpers import load_class
 
 from unfoldgen.compiler import compile_text, read_spec
 from unfoldgen.lower import STORAGES
@@ -99,7 +99,7 @@ def state_keys(plan, layers: int) -> set[str]:
 def test_the_plan_names_the_state_dict_the_module_has(spec: str):
     text = read_spec(ROOT / "specs" / spec)
     for low in compile_text(text, spec).lowered:
-        module = getattr(compile_spec(text, spec)[low.name], camel_case(low.name))
+        module = load_class(text, low.name, spec)
         sizes = {d.name: 5 + i for i, d in enumerate(low.problem.of_role("dim"))}
         data = {
             s.name: torch.rand(*[sizes.get(axis, axis) for axis in low.plan[s.name].axes])
