@@ -38,7 +38,7 @@ def checked_array(what: str, value: object, axes: tuple, sizes: dict, dtype, bat
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"{what}: expected shape {expected} with {axis} = {bound}, got {array.shape}")
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # a copy only if it is not contiguous (0-d stays 0-d)
 
 
 def checked_layers(value: object, stored: int | None) -> int:
@@ -75,12 +75,12 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
     params = {}
     for name, axes in parameters.items():
         if name in state_dict:
-            params[name] = np.asarray(state_dict[name])
+            params[name] = np.asarray(state_dict[name], order="C")
             continue
         entries = stacked_entries(state_dict, f"{name}.")
         if not entries:
             raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
-        params[name] = np.stack(entries)
+        params[name] = np.asarray(np.stack(entries), order="C")  # a stack of transposes keeps their strides
     if "layers" in state_dict:
         params["layers"] = state_dict["layers"]
     for net, (per_layer, dense_layers, _, _) in nets.items():
@@ -96,7 +96,7 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                     values = []
                 if not values:
                     raise ValueError(f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing")
-                stacked.append(np.stack([value.reshape(value.shape[0], -1) for value in values]))
+                stacked.append(np.asarray(np.stack([value.reshape(value.shape[0], -1) for value in values]), order="C"))
             params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
     checked_params(params, parameters, nets, {})
     return params

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_600bcc8eda24a925"
+_CACHE_MODULE = "_unfoldgen_kernels_5528e1ad5dda0284"
 
 
 def _kernel(**options):
@@ -134,7 +134,7 @@ def checked_array(
             raise ValueError(
                 f"{what}: expected shape {expected} with {axis} = {bound}, got {array.shape}"
             )
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")
 
 
 def checked_layers(value: object, stored: int | None) -> int:
@@ -245,12 +245,14 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
     params = {}
     for name, axes in parameters.items():
         if name in state_dict:
-            params[name] = np.asarray(state_dict[name])
+            params[name] = np.asarray(state_dict[name], order="C")
             continue
         entries = stacked_entries(state_dict, f"{name}.")
         if not entries:
             raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
-        params[name] = np.stack(entries)
+        params[name] = np.asarray(
+            np.stack(entries), order="C"
+        )  # a stack of transposes keeps their strides
     if "layers" in state_dict:
         params["layers"] = state_dict["layers"]
     for net, (per_layer, dense_layers, _, _) in nets.items():
@@ -268,7 +270,11 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                     raise ValueError(
                         f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing"
                     )
-                stacked.append(np.stack([value.reshape(value.shape[0], -1) for value in values]))
+                stacked.append(
+                    np.asarray(
+                        np.stack([value.reshape(value.shape[0], -1) for value in values]), order="C"
+                    )
+                )
             params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
     checked_params(params, parameters, nets, {})
     return params

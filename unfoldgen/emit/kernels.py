@@ -200,6 +200,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),
         "nets_literal": repr({net.name: _net_entry(low, net) for net in low.unfold.nets}),
+        "has_nets": bool(low.unfold.nets),
         "states_literal": repr(tuple(state_names)),
         "output_exprs": [_output_expr(low, name) for name in low.unfold.outputs],
         "lipschitz_functions": lipschitz_functions,
