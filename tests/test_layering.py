@@ -24,7 +24,15 @@ STAGES = {
     **dict.fromkeys(["printers", "emit", "emit.base", "emit.model", "emit.kernels"], 4),
     "compiler": 5,
 }
-COPIED_INTO_GENERATED_CODE = ["runtime_torch", "runtime_numba", "ops_torch", "ops_numba", "nets_torch"]
+COPIED_INTO_GENERATED_CODE = [
+    "runtime_torch",
+    "runtime_numba",
+    "ops_torch",
+    "ops_numba",
+    "nets_torch",
+    "linops_torch",
+    "linops_numba",
+]
 
 
 def module_name(path: Path) -> str:

@@ -73,6 +73,15 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
             _adjoints(arg, seed, var, out)
         case ir.Apply(func="logsumexp", args=(arg,)):
             _adjoints(arg, ir.mul(seed, ir.Apply("softmax", (arg,), arg.shape)), var, out)
+        case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "linear":
+            entry = FUNCTIONS[func]
+            for index, extra in enumerate(args):
+                if index != entry.linear_arg and ir.depends_on(extra, {var}):
+                    raise NotDifferentiableError(
+                        f"an argument of {func}() other than its input depends on the variable"
+                    )
+            adjoint = entry.adjoint(args, _materialise(seed, node.shape))
+            _adjoints(args[entry.linear_arg], adjoint, var, out)
         case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "elementwise" and FUNCTIONS[func].smooth:
             for extra in args[1:]:
                 if ir.depends_on(extra, {var}):
@@ -96,6 +105,24 @@ def gradient(expr: ir.Expr, var: str, shape: ir.Shape) -> ir.Expr:
     return _materialise(total, shape)
 
 
+def adjoint_apply(linear: ir.Expr, var: str, seed: ir.Expr, shape: ir.Shape) -> ir.Expr:
+    """Lᵀ seed for an expression L linear in ``var``: the gradient of ⟨L(var), seed⟩."""
+    contributions: list[ir.Expr] = []
+    _adjoints(linear, seed, var, contributions)
+    total = contributions[0]
+    for term in contributions[1:]:
+        total = ir.add(total, term)
+    return _materialise(total, shape)
+
+
+def _linear_operator(expr: ir.Expr, variables: frozenset[str]) -> bool:
+    """A linear operator applied to an argument, none of its other arguments depending on ``variables``."""
+    if not (isinstance(expr, ir.Apply) and FUNCTIONS[expr.func].kind == "linear"):
+        return False
+    index = FUNCTIONS[expr.func].linear_arg
+    return not any(ir.depends_on(arg, variables) for i, arg in enumerate(expr.args) if i != index)
+
+
 def degree(expr: ir.Expr, variables: frozenset[str]) -> int | None:
     """0 if ``expr`` does not depend on ``variables``, 1 if affine in them, None otherwise."""
     if not ir.depends_on(expr, variables):
@@ -117,6 +144,8 @@ def degree(expr: ir.Expr, variables: frozenset[str]) -> int | None:
             return degree(operand, variables)
         case ir.Apply(func="sum", args=(arg,)):
             return degree(arg, variables)
+        case ir.Apply(func=func, args=args) if _linear_operator(expr, variables):
+            return degree(args[FUNCTIONS[func].linear_arg], variables)
     return None
 
 
@@ -149,6 +178,10 @@ def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
             return ir.transpose(linear_part(operand, var))
         case ir.Apply(func="sum", args=(arg,)):
             return ir.Apply("sum", (linear_part(arg, var),), ir.SCALAR)
+        case ir.Apply(func=func, args=args) if _linear_operator(expr, frozenset({var})):
+            index = FUNCTIONS[func].linear_arg
+            inner = linear_part(args[index], var)
+            return ir.Apply(func, (*args[:index], inner, *args[index + 1 :]), expr.shape)
     raise NotDifferentiableError("the gradient is not affine in the variable")
 
 

@@ -13,6 +13,7 @@ import keyword
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from unfoldgen import calculus, ir
 from unfoldgen import syntax as s
@@ -89,6 +90,7 @@ class DimSource:
     tensor: str
     role: str
     axis: int
+    factor: Fraction = Fraction(1)  # the axis holds factor · dim (``h/4``: 1/4)
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,14 @@ class _Elaborator:
             case s.Neg(operand=operand):
                 return ir.neg(self.expr(operand))
             case s.Transpose(operand=operand):
-                return ir.transpose(self.expr(operand))
+                value = self.expr(operand)
+                if ir.is_stack(value.shape):
+                    raise SpecError(
+                        f"'.T' transposes vectors and matrices, got {fmt_shape(value.shape)}; for the adjoint of "
+                        "a linear map write adjoint[L(x)](r)",
+                        expr.span,
+                    )
+                return ir.transpose(value)
             case s.BinOp():
                 return self.binop(expr)
             case s.Call():
@@ -280,6 +289,12 @@ class _Elaborator:
                         "use '*' for scalars",
                         expr.span,
                     )
+                if ir.is_stack(ls) or ir.is_stack(rs):
+                    raise SpecError(
+                        f"'@' multiplies matrices and vectors, got {fmt_shape(ls)} @ {fmt_shape(rs)}; "
+                        "stacks of images are not matrices",
+                        expr.span,
+                    )
                 if ls[1] != rs[0]:
                     raise SpecError(
                         f"'@' needs the left operand's columns ({ls[1]}) to equal the right operand's rows ({rs[0]}): "
@@ -317,6 +332,8 @@ class _Elaborator:
             return self.prox(expr)
         if name == "proj":
             return self.proj(expr)
+        if name == "adjoint":
+            return self.adjoint(expr)
         if name in self.scope.nets:
             return self.net_call(expr)
         if expr.bracket is not None:
@@ -342,8 +359,15 @@ class _Elaborator:
             count = str(low) if low == high else f"{low} to {high}"
             raise SpecError(f"{name}() takes {count} argument(s), got {len(expr.args)}", expr.span)
         args = tuple(self.expr(arg) for arg in expr.args)
+        for index in entry.integer_args:
+            value = args[index]
+            if not (isinstance(value, ir.Const) and value.value.is_integer() and 1 <= value.value <= MAX_DIM):
+                raise SpecError(f"{name}() needs a whole number from 1 to {MAX_DIM} here", expr.args[index].span)
         try:
-            shape = entry.shape([arg.shape for arg in args])
+            if entry.shape_of_args is not None:
+                shape = entry.shape_of_args(args)
+            else:
+                shape = entry.shape([arg.shape for arg in args])
         except ShapeError as err:
             raise SpecError(f"{name}(): {err}", expr.span) from None
         if all(isinstance(arg, ir.Const) for arg in args) and entry.foldable:
@@ -355,6 +379,35 @@ class _Elaborator:
         if entry.desugar is not None:
             return entry.desugar(args, shape)
         return ir.Apply(name, args, shape)
+
+    def adjoint(self, expr: s.Call) -> ir.Expr:
+        """``adjoint[L(x)](r)``: Lᵀr for an expression L linear in one of the problem's variables,
+        derived by the same chain rule as the gradients (no matrix is formed)."""
+        if expr.bracket is None or len(expr.args) != 1:
+            raise SpecError(
+                "adjoint takes a linear expression in brackets and one argument: adjoint[L(x)](r)", expr.span
+            )
+        problem = self.scope.problem
+        assert problem is not None
+        linear = self.expr(expr.bracket)
+        variables = [symbol.name for symbol in problem.of_role("var") if ir.depends_on(linear, {symbol.name})]
+        if len(variables) != 1:
+            raise SpecError(
+                "adjoint[L(x)] needs an expression of exactly one of the problem's variables "
+                f"({', '.join(s.name for s in problem.of_role('var'))}), got "
+                + (", ".join(variables) if variables else "none"),
+                expr.bracket.span,
+            )
+        var = variables[0]
+        if calculus.degree(linear, frozenset({var})) != 1 or calculus.linear_part(linear, var) != linear:
+            raise SpecError(f"adjoint[...] needs an expression linear in {var} (no constant term)", expr.bracket.span)
+        seed = self.expr(expr.args[0])
+        if seed.shape != linear.shape:
+            raise SpecError(
+                f"adjoint[L(x)](r) needs r shaped like L(x), {fmt_shape(linear.shape)}; got {fmt_shape(seed.shape)}",
+                expr.args[0].span,
+            )
+        return calculus.adjoint_apply(linear, var, seed, problem.symbol(var).shape)
 
     def _dims_of(self, expr: s.Call, exactly: int | None) -> list[ir.Dim]:
         if (exactly is not None and len(expr.args) != exactly) or not 1 <= len(expr.args) <= 2:
@@ -584,23 +637,26 @@ def _mentions_function(expr: s.Expr) -> bool:
 
 
 def _check_type(spec: s.TypeSpec, dims: dict[str, Symbol], span: Span) -> ir.Shape:
-    if len(spec.dims) > 2:
-        raise SpecError("types have at most two dimensions: real, real[n] or real[m, n]", spec.span)
+    if len(spec.dims) > 3:
+        raise SpecError("types have at most three dimensions: real, real[n], real[m, n] or real[c, h, w]", spec.span)
     resolved: list[ir.Dim] = []
     for dim in spec.dims:
         if isinstance(dim, s.Number):
             if not 1 <= dim.value <= MAX_DIM:
                 raise SpecError(f"a size must be between 1 and {MAX_DIM}", dim.span)
             resolved.append(int(dim.value))
-        elif dim.id in dims:
-            resolved.append(dim.id)
-        else:
-            raise SpecError(f"unknown dim {dim.id!r}; declare it with 'dim {dim.id}'", dim.span)
+            continue
+        base, factor = ir.dim_factor(dim.id)
+        if base not in dims:
+            raise SpecError(f"unknown dim {base!r}; declare it with 'dim {base}'", dim.span)
+        if factor == 0:
+            raise SpecError(f"a dim cannot be scaled by zero: {dim.id}", dim.span)
+        resolved.append(ir.derived_dim(base, factor))
     if not resolved:
         return ir.SCALAR
     if len(resolved) == 1:
         return (resolved[0], 1)
-    return (resolved[0], resolved[1])
+    return tuple(resolved)
 
 
 def _declare(table: dict[str, Symbol], symbol: Symbol, name: s.Name) -> None:
@@ -659,9 +715,10 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         shape = _check_type(decl.type, dims, decl.span)
         if decl.kind in ("data", "input"):
             _declare(table, Symbol(decl.name.id, decl.kind, shape, None, decl.span), decl.name)
-            for axis, dim in zip((-2, -1), shape, strict=False):
+            for axis, dim in zip(range(-len(shape), 0), shape, strict=True):
                 if isinstance(dim, str):
-                    source = DimSource(dim, decl.name.id, decl.kind, axis)
+                    dim, factor = ir.dim_factor(dim)
+                    source = DimSource(dim, decl.name.id, decl.kind, axis, factor)
                     current = dim_sources.get(dim)
                     if current is None or (current.role == "input" and decl.kind == "data"):
                         dim_sources[dim] = source

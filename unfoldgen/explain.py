@@ -54,7 +54,10 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
         for var, grad in low.gradients:
             out.append(f"  gradient      ∇{var} f = {math(grad)}")
         for var, product in low.hessians:
-            out.append(f"  Hessian·{var}    {math(product)}  (affine gradient: exact Lipschitz constant)")
+            out.append(f"  Hessian·{var}    {math(product)}  (affine gradient)")
+        for plan in low.lipschitz:
+            value = f" = {math(plan.value)}" if plan.value is not None else ""
+            out.append(f"  lipschitz({plan.var})  {plan.method}{value}: {plan.reason}")
         for rule in low.unfold.rules:
             for node in ir.walk(rule.value):
                 if isinstance(node, ir.Prox):

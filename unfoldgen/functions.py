@@ -12,6 +12,7 @@ through adding a function.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,8 +124,73 @@ def _solve(shapes: list[Shape]) -> Shape:
 def _fmt(shape: Shape) -> str:
     if shape == ():
         return "scalar"
-    rows, cols = shape
-    return f"[{rows}]" if cols == 1 else f"[{rows}, {cols}]"
+    return "[" + ", ".join(str(axis) for axis in ir.user_axes(shape)) + "]"
+
+
+def _conv(shapes: list[Shape]) -> Shape:
+    kernel, x = shapes
+    if ir.is_scalar(x):
+        raise ShapeError("the convolved argument must be a vector, an image or a stack of images, got a scalar")
+    if ir.is_scalar(kernel) or ir.is_stack(kernel):
+        raise ShapeError(f"the kernel must be a vector (1-D) or a matrix (2-D), got shape {_fmt(kernel)}")
+    if ir.is_vector(x) and not ir.is_vector(kernel):
+        raise ShapeError(f"a vector is convolved with a vector kernel, got kernel shape {_fmt(kernel)}")
+    return x
+
+
+def _vector_only(shapes: list[Shape]) -> Shape:
+    if not ir.is_vector(shapes[0]):
+        raise ShapeError(f"expected a vector, got shape {_fmt(shapes[0])}")
+    return shapes[0]
+
+
+def _image_to_gradient(shapes: list[Shape]) -> Shape:
+    shape = shapes[0]
+    if not ir.is_matrix(shape) or ir.is_stack(shape):
+        raise ShapeError(f"expected an image real[h, w], got shape {_fmt(shape)}")
+    return (2, shape[0], shape[1])
+
+
+def _gradient_to_image(shapes: list[Shape]) -> Shape:
+    shape = shapes[0]
+    if not ir.is_stack(shape) or shape[0] != 2:
+        raise ShapeError(f"expected an image gradient real[2, h, w], got shape {_fmt(shape)}")
+    return (shape[1], shape[2])
+
+
+def _signal(shapes: list[Shape]) -> Shape:
+    if ir.is_scalar(shapes[0]):
+        raise ShapeError("expected a vector, an image or a stack of images, got a scalar")
+    for shape in shapes[1:]:
+        if not ir.is_scalar(shape):
+            raise ShapeError(f"expected a scalar parameter, got shape {_fmt(shape)}")
+    return shapes[0]
+
+
+def _solve_conv(shapes: list[Shape]) -> Shape:
+    kernel, weight, b = shapes
+    _conv([kernel, b])
+    if not ir.is_scalar(weight):
+        raise ShapeError(f"the weight mu of solve_conv(k, mu, b) must be a scalar, got shape {_fmt(weight)}")
+    return b
+
+
+def _resampled(factor: Callable[[int], tuple[int, int]]) -> Callable[[tuple[ir.Expr, ...]], Shape]:
+    """The shape of down(x, s) / up(x, s): every image axis (a vector's only axis) scaled by s."""
+
+    def shape(args: tuple[ir.Expr, ...]) -> Shape:
+        x, step = args
+        numerator, denominator = factor(int(step.value))
+        axes = x.shape[:1] if ir.is_vector(x.shape) else x.shape[-2:]
+        try:
+            scaled = tuple(ir.scale_dim(axis, numerator, denominator) for axis in axes)
+        except ValueError as err:
+            raise ShapeError(str(err)) from None
+        if ir.is_vector(x.shape):
+            return (scaled[0], 1)
+        return (*x.shape[:-2], *scaled)
+
+    return shape
 
 
 # ---------------------------------------------------------------------- the table
@@ -158,7 +224,7 @@ class Function:
     name: str
     arity: tuple[int, int]
     kind: str
-    shape: Callable[[list[Shape]], Shape]
+    shape: Callable[[list[Shape]], Shape] | None
     math: str
     torch: str | None
     numba: str | None
@@ -171,6 +237,17 @@ class Function:
     per_column: bool = True
     torch_helpers: tuple[str, ...] = ()
     numba_helpers: tuple[str, ...] = ()
+    torch_module: str = "runtime_torch"  # where torch_helpers are defined (linops_torch for operators)
+    # linear operators (kind "linear"): the argument the map is linear in, its adjoint applied to a
+    # seed (the other arguments unchanged), what AᵀA is (see unfoldgen.spectral), the arguments
+    # that must be whole numbers (a resampling factor, a number of levels), a shape rule that
+    # reads those numbers, and the numba form for a vector argument (``numba`` is the image form)
+    linear_arg: int | None = None
+    adjoint: Callable[[tuple[ir.Expr, ...], ir.Expr], ir.Expr] | None = None
+    gram: str | None = None
+    integer_args: tuple[int, ...] = ()
+    shape_of_args: Callable[[tuple[ir.Expr, ...]], Shape] | None = None
+    numba_column: str | None = None
 
     @property
     def over_samples(self) -> bool:
@@ -231,6 +308,234 @@ def _tensor_first(name: str) -> Callable[[tuple[ir.Expr, ...], Shape], ir.Expr]:
 
 
 _SUM = "{0}.sum(dim=(-2, -1), keepdim=True)"
+
+
+def _adjoint_by(name: str, sign: float = 1.0) -> Callable[[tuple[ir.Expr, ...], ir.Expr], ir.Expr]:
+    """The adjoint is the entry ``name`` with the linear argument replaced by the seed."""
+
+    def adjoint(args: tuple[ir.Expr, ...], seed: ir.Expr) -> ir.Expr:
+        entry = FUNCTIONS[name]
+        index = FUNCTIONS[name].linear_arg
+        factor, seed = ir.split_factor(seed)  # Aᵀ(c·r) = c·Aᵀr: constants stay outside the operator
+        new_args = (*args[:index], seed, *args[index + 1 :])
+        shape = entry.shape_of_args(new_args) if entry.shape_of_args else entry.shape([a.shape for a in new_args])
+        return ir.scale(sign * factor, ir.Apply(name, new_args, shape))
+
+    return adjoint
+
+
+def _operator(
+    name: str,
+    arity: int,
+    shape: Callable[[list[Shape]], Shape] | None,
+    math: str,
+    torch: str,
+    adjoint: str,
+    gram: str,
+    numba: str | None,
+    numba_column: str | None = None,
+    linear_arg: int = 0,
+    adjoint_sign: float = 1.0,
+    integer_args: tuple[int, ...] = (),
+    shape_of_args: Callable[[tuple[ir.Expr, ...]], Shape] | None = None,
+) -> Function:
+    """A linear operator entry: torch from unfoldgen/linops_torch.py, numba from linops_numba.py."""
+    helpers = tuple(dict.fromkeys(re.findall(r"(\w+)\(", torch)))
+    numba_forms = [form for form in (numba, numba_column) if form]
+    numba_helpers = tuple(dict.fromkeys(h for form in numba_forms for h in re.findall(r"(\w+)\(", form)))
+    return Function(
+        name,
+        (arity, arity),
+        "linear",
+        shape,
+        math,
+        torch,
+        numba,
+        smooth=True,
+        per_column=numba_column is not None,
+        torch_helpers=helpers,
+        numba_helpers=numba_helpers,
+        torch_module="linops_torch",
+        linear_arg=linear_arg,
+        adjoint=_adjoint_by(adjoint, adjoint_sign),
+        gram=gram,
+        integer_args=integer_args,
+        shape_of_args=shape_of_args,
+        numba_column=numba_column,
+    )
+
+
+_OPERATORS = [
+    # convolution with a centred kernel (index kh//2, kw//2), three boundary models
+    _operator(
+        "conv",
+        2,
+        _conv,
+        "{0} ⊛ {1}",
+        "conv_circular({0}, {1})",
+        "conv_adj",
+        "fourier",
+        "conv_circular_2d({0}, {1})",
+        "conv_circular_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    _operator(
+        "conv_adj",
+        2,
+        _conv,
+        "{0} ⊛ᵀ {1}",
+        "conv_circular_adjoint({0}, {1})",
+        "conv",
+        "fourier",
+        "conv_circular_adjoint_2d({0}, {1})",
+        "conv_circular_adjoint_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    _operator(
+        "conv_zero",
+        2,
+        _conv,
+        "{0} ⊛₀ {1}",
+        "conv_zero({0}, {1})",
+        "conv_zero_adj",
+        "general",
+        "conv_zero_2d({0}, {1})",
+        "conv_zero_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    _operator(
+        "conv_zero_adj",
+        2,
+        _conv,
+        "{0} ⊛₀ᵀ {1}",
+        "conv_zero_adjoint({0}, {1})",
+        "conv_zero",
+        "general",
+        "conv_zero_adjoint_2d({0}, {1})",
+        "conv_zero_adjoint_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    _operator(
+        "conv_reflect",
+        2,
+        _conv,
+        "{0} ⊛ᵣ {1}",
+        "conv_reflect({0}, {1})",
+        "conv_reflect_adj",
+        "general",
+        "conv_reflect_2d({0}, {1})",
+        "conv_reflect_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    _operator(
+        "conv_reflect_adj",
+        2,
+        _conv,
+        "{0} ⊛ᵣᵀ {1}",
+        "conv_reflect_adjoint({0}, {1})",
+        "conv_reflect",
+        "general",
+        "conv_reflect_adjoint_2d({0}, {1})",
+        "conv_reflect_adjoint_1d({0}, {1})",
+        linear_arg=1,
+    ),
+    # finite differences (Neumann boundary: the last difference is zero)
+    _operator(
+        "diff",
+        1,
+        _vector_only,
+        "D {0}",
+        "diff({0})",
+        "diff_adj",
+        "bound:4",
+        None,
+        "diff_1d({0})",
+    ),
+    _operator(
+        "diff_adj",
+        1,
+        _vector_only,
+        "Dᵀ {0}",
+        "diff_adjoint({0})",
+        "diff",
+        "bound:4",
+        None,
+        "diff_adjoint_1d({0})",
+    ),
+    _operator(
+        "grad2", 1, _image_to_gradient, "∇ {0}", "grad2({0})", "div2", "bound:8", "grad2_2d({0})", adjoint_sign=-1.0
+    ),
+    _operator(
+        "div2", 1, _gradient_to_image, "div {0}", "div2({0})", "grad2", "bound:8", "div2_2d({0})", adjoint_sign=-1.0
+    ),
+    # resampling by a whole factor s: keep every s-th sample / put zeros between samples
+    _operator(
+        "down",
+        2,
+        None,
+        "↓{1} {0}",
+        "down({0}, {1})",
+        "up",
+        "coisometry",
+        "down_2d({0}, {1})",
+        "down_1d({0}, {1})",
+        integer_args=(1,),
+        shape_of_args=_resampled(lambda s: (1, s)),
+    ),
+    _operator(
+        "up",
+        2,
+        None,
+        "↑{1} {0}",
+        "up({0}, {1})",
+        "down",
+        "isometry",
+        "up_2d({0}, {1})",
+        "up_1d({0}, {1})",
+        integer_args=(1,),
+        shape_of_args=_resampled(lambda s: (s, 1)),
+    ),
+    # orthonormal transforms
+    _operator("dct", 1, _signal, "DCT {0}", "dct({0})", "idct", "unitary", "dct_2d({0})", "dct_1d({0})"),
+    _operator("idct", 1, _signal, "DCT⁻¹ {0}", "idct({0})", "dct", "unitary", "idct_2d({0})", "idct_1d({0})"),
+    _operator(
+        "haar",
+        2,
+        _signal,
+        "W_{1} {0}",
+        "haar({0}, {1})",
+        "ihaar",
+        "unitary",
+        "haar_2d({0}, {1})",
+        "haar_1d({0}, {1})",
+        integer_args=(1,),
+    ),
+    _operator(
+        "ihaar",
+        2,
+        _signal,
+        "W_{1}⁻¹ {0}",
+        "ihaar({0}, {1})",
+        "haar",
+        "unitary",
+        "ihaar_2d({0}, {1})",
+        "ihaar_1d({0}, {1})",
+        integer_args=(1,),
+    ),
+    # (KᵀK + μI)⁻¹ b for a circular convolution K, in the Fourier domain: symmetric, so self-adjoint
+    _operator(
+        "solve_conv",
+        3,
+        _solve_conv,
+        "({0}ᵀ{0} + {1} I)⁻¹ {2}",
+        "solve_conv_circular({0}, {1}, {2})",
+        "solve_conv",
+        "general",
+        "solve_conv_circular_2d({0}, {1}, {2})",
+        None,
+        linear_arg=2,
+    ),
+]
 
 FUNCTIONS: dict[str, Function] = {
     f.name: f
@@ -485,6 +790,33 @@ FUNCTIONS: dict[str, Function] = {
             numba="np.linalg.solve({0}, {1})",
             smooth=False,
         ),
+        *_OPERATORS,
+        # Lipschitz constants of operator problems (unfoldgen.spectral), never written in specs
+        Function(
+            "max_abs",
+            (1, 1),
+            "helper",
+            _matrix,
+            "max|{0}|",
+            torch="{0}.abs().amax(dim=(-2, -1), keepdim=True)",
+            numba=None,
+            smooth=False,
+            user=False,
+            whole_sample=True,
+        ),
+        Function(
+            "conv_norm2",
+            (2, 2),
+            "helper",
+            _scalar,
+            "max|k̂|²({0})",
+            torch="conv_circular_norm2({0}, {1}.shape)",
+            numba=None,
+            smooth=False,
+            user=False,
+            torch_helpers=("conv_circular_norm2",),
+            torch_module="linops_torch",
+        ),
     ]
 }
 
@@ -493,7 +825,7 @@ FUNCTIONS: dict[str, Function] = {
 NONSMOOTH = frozenset(name for name, f in FUNCTIONS.items() if f.kind == "nonsmooth")
 
 # Names a spec may call that are not in FUNCTIONS: they are syntax, resolved by the checker.
-SPECIAL_CALLS = frozenset({"grad", "prox", "proj", "lipschitz", "eye", "zeros", "ones"})
+SPECIAL_CALLS = frozenset({"grad", "prox", "proj", "adjoint", "lipschitz", "eye", "zeros", "ones"})
 
 
 def user_function_names() -> frozenset[str]:

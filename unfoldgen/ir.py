@@ -1,17 +1,21 @@
 """The typed intermediate representation: tensor expressions with shapes.
 
-Every quantity is a matrix in the IR (a vector of length n is an n×1 column) or a scalar
-(shape ``()``); shapes hold symbolic dims (names) or integers. Constructors simplify as they
+Every quantity is a matrix in the IR (a vector of length n is an n×1 column, an image of
+h×w pixels an h×w matrix), a stack of matrices ``(c, h, w)`` (image channels, the two
+components of an image gradient) or a scalar (shape ``()``); shapes hold symbolic dims
+(names, or names scaled by a whole factor: ``h/4``, ``4*h``) or integers. Constructors simplify as they
 build (constant folding, scalar factors pulled out of products and transposes), so derived
 gradients come out in the form a person would write: ``A.T @ (A @ x - y)``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
+from fractions import Fraction
 
 Dim = str | int
-Shape = tuple[()] | tuple[Dim, Dim]
+Shape = tuple[()] | tuple[Dim, Dim] | tuple[Dim, Dim, Dim]
 
 SCALAR: Shape = ()
 
@@ -23,11 +27,16 @@ def is_scalar(shape: Shape) -> bool:
 
 def is_vector(shape: Shape) -> bool:
     """An ``(n, 1)`` column: the user writes and sees it as ``(n,)``."""
-    return shape != () and shape[1] == 1
+    return len(shape) == 2 and shape[1] == 1
+
+
+def is_stack(shape: Shape) -> bool:
+    """A stack of matrices ``(c, h, w)``: image channels, or the components of an image gradient."""
+    return len(shape) == 3
 
 
 def is_matrix(shape: Shape) -> bool:
-    """Neither a scalar nor a vector: each sample's value is a whole matrix."""
+    """Neither a scalar nor a vector: each sample's value is a whole matrix (or a stack of them)."""
     return not is_scalar(shape) and not is_vector(shape)
 
 
@@ -35,7 +44,50 @@ def user_axes(shape: Shape) -> tuple[Dim, ...]:
     """The axes the user writes and sees: scalars ``()``, vectors ``(n,)``, matrices ``(m, n)``."""
     if shape == ():
         return ()
-    return shape[:1] if shape[1] == 1 else shape
+    return shape[:1] if is_vector(shape) else shape
+
+
+_DERIVED_DIM = re.compile(r"^(?:(\d+)\*)?([A-Za-z]\w*)(?:/(\d+))?$")
+
+
+def dim_factor(dim: str) -> tuple[str, Fraction]:
+    """A dim as (its base name, the factor on it): ``h/4`` → (h, 1/4), ``2*h`` → (h, 2)."""
+    match = _DERIVED_DIM.match(dim)
+    if match is None:
+        raise ValueError(f"{dim!r} is not a dim")
+    numerator, name, denominator = match.groups()
+    return name, Fraction(int(numerator or 1), int(denominator or 1))
+
+
+def derived_dim(name: str, factor: Fraction) -> str:
+    """The canonical text of ``factor · name``: ``h``, ``h/4``, ``2*h``, ``3*h/4``."""
+    scaled = name if factor.numerator == 1 else f"{factor.numerator}*{name}"
+    return scaled if factor.denominator == 1 else f"{scaled}/{factor.denominator}"
+
+
+def scale_dim(dim: Dim, numerator: int, denominator: int) -> Dim:
+    """``dim · numerator / denominator``: a number when the dim is one (it must divide), else a
+    derived dim such as ``h/4`` (down-sampling) or ``4*h`` (up-sampling)."""
+    if isinstance(dim, int):
+        if (dim * numerator) % denominator:
+            raise ValueError(f"a size of {dim} is not divisible by {denominator}")
+        return dim * numerator // denominator
+    name, factor = dim_factor(dim)
+    return derived_dim(name, factor * Fraction(numerator, denominator))
+
+
+def dim_code(dim: Dim) -> str:
+    """A dim as Python code over its base dim: ``h``, ``h // 4``, ``4 * h``."""
+    if isinstance(dim, int):
+        return str(dim)
+    name, factor = dim_factor(dim)
+    scaled = name if factor.numerator == 1 else f"{factor.numerator} * {name}"
+    return scaled if factor.denominator == 1 else f"{scaled} // {factor.denominator}"
+
+
+def base_dims(shape: Shape) -> list[str]:
+    """The named dims a shape's sizes are computed from (``h`` for ``h/4``), without repeats."""
+    return list(dict.fromkeys(dim_factor(dim)[0] for dim in shape if isinstance(dim, str)))
 
 
 def axes_text(axes: tuple, batch: bool = False) -> str:

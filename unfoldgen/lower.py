@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from unfoldgen import calculus, ir
 from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
 from unfoldgen.nets import NET_KINDS
+from unfoldgen.spectral import LipschitzPlan, plan_lipschitz
 
 # Which of the four design paradigms a learned quantity belongs to (nets: 3 or 4, by their start).
 PARADIGM_BY_ROLE = {"hyper": 1, "data": 2, "param": 2, "weight": 2}
@@ -105,6 +106,10 @@ class LoweredUnfold:
     plan: UnfoldPlan
     gradients: tuple[tuple[str, ir.Expr], ...]  # ∇var f of the smooth part, simplified
     hessians: tuple[tuple[str, ir.Expr], ...]  # the Hessian applied to var, where ∇var f is affine
+    lipschitz: tuple[LipschitzPlan, ...] = ()  # how each lipschitz(var) the unfold uses is computed
+    # the forward model: inputs the smooth part compares with an affine map of the variables,
+    # sumsq(F(x) − y), as (y, F(x)); the generated measure() evaluates F (data sources use it)
+    measurements: tuple[tuple[str, ir.Expr], ...] = ()
 
     def gradient(self, var: str) -> ir.Expr:
         return dict(self.gradients)[var]
@@ -325,7 +330,38 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
         plan,
         gradients,
         hessians,
+        tuple(plan_lipschitz(var, dict(hessians)[var], problem.symbol(var).shape) for var in lipschitz_vars),
+        measurements(problem),
     )
+
+
+def measurements(problem: CheckedProblem) -> tuple[tuple[str, ir.Expr], ...]:
+    """``(y, F)`` for every least-squares term ``Σ (F(x) − y)²`` (or ``(y − F(x))²``) of the smooth part
+    with y an input and F affine in the variables and free of y."""
+    variables = frozenset(s.name for s in problem.of_role("var"))
+    inputs = {s.name for s in problem.of_role("input")}
+    found: dict[str, ir.Expr] = {}
+    for node in ir.walk(problem.smooth):
+        if not (
+            isinstance(node, ir.Apply)
+            and node.func == "sum"
+            and isinstance(node.args[0], ir.Power)
+            and node.args[0].exponent == ir.Const(2.0)
+            and isinstance(node.args[0].base, ir.Binary)
+            and node.args[0].base.op == "-"
+        ):
+            continue
+        difference = node.args[0].base
+        for model, measured in ((difference.left, difference.right), (difference.right, difference.left)):
+            if (
+                isinstance(measured, ir.Ref)
+                and measured.name in inputs
+                and measured.name not in found
+                and not ir.depends_on(model, {measured.name})
+                and calculus.degree(model, variables) == 1
+            ):
+                found[measured.name] = model
+    return tuple(found.items())
 
 
 def _per_sample(unfold: CheckedUnfold, rules: tuple[Rule, ...], dynamic: tuple[Symbol, ...]) -> frozenset[str]:

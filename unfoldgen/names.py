@@ -16,7 +16,15 @@ import re
 from importlib import resources
 
 TEMPLATES = ("model.py.j2", "kernels.py.j2", "__init__.py.j2")
-HELPER_MODULES = ("runtime_torch", "runtime_numba", "ops_torch", "nets_torch", "ops_numba")
+HELPER_MODULES = (
+    "runtime_torch",
+    "runtime_numba",
+    "ops_torch",
+    "nets_torch",
+    "ops_numba",
+    "linops_torch",
+    "linops_numba",
+)
 # Generated methods named after a variable (lipschitz_x): no spec name may start like them.
 GENERATED_PREFIXES = ("lipschitz_",)
 # The names generated code derives from a spec's name: the problem's own value of a learned

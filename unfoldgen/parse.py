@@ -104,11 +104,25 @@ class _Builder(Transformer):
         for child in children[1:]:
             if child is None:
                 continue
-            if child.type == "INT":
+            if isinstance(child, s.Name):  # a derived dim, h/4 or 4*h
+                dims.append(child)
+            elif child.type == "INT":
                 dims.append(s.Number(_check_number(str(child), _span(child)), str(child), _span(child)))
             else:
                 dims.append(_name(child))
         return s.TypeSpec(tuple(dims), _span(meta))
+
+    def dim_over(self, meta: Meta, children: list) -> s.Name:
+        """``h/4``: a dim a whole factor smaller (the output of down-sampling)."""
+        name, divisor = children
+        _check_number(str(divisor), _span(divisor))
+        return s.Name(f"{name}/{int(str(divisor))}", _span(meta))
+
+    def dim_times(self, meta: Meta, children: list) -> s.Name:
+        """``4*h``: a dim a whole factor larger (the output of up-sampling)."""
+        factor, name = children
+        _check_number(str(factor), _span(factor))
+        return s.Name(f"{int(str(factor))}*{name}", _span(meta))
 
     def _decl(kind: str):  # noqa: N805 - a method factory, used in the class body only
         def build(self, meta: Meta, children: list) -> s.Decl:

@@ -105,8 +105,20 @@ class TorchPrinter(_PythonPrinter):
                 return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
+            case ir.Binary(op=op, left=left, right=right) if op in "+-*/" and self._per_sample_scalar_on_stack(
+                left, right
+            ):
+                # a per-sample scalar is (B, 1, 1): one more axis before it broadcasts over (B, c, h, w)
+                prec = SUM if op in "+-" else PRODUCT
+                left_text = self._lifted(left, prec)
+                right_text = self._lifted(right, prec + 1)
+                return f"{left_text} {op} {right_text}", prec
             case ir.Apply(func=func, args=args):
-                return self.apply(FUNCTIONS[func].torch, args), ATOM
+                entry = FUNCTIONS[func]
+                if entry.over_samples and ir.is_stack(args[0].shape):  # reduce (B, c, h, w) as (B, c·h, w)
+                    flat = ir.Apply("flatten_stack", (args[0],), (args[0].shape[0], args[0].shape[1]))
+                    args = (flat, *args[1:])
+                return self.apply(entry.torch, args, entry.integer_args), ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
             case ir.Lipschitz(var=var):
@@ -116,18 +128,34 @@ class TorchPrinter(_PythonPrinter):
     def operator(self, entry: ProxOp | SetOp) -> str:
         return entry.torch
 
-    def apply(self, template: str, args: tuple[ir.Expr, ...]) -> str:
+    def _per_sample_scalar_on_stack(self, left: ir.Expr, right: ir.Expr) -> bool:
+        return any(
+            ir.is_stack(other.shape) and ir.is_scalar(scalar.shape) and self.varies(scalar)
+            for scalar, other in ((left, right), (right, left))
+        )
+
+    def _lifted(self, expr: ir.Expr, needed: int) -> str:
+        if ir.is_scalar(expr.shape) and self.varies(expr):
+            return f"{self.wrap(expr, ATOM)}.unsqueeze(-1)"
+        return self.wrap(expr, needed)
+
+    def apply(self, template: str, args: tuple[ir.Expr, ...], integer_args: tuple[int, ...] = ()) -> str:
         def fill(match: re.Match) -> str:
             index = int(match.group(1))
+            if index in integer_args:
+                return str(int(args[index].value))
+            arg = args[index]
+            if isinstance(arg, ir.Apply) and arg.func == "flatten_stack":
+                return f"{self.wrap(arg.args[0], ATOM)}.flatten(-3, -2)"
             follows = template[match.end() : match.end() + 1]
-            return self.wrap(args[index], ATOM) if follows == "." else self(args[index])
+            return self.wrap(arg, ATOM) if follows == "." else self(arg)
 
         return _PLACEHOLDER.sub(fill, template)
 
 
 def dims_code(shape: ir.Shape) -> str:
     """A shape's dims as the inside of a Python tuple: ``m, n``."""
-    return ", ".join(str(d) for d in shape)
+    return ", ".join(ir.dim_code(d) for d in shape)
 
 
 class MathPrinter:
@@ -161,6 +189,8 @@ class MathPrinter:
                 return f"{self.wrap(base, ATOM)}^{self.wrap(exponent, ATOM)}", POWER
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}ᵀ", ATOM
+            case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "linear":
+                return FUNCTIONS[func].math.format(*(self.wrap(a, ATOM) for a in args)), PRODUCT
             case ir.Apply(func=func, args=args):
                 return FUNCTIONS[func].math.format(*(self(a) for a in args)), ATOM
             case ir.Prox(op=op, scale=scale, arg=arg):
@@ -219,10 +249,25 @@ class NumbaPrinter(_PythonPrinter):
                 if self.varies(operand):
                     raise NumbaUnsupportedError("a transposed per-sample quantity outside uᵀv")
                 return f"{self.wrap(operand, ATOM)}.T", ATOM
+            case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "linear":
+                entry = FUNCTIONS[func]
+                template = entry.numba_column if ir.is_vector(args[entry.linear_arg].shape) else entry.numba
+                if template is None:
+                    raise NumbaUnsupportedError(f"{func}() of this shape in a kernel")
+                if not ir.is_vector(args[entry.linear_arg].shape) and self.per_sample:
+                    raise NumbaUnsupportedError(f"{func}() of an image in the batched layout")
+
+                def fill(match: re.Match) -> str:
+                    index = int(match.group(1))
+                    return str(int(args[index].value)) if index in entry.integer_args else self(args[index])
+
+                return _PLACEHOLDER.sub(fill, template), ATOM
             case ir.Apply(func=func, args=args):
                 entry = FUNCTIONS[func]
                 if entry.numba is None:
                     raise NumbaUnsupportedError(f"{func}() in a kernel")
+                if ir.is_stack(args[0].shape) and entry.over_samples:
+                    raise NumbaUnsupportedError(f"{func}() of a stack of images in a kernel")
                 if not entry.per_column and any(self.varies(arg) for arg in args):
                     raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
                 template = entry.numba

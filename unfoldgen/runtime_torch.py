@@ -48,7 +48,7 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
     if value.shape[0] != batch:
         raise ValueError(f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}")
     for axis, size in zip(axes, value.shape[1:], strict=False):
-        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        bound = bound_size(axis, size, sizes) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
     if not value.is_floating_point():
@@ -57,6 +57,18 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
     if value.dtype != expected_dtype:
         raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
+
+
+def bound_size(axis: str, size: int, sizes: dict) -> int:
+    """The size an axis must have: a dim bound before, or bound now by this axis. A derived axis
+    (``h/4``, ``4*h``) binds and reads its base dim ``h``."""
+    scaled, _, denominator_text = axis.partition("/")
+    numerator_text, _, name = scaled.rpartition("*")
+    numerator, denominator = int(numerator_text or 1), int(denominator_text or 1)
+    if (size * denominator) % numerator:
+        return -1  # no whole base size gives this axis: the caller reports the mismatch
+    base = sizes.setdefault(name, size * denominator // numerator)
+    return base * numerator // denominator if (base * numerator) % denominator == 0 else -1
 
 
 def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:

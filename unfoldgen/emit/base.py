@@ -93,9 +93,8 @@ def referenced_names(exprs: list[ir.Expr]) -> tuple[list[str], bool]:
                     names.setdefault(name, None)
                 case ir.Ones(shape=shape) | ir.Eye(shape=shape):
                     tensors = True
-                    for dim in shape:
-                        if isinstance(dim, str):
-                            names.setdefault(dim, None)
+                    for dim in ir.base_dims(shape):
+                        names.setdefault(dim, None)
     return list(names), tensors
 
 

@@ -27,6 +27,14 @@ from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 
+def _derived(dim: ir.Dim) -> bool:
+    return isinstance(dim, str) and ir.dim_factor(dim)[1] != 1
+
+
+def _uses_lipschitz(expr: ir.Expr, var: str) -> bool:
+    return any(isinstance(node, ir.Lipschitz) and node.var == var for node in ir.walk(expr))
+
+
 @dataclass(frozen=True)
 class KernelLayout:
     batched: bool
@@ -38,6 +46,13 @@ def choose_layout(low: LoweredUnfold) -> KernelLayout:
     for net in low.unfold.nets:
         if NET_KINDS[net.kind].numba is None:
             raise NumbaUnsupportedError(f"{net.kind} nets have no numba implementation")
+    derived = [s.name for s in low.problem.symbols + low.unfold.symbols if any(_derived(d) for d in s.shape)]
+    if derived:
+        raise NumbaUnsupportedError(f"sizes derived from a dim ({', '.join(derived)}: e.g. h/4) in kernels")
+    for plan in low.lipschitz:
+        dynamic = any(_uses_lipschitz(s.init, plan.var) for s in low.dynamic)
+        if dynamic and plan.method != "dense":
+            raise NumbaUnsupportedError(f"a per-sample lipschitz({plan.var}) of an operator problem in kernels")
     per_sample_matrices = [s.name for s in low.problem.of_role("input") + low.carried if ir.is_matrix(s.shape)]
     for rule in low.rules:
         for node in ir.walk(rule.value):
@@ -156,15 +171,15 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
                 at_start[name] = ir.Ref(value, entry.role, entry.shape)
     init_lines = []
     for symbol in states:
-        rows, cols = _rows_cols(symbol.shape)
+        axes = list(_axes(symbol.shape))
         if not ir.is_matrix(symbol.shape):
-            cols = "_batch" if batched else "1"
+            axes[1] = "_batch" if batched else "1"
         if isinstance(symbol.init, ir.Const):
             value = format_float(symbol.init.value)
-            init_lines.append(f"{symbol.name} = np.full(({rows}, {cols}), {value}, _dtype)")
+            init_lines.append(f"{symbol.name} = np.full(({', '.join(axes)}), {value}, _dtype)")
         else:
             start = printer(ir.substitute(symbol.init, at_start))
-            init_lines.append(f"{symbol.name} = {start} + np.zeros(({rows}, {cols}), _dtype)")
+            init_lines.append(f"{symbol.name} = {start} + np.zeros(({', '.join(axes)}), _dtype)")
     call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
     # the dims the network itself uses, each read off an array it is given
     used_dims = set(dims) | {d for s in states for d in s.shape if isinstance(d, str)}
@@ -178,7 +193,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     reference = inputs[0].name if batched else f"_{inputs[0].name}_batch"
     setup = [f"_batch = {reference}.shape[{1 if batched else 0}]", *dim_lines]
     if not batched:  # one output array per state, filled sample by sample
-        shapes = {s.name: ", ".join(_rows_cols(s.shape)) for s in states}
+        shapes = {s.name: ", ".join(_axes(s.shape)) for s in states}
         setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
     setup = _typing_lines(reference, setup + dynamic_lines + init_lines) + setup
     return {
@@ -262,10 +277,11 @@ def _output_expr(low: LoweredUnfold, name: str) -> str:
     return f'_results["{name}"]'
 
 
-def _rows_cols(shape: ir.Shape) -> tuple[str, str]:
+def _axes(shape: ir.Shape) -> tuple[str, ...]:
+    """A sample's array axes: scalars (1, 1), vectors (n, 1), images (h, w), stacks (c, h, w)."""
     if shape == ():
         return ("1", "1")
-    return (str(shape[0]), str(shape[1]))
+    return tuple(str(d) for d in shape)
 
 
 def _param_axes(low: LoweredUnfold, key: str) -> tuple:
@@ -315,7 +331,7 @@ def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, par
     for name in args:
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
-    rows, cols = _rows_cols(low.symbol(var).shape)
+    rows, cols = _axes(low.symbol(var).shape)
     expression = printer(hessian)
     return {
         "var": var,
@@ -331,12 +347,15 @@ def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, par
 
 def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     names = ["colsum"]
+    operators: list[str] = []
     for rule in low.rules:
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Prox):
                 names.append(PROX_TABLE[node.op].numba)
             elif isinstance(node, ir.Proj):
                 names.append(SET_TABLE[node.set].numba)
+            elif isinstance(node, ir.Apply) and FUNCTIONS[node.func].kind == "linear":
+                operators.extend(FUNCTIONS[node.func].numba_helpers)
             elif isinstance(node, ir.Apply):
                 names.extend(FUNCTIONS[node.func].numba_helpers)
                 if FUNCTIONS[node.func].over_samples and not ir.is_vector(node.args[0].shape):
@@ -349,7 +368,10 @@ def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
     if lipschitz_functions:
         names.append("largest_abs_eigenvalue")
     unique = list(dict.fromkeys(names))
-    return helper_sources("ops_numba", unique, "@_kernel()\n")
+    sources = helper_sources("ops_numba", unique, "@_kernel()\n")
+    if operators:
+        sources += helper_sources("linops_numba", list(dict.fromkeys(operators)), "@_kernel()\n")
+    return sources
 
 
 CACHE_KEY_PLACEHOLDER = "CACHEKEY"

@@ -14,7 +14,7 @@ from unfoldgen.emit.base import header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
 from unfoldgen.nets import NET_KINDS
-from unfoldgen.printers import MathPrinter, TorchPrinter, dims_code, format_float
+from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INDENT = "    "
@@ -69,7 +69,10 @@ def _dim_binding(plan: UnfoldPlan, dim: str, build: bool = False) -> str:
     source = plan[dim].dim_source
     if source is not None and not (build and source.role == "input"):
         owner = f'inputs["{source.tensor}"]' if source.role == "input" else f"self.{plan[source.tensor].attribute}"
-        return f"{owner}.shape[{source.axis}]"
+        size = f"{owner}.shape[{source.axis}]"
+        if source.factor.denominator != 1:
+            size = f"{size} * {source.factor.denominator}"
+        return size if source.factor.numerator == 1 else f"{size} // {source.factor.numerator}"
     return f'size_of("{dim}", self.sizes)'
 
 
@@ -183,8 +186,8 @@ class _ModelEmitter:
 
     def param_lines(self, symbol: Symbol, writer: _MethodWriter) -> None:
         """A param: its computed default, as a tensor of its shape."""
-        for dim in symbol.shape:  # a shaped param is reshaped with the dims the data fixed
-            if isinstance(dim, str) and dim not in writer.bound:
+        for dim in ir.base_dims(symbol.shape):  # a shaped param is reshaped with the dims the data fixed
+            if dim not in writer.bound:
                 writer._bind(dim)
         if _computed_default(symbol):  # e.g. eye(m): computed when the caller passes nothing
             writer.bind_for([symbol.init])
@@ -211,8 +214,8 @@ class _ModelEmitter:
     def static_lines(self, symbol: Symbol, writer: _MethodWriter) -> None:
         """A hyperparameter or weight fixed when the model is built: given, or its classical value."""
         writer.bind_for([symbol.init])
-        for dim in symbol.shape:
-            if isinstance(dim, str) and dim not in writer.bound:
+        for dim in ir.base_dims(symbol.shape):
+            if dim not in writer.bound:
                 writer._bind(dim)
         writer.lines += [
             f"if {symbol.name} is None:",
@@ -239,11 +242,11 @@ class _ModelEmitter:
             self.net_classes.append(kind.class_name)
         if kind.sizes_at_build:
             for shape in net.arg_shapes:
-                for dim in shape:
-                    if isinstance(dim, str) and dim not in writer.bound:
+                for dim in ir.base_dims(shape):
+                    if dim not in writer.bound:
                         writer._bind(dim)
-            in_features = " + ".join(" * ".join(str(d) for d in shape) for shape in net.arg_shapes)
-            out_features = " * ".join(str(d) for d in net.arg_shapes[0])
+            in_features = " + ".join(" * ".join(f"({ir.dim_code(d)})" for d in shape) for shape in net.arg_shapes)
+            out_features = " * ".join(f"({ir.dim_code(d)})" for d in net.arg_shapes[0])
             sizes = f"{in_features}, {out_features}"
         else:
             sizes = f"{len(net.arg_shapes)}"
@@ -283,8 +286,8 @@ class _ModelEmitter:
         writer.dtype_bound = True
         for symbol in self.carried:
             writer.bind_for([symbol.init])
-            for dim in symbol.shape:
-                if isinstance(dim, str) and dim not in writer.bound:
+            for dim in ir.base_dims(symbol.shape):
+                if dim not in writer.bound:
                     writer._bind(dim)
             full = "_batch" + (", " + dims_code(symbol.shape) if symbol.shape else ", 1, 1")
             if isinstance(symbol.init, ir.Const):
@@ -337,18 +340,83 @@ class _ModelEmitter:
 
     def lipschitz_methods(self, math: MathPrinter) -> list[dict]:
         methods = []
-        for var in self.low.lipschitz_vars:
-            hessian = self.low.hessian_product(var)
+        for plan in self.low.lipschitz:
+            var, hessian = plan.var, plan.hessian
             symbol = self.low.symbol(var)
             static = not ir.depends_on(hessian, self.low.per_sample - set(s.name for s in self.carried))
             writer = _MethodWriter(_Context("problem", self.low, frozenset({var}), static), self.printer)
             writer.bound.append(var)
-            writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in symbol.shape if isinstance(d, str)])
-            rows, cols = symbol.shape
-            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
-            writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
-            methods.append({"name": f"lipschitz_{var}", "var": var, "hessian": math(hessian), "lines": writer.lines})
+            if plan.method == "dense":
+                writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in ir.base_dims(symbol.shape)])
+                rows, cols = symbol.shape
+                writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
+                writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
+            elif plan.value is not None:
+                value = plan.value
+                writer.bind_for([value, ir.Ones(symbol.shape)])
+                if isinstance(value, ir.Const):
+                    writer.lines.append(
+                        f"return torch.full((1, 1), {format_float(value.value)}, dtype=_dtype, device=_device)"
+                    )
+                else:
+                    writer.lines.append(f"return {self.printer(value)}")
+            else:
+                writer.bind_for([hessian, ir.Ones(symbol.shape)])
+                batch = "" if static else f'inputs["{self.inputs[0].name}"].shape[0], '
+                writer.lines += [
+                    f"def _hessian({var}):",
+                    f"{INDENT}return {self.printer(hessian)}",
+                    "",
+                    f"_start = torch.zeros(({batch}{dims_code(symbol.shape)}), dtype=_dtype, device=_device)",
+                    "return power_norm2(_hessian, _start)",
+                ]
+            methods.append(
+                {
+                    "name": f"lipschitz_{var}",
+                    "var": var,
+                    "hessian": math(hessian),
+                    "method": plan.method,
+                    "reason": plan.reason,
+                    "lines": writer.lines,
+                }
+            )
         return methods
+
+    def measure(self) -> tuple[list[str], list[Symbol]]:
+        """``measure``: the forward model's noise-free measurements, and the arguments it takes."""
+        low = self.low
+        models = [model for _, model in low.measurements]
+        needed = {name for model in models for name in ir.refs(model)}
+        arguments = [s for s in self.variables + self.inputs if s.name in needed]
+        writer = _MethodWriter(_Context("problem", low, frozenset(s.name for s in arguments)), self.printer)
+        writer.lines.append("_sizes = dict(self.sizes)")
+        for symbol in arguments:
+            writer.lines.append(
+                f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, _sizes, '
+                f"{self.dtype_source})"
+            )
+        writer.bound = [s.name for s in arguments]
+        names, _ = referenced_names(models)
+        for dim in (name for name in names if low.symbol(name).role == "dim"):
+            writer.lines.append(f'{dim} = size_of("{dim}", _sizes)')
+            writer.bound.append(dim)
+        writer.bind_for(models, reference=arguments[0].name if arguments else None)
+        values = ", ".join(
+            f'"{name}": {_user_layout(self.printer.wrap(model, ATOM), low.symbol(name))}'
+            if not ir.is_matrix(model.shape)
+            else f'"{name}": {self.printer(model)}'
+            for name, model in low.measurements
+        )
+        writer.lines.append("return {" + values + "}")
+        return writer.lines, arguments
+
+    @property
+    def lipschitz_expressions(self) -> list[ir.Expr]:
+        return [plan.value if plan.value is not None else plan.hessian for plan in self.low.lipschitz]
+
+    @property
+    def lipschitz_helpers(self) -> list[str]:
+        return ["power_norm2"] if any(plan.method == "power" for plan in self.low.lipschitz) else []
 
     def helper_sources(self) -> tuple[list[str], list[str], list[str]]:
         """Sources of the runtime helpers, operators and net classes the module uses (call it
@@ -358,14 +426,17 @@ class _ModelEmitter:
         helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value"]
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
-        if low.lipschitz_vars:
+        if any(plan.method == "dense" for plan in low.lipschitz):
             helpers += ["unit_basis", "largest_hessian_eigenvalue"]
         for printer in (self.printer, self.build_printer):
             helpers += [name for name in printer.helpers if name not in helpers]
         ops: list[str] = []
-        for expr in [*expressions, self.objective_value()]:
+        linops: list[str] = list(self.lipschitz_helpers)
+        for expr in [*expressions, self.objective_value(), *self.lipschitz_expressions]:
             for node in ir.walk(expr):
                 match node:
+                    case ir.Apply(func=func) if FUNCTIONS[func].torch_module == "linops_torch":
+                        linops += [name for name in FUNCTIONS[func].torch_helpers if name not in linops]
                     case ir.Apply(func=func):
                         helpers += [name for name in FUNCTIONS[func].torch_helpers if name not in helpers]
                     case ir.Prox(op=op) if PROX_TABLE[op].helper not in ops:
@@ -374,7 +445,7 @@ class _ModelEmitter:
                         ops.append(SET_TABLE[set_name].helper)
         return (
             helper_sources("runtime_torch", helpers),
-            helper_sources("ops_torch", ops),
+            helper_sources("ops_torch", ops) + (helper_sources("linops_torch", linops) if linops else []),
             helper_sources("nets_torch", self.net_classes),
         )
 
@@ -393,6 +464,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "objective_lines": emitter.objective(),
         "lipschitz_methods": emitter.lipschitz_methods(math),
     }
+    measure_lines, measure_arguments = emitter.measure() if low.measurements else ([], [])
     runtime_sources, op_sources, net_sources = emitter.helper_sources()
 
     # -- signatures and docs
@@ -446,6 +518,10 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "learned_doc": learned_doc,
         "helper_sources": runtime_sources,
         "op_sources": op_sources,
+        "measured": [name for name, _ in low.measurements],
+        "measure_args": ", ".join(f"{s.name}: Tensor" for s in measure_arguments),
+        "measure_math": [f"{name} = {math(model)}" for name, model in low.measurements],
+        "measure_lines": measure_lines,
         "net_sources": net_sources,
         "constructor_args": required + optional,  # then *, the keyword-only ones, layers, dtype …
         "keyword_args": keyword_only,
@@ -477,7 +553,10 @@ def _computed_default(symbol: Symbol) -> bool:
 def _output_value(symbol: Symbol) -> str:
     """An output in the caller's layout: internal ``(B, r, c)`` values become vectors ``(B, n)``
     and scalars ``(B,)``."""
-    value = f'state["{symbol.name}"]'
+    return _user_layout(f'state["{symbol.name}"]', symbol)
+
+
+def _user_layout(value: str, symbol: Symbol) -> str:
     if symbol.shape == ():
         return f"{value}[..., 0, 0]"
     return f"{value}.squeeze(-1)" if ir.is_vector(symbol.shape) else value
