@@ -3,9 +3,10 @@
 Every quantity is a matrix in the IR (a vector of length n is an n×1 column, an image of
 h×w pixels an h×w matrix), a stack of matrices ``(c, h, w)`` (image channels, the two
 components of an image gradient) or a scalar (shape ``()``); shapes hold symbolic dims
-(names, or names scaled by a whole factor: ``h/4``, ``4*h``) or integers. Constructors simplify as they
-build (constant folding, scalar factors pulled out of products and transposes), so derived
-gradients come out in the form a person would write: ``A.T @ (A @ x - y)``.
+(names, or names scaled by a whole factor: ``h/4``, ``4*h``) or integers. Constructors
+simplify as they build (constant folding, scalar factors pulled out of products and
+transposes), so derived gradients come out in the form a person would write:
+``A.T @ (A @ x - y)``.
 """
 
 from __future__ import annotations
