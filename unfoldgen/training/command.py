@@ -153,10 +153,12 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
     from unfoldgen.training.run import WRITES, fit
 
     spec_text = stored["spec_text"] if stored else read_spec(Path(launch.spec))
+    source = source_from_string(launch.data, seed=config.seed)
+    source.check_trainable()
     prepared = prepare(
         launch.spec,
         launch.unfold,
-        source_from_string(launch.data, seed=config.seed),
+        source,
         baselines=launch.baselines,
         dtype=getattr(torch, launch.dtype),
         layers=launch.layers,
