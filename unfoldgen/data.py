@@ -678,7 +678,7 @@ class Binding:
             )
         if not measured:
             raise DataError(
-                f"the {self.source.name} source degrades images with the spec's forward model, but the model "
+                f"the {self.source.name} source degrades its data with the spec's forward model, but the model "
                 f"measures no input (MEASURED is empty); expected an input such as `input y : real[h, w]` "
                 f"fitted by the objective"
             )
