@@ -375,6 +375,13 @@ def test_fit_on_images_resumes_exactly(tmp_path):
     assert validation["trained"]["nmse_db"][-1] < validation["classical"]["nmse_db"][-1]
 
 
+def test_fit_binds_a_source_to_a_model_without_its_spec():
+    source = image_source(size=SIZE, keep=0.8, seed=2)
+    result = fit(Inpainting(), source, Config(steps=3, batch=4, val_size=4, lr=0.05), progress=False)
+    assert result.steps == 3 and source.masks == ("y", "M")
+    assert np.isfinite(result.nmse_db).all()
+
+
 def test_a_generated_model_trains_on_images_with_a_measure_method():
     loaded = load_spec("inpaint.unf", text=INPAINT)
     generated = loaded.model_class("gd")

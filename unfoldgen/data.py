@@ -455,7 +455,7 @@ class ImageSource(Source):
 
 
 IMAGE_SPLITS = ("train", "test")
-MAX_IMAGE_SIZE = 512  # the side of the largest square the training images hold (most are 512 × 512)
+MAX_IMAGE_SIZE = 512  # most catalogue images are 512 × 512; larger patches would come from two pictures only
 
 
 def image_source(
