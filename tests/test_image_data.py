@@ -301,8 +301,12 @@ def test_binding_errors_name_the_slot():
 
 
 def test_square_data_get_the_gaussian_kernel_or_the_given_array():
-    binding = bind(source_from_string(f"image:size={SIZE},blur=1.2"), slots(DEBLUR_DATA))
-    assert np.array_equal(binding.data["k"], images.gaussian_kernel(5, 1.2))
+    source = source_from_string(f"image:size={SIZE},blur=1.2")
+    assert np.array_equal(bind(source, slots(DEBLUR_DATA)).data["k"], images.gaussian_kernel(5, 1.2))
+    wider = bind(source, slots(DEBLUR_DATA.replace("real[5, 5]", "real[7, 7]")))
+    assert np.array_equal(wider.data["k"], images.gaussian_kernel(7, 1.2))
+    free = DEBLUR_DATA.replace("dim h, w", "dim h, w, p").replace("real[5, 5]", "real[p, p]")
+    assert bind(source, slots(free)).data["k"].shape == (9, 9)  # kernel=9, the default
     own = np.ones((5, 5)) / 25
     assert np.array_equal(bind(image_source(size=SIZE, fixed={"k": own}), slots(DEBLUR_DATA)).data["k"], own)
     with pytest.raises(DataError, match=r"image source array 'k' for `data k : real\[5, 5\]` has shape \(3, 3\)"):

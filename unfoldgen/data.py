@@ -421,6 +421,7 @@ class ImageSource(Source):
     blur: float | None = None
     kernel: int = 9
     masks: tuple[str, ...] = ()  # the spec's image-shaped inputs (set by bind)
+    given: frozenset[str] = frozenset()  # the data arrays the user gave (the others are blur kernels)
 
     @property
     def measurement_noise(self) -> float | None:
@@ -509,6 +510,7 @@ def image_source(
         split=split,
         blur=blur,
         kernel=kernel,
+        given=frozenset(arrays),
     )
 
 
@@ -868,7 +870,7 @@ def _bind_image(source: ImageSource, slots: Sequence[Slot]) -> Binding:
     for slot in slots:
         if slot.role != "data":
             continue
-        if slot.name not in source.fixed:
+        if slot.name not in source.given:  # a kernel of this slot's size, made at every bind
             if source.blur is None or not slot.fits(2):
                 raise DataError(
                     f"the image source has no array for `{slot.describe()}`: give blur=SIGMA (a Gaussian kernel) "
