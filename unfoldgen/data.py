@@ -5,7 +5,10 @@ Generators (seeded, float64 numpy):
 - sparse recovery ``y = A x + noise``: Gaussian A with unit-norm columns, Bernoulli(p)-Gaussian x;
 - robust PCA ``D = L + S + noise``: rank-r L, a fraction of outliers in S;
 - box-constrained detection ``y = H x + noise``: BPSK or 4-PAM symbols in [-1, 1], a Gaussian
-  channel H per sample.
+  channel H per sample;
+- images (``ImageSource``): patches of scikit-image's test images (``unfoldgen.images``), degraded
+  by the spec's own forward model: the trainer computes the measured inputs with the model's
+  ``measure`` and adds the source's noise (see ``Binding.with_measured``).
 
 A *source* (``SparseSource``, ``RobustPCASource``, ``DetectionSource``, ``NpzSource``) holds the
 arrays shared by every sample (``fixed``: the operator A) and draws per-sample arrays. Every batch
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -193,7 +196,7 @@ def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------- sources
 
-TRAIN_STREAM, VALIDATION_STREAM, FIXED_STREAM = 1, 2, 0
+TRAIN_STREAM, VALIDATION_STREAM, FIXED_STREAM, MEASUREMENT_STREAM = 1, 2, 0, 3
 
 
 @dataclass
@@ -220,6 +223,15 @@ class Source:
     def validation(self, size: int) -> dict[str, np.ndarray]:
         """The validation set: disjoint from the training stream, the same on every call."""
         return self.draw(size, (self.seed, VALIDATION_STREAM))
+
+    @property
+    def measurement_noise(self) -> float | None:
+        """The noise σ the trainer adds to the inputs the model measures (``model.measure``);
+        None: the source draws every input itself."""
+        return None
+
+    def check_trainable(self) -> None:
+        """Raise a DataError when the source must not be trained on (held-out test data)."""
 
 
 @dataclass
@@ -387,6 +399,121 @@ def npz_source(path: str | Path, validation_fraction: float = 0.1, seed: int = 0
     return NpzSource("npz", seed, {}, {}, f"{path}", path=path, arrays=arrays, validation_fraction=validation_fraction)
 
 
+@dataclass
+class ImageSource(Source):
+    """Grayscale images in [0, 1] for a spec with one image variable ``var x : real[h, w]``.
+
+    Per sample: the clean image (the target; ``split=train``: a size × size patch of the training
+    images at a random position under a random symmetry, ``unfoldgen.images.random_patches``;
+    ``split=test``: the held-out test images, centred squares resized to size × size) and, for
+    every input of the image's shape that the model does not measure, a Bernoulli(keep) 0/1 mask
+    (an inpainting mask). The measured inputs are left to the trainer: y = model.measure(...)[y]
+    + noise · N(0, 1) (``Binding.with_measured``, ``Binding.noise``). Square ``data`` matrices
+    (a blur kernel) are given in ``fixed`` or, with ``blur``, are a Gaussian kernel of that σ.
+    Validation patches come from the training images too (a fixed stream of their own); the
+    test images never appear in a training or validation patch of ``split=train``.
+    """
+
+    size: int = 64
+    noise: float = 0.01
+    keep: float = 0.5
+    split: str = "train"
+    blur: float | None = None
+    kernel: int = 9
+    masks: tuple[str, ...] = ()  # the spec's image-shaped inputs (set by bind)
+    given: frozenset[str] = frozenset()  # the data arrays the user gave (the others are blur kernels)
+
+    @property
+    def measurement_noise(self) -> float | None:
+        return self.noise
+
+    def check_trainable(self) -> None:
+        if self.split == "test":
+            raise DataError("image: split=test holds the held-out test images; expected split=train for training")
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        from unfoldgen import images
+
+        rng = np.random.default_rng(list(seed))
+        if self.split == "test":
+            pictures = [images.load_image(name, self.size) for name in images.TEST_IMAGES]
+            clean = np.stack([pictures[i % len(pictures)] for i in range(count)])
+        else:
+            clean = images.random_patches(images.TRAIN_IMAGES, count, self.size, rng)
+        masks = {name: (rng.random(clean.shape) < self.keep).astype(np.float64) for name in self.masks}
+        return {"image": clean, **masks}
+
+    def train_batch(self, step: int, size: int) -> dict[str, np.ndarray]:
+        self.check_trainable()
+        return super().train_batch(step, size)
+
+    def validation(self, size: int) -> dict[str, np.ndarray]:
+        """``split=test``: the held-out images (at most ``size`` of them), in catalogue order."""
+        from unfoldgen.images import TEST_IMAGES
+
+        count = min(size, len(TEST_IMAGES)) if self.split == "test" else size
+        return self.draw(count, (self.seed, VALIDATION_STREAM))
+
+
+IMAGE_SPLITS = ("train", "test")
+MAX_IMAGE_SIZE = 512  # most catalogue images are 512 × 512; larger patches would come from two pictures only
+
+
+def image_source(
+    size: int | None = None,
+    noise: float = 0.01,
+    keep: float = 0.5,
+    split: str = "train",
+    blur: float | None = None,
+    kernel: int = 9,
+    seed: int = 0,
+    fixed: Mapping[str, np.ndarray] | None = None,
+) -> ImageSource:
+    """Images from scikit-image's test images (``pip install unfoldgen[images]``).
+
+    ``size``: the side of the square images (default 64 for ``train`` patches, 256 for ``test``);
+    ``noise``: σ of the Gaussian noise added to the measured inputs (images are in [0, 1]);
+    ``keep``: the fraction of ones in every mask input; ``split``: ``train`` (random patches of the
+    training images) or ``test`` (the held-out images; evaluation only); ``blur``: σ (pixels) of a
+    Gaussian kernel ``kernel`` × ``kernel`` for the spec's square ``data`` matrices; ``fixed``:
+    the spec's ``data`` arrays by name (a kernel of your own).
+    """
+    if split not in IMAGE_SPLITS:
+        raise DataError(f"image: split={split!r}; expected one of {', '.join(IMAGE_SPLITS)}")
+    if size is None:
+        size = 64 if split == "train" else 256
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 4 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(f"image: size={size!r}; expected an integer in [4, {MAX_IMAGE_SIZE}] (pixels per side)")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DataError(f"image: noise={noise}; expected a standard deviation ≥ 0 (images are in [0, 1])")
+    if not 0 < keep <= 1:
+        raise DataError(f"image: keep={keep}; expected the fraction of kept pixels in (0, 1]")
+    if blur is not None and not (math.isfinite(blur) and blur > 0):
+        raise DataError(f"image: blur={blur}; expected a standard deviation > 0 (pixels)")
+    if isinstance(kernel, bool) or not isinstance(kernel, (int, np.integer)) or not 1 <= kernel <= size:
+        raise DataError(f"image: kernel={kernel!r}; expected an integer in [1, size = {size}]")
+    _check_seed("image", seed)
+    from unfoldgen.images import _skimage
+
+    _skimage()  # a missing scikit-image is a one-line error now, not at the first batch
+    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in (fixed or {}).items()}
+    blurred = f", blur σ {blur:g} ({kernel}×{kernel})" if blur is not None else ""
+    return ImageSource(
+        "image",
+        seed,
+        arrays,
+        {"image": "target"},
+        f"images ({split}) {size}×{size}, noise σ {noise:g}, keep {keep:g}{blurred}, seed {seed}",
+        size=size,
+        noise=noise,
+        keep=keep,
+        split=split,
+        blur=blur,
+        kernel=kernel,
+        given=frozenset(arrays),
+    )
+
+
 # ---------------------------------------------------------------------- sources by name
 
 GENERATORS = {
@@ -399,12 +526,17 @@ GENERATORS = {
         detection_source,
         {"m": int, "n": int, "modulation": str, "snr": float, "seed": int},
     ),
+    "image": (
+        image_source,
+        {"size": int, "noise": float, "keep": float, "split": str, "blur": float, "kernel": int, "seed": int},
+    ),
 }
 
 
 def source_from_string(text: str, seed: int | None = None) -> Source:
     """``sparse:m=20,n=40,p=0.1,snr=40``, ``rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01``,
-    ``detection:m=16,n=8,modulation=bpsk,snr=10`` or a path to an ``.npz`` file.
+    ``detection:m=16,n=8,modulation=bpsk,snr=10``,
+    ``image:size=64,noise=0.01,keep=0.5,split=train,blur=1.6,kernel=9`` or a path to an ``.npz`` file.
 
     ``snr=inf`` is noiseless. ``seed`` (if given) is the default when the text names none.
     """
@@ -484,6 +616,9 @@ class Binding:
     names: dict[str, str]  # spec name -> source name
     tiled: frozenset[str]  # spec inputs fed from a fixed source array (repeated per sample)
     dims: dict[str, int]
+    # the inputs the trainer computes with the model's forward model (``with_measured``); None:
+    # not yet known (a source with ``measurement_noise`` bound before the model was built)
+    measured: frozenset[str] | None = frozenset()
 
     @property
     def data(self) -> dict[str, np.ndarray]:
@@ -516,11 +651,56 @@ class Binding:
         return inputs, targets
 
     def train_batch(self, step: int, size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """(inputs, targets) of training step ``step``, named after the spec."""
+        """(inputs, targets) of training step ``step``, named after the spec (without the
+        measured inputs: the trainer adds them)."""
+        self._check_measured()
         return self._rename(self.source.train_batch(step, size))
 
     def validation(self, size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        self._check_measured()
         return self._rename(self.source.validation(size))
+
+    def _check_measured(self) -> None:
+        if self.measured is None:
+            raise DataError(
+                f"the {self.source.name} source leaves the measured inputs to the model: "
+                f"call binding.with_measured(type(model).MEASURED) before drawing batches (fit does)"
+            )
+
+    def with_measured(self, measured: Sequence[str]) -> Binding:
+        """This binding with ``measured`` (the model's ``MEASURED``) computed by the trainer:
+        ``y = model.measure(**variables, **other_inputs)[y] + noise(y)``; every other input must
+        come from the source."""
+        inputs = self.inputs
+        unknown = [name for name in measured if name not in inputs]
+        if unknown:
+            raise DataError(
+                f"the model measures {', '.join(map(repr, unknown))}, which the spec does not declare as inputs "
+                f"({', '.join(inputs) or 'none'})"
+            )
+        if not measured:
+            raise DataError(
+                f"the {self.source.name} source degrades its data with the spec's forward model, but the model "
+                f"measures no input (MEASURED is empty); expected an input such as `input y : real[h, w]` "
+                f"fitted by the objective"
+            )
+        left = [s for s in self.slots if s.role == "input" and s.name not in measured and s.name not in self.names]
+        if left:
+            raise DataError(
+                f"the {self.source.name} source has no array for `{left[0].describe()}`: it draws masks of the "
+                f"image's shape, and the model measures only {', '.join(measured)}"
+            )
+        names = {spec: source for spec, source in self.names.items() if spec not in measured}
+        return replace(self, names=names, measured=frozenset(measured))
+
+    def noise(self, name: str, shape: tuple[int, ...], step: int | None) -> np.ndarray:
+        """The noise the trainer adds to measured input ``name`` of training step ``step`` (None:
+        the validation set): σ · N(0, 1) of ``shape``, a pure function of (seed, step, name)."""
+        sigma = self.source.measurement_noise or 0.0
+        index = self.inputs.index(name)
+        key = (VALIDATION_STREAM,) if step is None else (TRAIN_STREAM, step)
+        rng = np.random.default_rng([self.source.seed, MEASUREMENT_STREAM, *key, index])
+        return sigma * rng.standard_normal(shape)
 
 
 def _user_shape(axes: tuple[Axis, ...], batched: bool) -> str:
@@ -561,6 +741,8 @@ def bind(source: Source, slots: Sequence[Slot], require_targets: bool = True) ->
     """
     if isinstance(source, NpzSource):
         return _bind_npz(source, slots, require_targets)
+    if isinstance(source, ImageSource):
+        return _bind_image(source, slots)
     sample = source.draw(1, (source.seed, VALIDATION_STREAM))
     shapes = {name: value.shape[1:] for name, value in sample.items()} | {
         name: value.shape for name, value in source.fixed.items()
@@ -659,3 +841,48 @@ def _bind_npz(source: NpzSource, slots: Sequence[Slot], require_targets: bool) -
     source.split(count)
     names = {slot.name: slot.name for slot in slots if slot.name in arrays}
     return Binding(source, tuple(slots), names, frozenset(), dims)
+
+
+def _bind_image(source: ImageSource, slots: Sequence[Slot]) -> Binding:
+    """The clean images fill the spec's one variable ``real[h, w]``; every input of that shape is a
+    mask unless the model measures it (decided by ``Binding.with_measured``)."""
+    variables = [slot for slot in slots if slot.role == "var"]
+    if len(variables) != 1 or not variables[0].fits(2):
+        declared = ", ".join(f"`{slot.describe()}`" for slot in variables) or "none"
+        raise DataError(
+            f"the image source fills one image variable such as `var x : real[h, w]`; the spec declares {declared}"
+        )
+    image, size = variables[0], source.size
+    dims: dict[str, int] = {}
+    origin: dict[str, str] = {}
+    _check_shape(image, f"image source array 'image' (size={size})", (0, size, size), True, dims, origin)
+    names = {image.name: "image"}
+
+    def image_shaped(slot: Slot) -> bool:
+        if slot.axes is None:
+            return True
+        return len(slot.axes) == 2 and all(
+            axis == size if isinstance(axis, int) else dims.get(axis) == size for axis in slot.axes
+        )
+
+    masks = [slot.name for slot in slots if slot.role == "input" and image_shaped(slot)]
+    names.update({name: name for name in masks})
+    for slot in slots:
+        if slot.role != "data":
+            continue
+        if slot.name not in source.given:  # a kernel of this slot's size, made at every bind
+            if source.blur is None or not slot.fits(2):
+                raise DataError(
+                    f"the image source has no array for `{slot.describe()}`: give blur=SIGMA (a Gaussian kernel) "
+                    f"or the array in image_source(fixed={{{slot.name!r}: ...}})"
+                )
+            sides = {axis for axis in slot.axes or () if isinstance(axis, int)}
+            side = sides.pop() if len(sides) == 1 else source.kernel
+            from unfoldgen.images import gaussian_kernel
+
+            source.fixed[slot.name] = gaussian_kernel(side, source.blur)
+        names[slot.name] = slot.name
+        _check_shape(slot, f"image source array {slot.name!r}", source.fixed[slot.name].shape, False, dims, origin)
+    source.masks = tuple(masks)
+    source.roles = {"image": "target", **{name: "input" for name in masks}}
+    return Binding(source, tuple(slots), names, frozenset(), dims, measured=None)

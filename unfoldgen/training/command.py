@@ -151,12 +151,15 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
     from unfoldgen.training.loading import parse_overrides, prepare
     from unfoldgen.training.report import summary
     from unfoldgen.training.run import WRITES, fit
+    from unfoldgen.training.task import measured_inputs
 
     spec_text = stored["spec_text"] if stored else read_spec(Path(launch.spec))
+    source = source_from_string(launch.data, seed=config.seed)
+    source.check_trainable()
     prepared = prepare(
         launch.spec,
         launch.unfold,
-        source_from_string(launch.data, seed=config.seed),
+        source,
         baselines=launch.baselines,
         dtype=getattr(torch, launch.dtype),
         layers=launch.layers,
@@ -166,6 +169,9 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
         require_targets=config.scheme != "unsupervised",
         text=spec_text,
     )
+    binding = prepared.binding
+    if binding.measured is None:  # checked before anything is written: the model must measure its inputs
+        binding = binding.with_measured(measured_inputs(prepared.model, binding))
     unfold = prepared.loaded.unfold(launch.unfold)
     launch.unfold = unfold.name
     out = Path(launch.out) if launch.out else Path("runs") / unfold.name
@@ -188,7 +194,7 @@ def _train(launch: Launch, config: Config, stored: dict | None, device: Any) -> 
     record = {"launch": fixed, "spec_text": spec_text}
     result = fit(
         prepared.model,
-        prepared.binding,
+        binding,
         config,
         out=out,
         resume=stored is not None,

@@ -240,6 +240,7 @@ def fit(
         binding = data
     else:
         binding = bind(data, slots_for_model(model), require_targets=config.scheme != "unsupervised")
+    binding.source.check_trainable()
     parameter = next(iter(model.parameters()), None)
     reference = parameter if parameter is not None else next(iter(model.buffers()))
     device, dtype = reference.device, reference.dtype

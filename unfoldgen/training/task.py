@@ -41,6 +41,8 @@ class Task:
     def __init__(self, model: nn.Module, binding: Binding, config: Config, device: torch.device, dtype: torch.dtype):
         self.model = model
         self.info = describe(model)
+        if binding.measured is None:  # the source degrades its data with the model's forward model
+            binding = binding.with_measured(measured_inputs(model, binding))
         self.binding = binding
         self.config = config
         self.device = device
@@ -50,9 +52,11 @@ class Task:
             bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
             if bad:
                 raise DataError(f"the validation array {name!r} holds {bad} NaN/Inf values; expected finite numbers")
-        self.val_inputs = self.tensors(val_inputs)
         self.val_targets = self.tensors(val_targets)
-        self.validation_size = len(next(iter(val_inputs.values()))) if val_inputs else config.val_size
+        count = len(next(iter({**val_inputs, **val_targets}.values()))) if val_inputs or val_targets else 0
+        self.val_inputs = self.tensors(val_inputs)
+        self.val_inputs |= self.measure(self.val_inputs, self.val_targets, None, slice(None), count)
+        self.validation_size = count or config.val_size
         missing = [v for v in self.info.targets.values() if v not in self.val_targets]
         self.has_targets = bool(self.info.targets) and not missing
         if config.scheme != "unsupervised" and not self.has_targets:
@@ -80,10 +84,32 @@ class Task:
         inputs, targets = self.binding.train_batch(step, self.config.batch)
         share = self.config.batch // world
         part = slice(rank * share, (rank + 1) * share)
-        return (
-            self.tensors({k: v[part] for k, v in inputs.items()}),
-            self.tensors({k: v[part] for k, v in targets.items()}),
-        )
+        inputs = self.tensors({k: v[part] for k, v in inputs.items()})
+        targets = self.tensors({k: v[part] for k, v in targets.items()})
+        return inputs | self.measure(inputs, targets, step, part, self.config.batch), targets
+
+    @torch.no_grad()
+    def measure(
+        self, inputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], step: int | None, part: slice, total: int
+    ) -> dict[str, Tensor]:
+        """The measured inputs of a batch (none unless the source asks for them): the model's
+        noise-free forward model ``model.measure(**variables, **other_inputs)`` at the clean
+        variables plus the binding's noise for the whole batch of ``total`` samples (rows ``part``
+        of it are this shard's), so every batch stays a function of (seed, step)."""
+        if not self.binding.measured:
+            return {}
+        variables = {name: targets[name] for name in self.info.variables}
+        clean = self.model.measure(**variables, **inputs)
+        measured = {}
+        for name in sorted(self.binding.measured):
+            if name not in clean:
+                raise DataError(
+                    f"{type(self.model).__name__}.measure() returned {', '.join(clean) or 'nothing'}; expected {name!r}"
+                )
+            value = clean[name].detach()
+            noise = self.binding.noise(name, (total, *value.shape[1:]), step)[part]
+            measured[name] = value + torch.as_tensor(noise, dtype=value.dtype, device=value.device)
+        return measured
 
     def supervised(self, outputs: tuple[Tensor, ...], targets: Mapping[str, Tensor]) -> Tensor:
         """Σ over outputs of mean_i ||x̂_i − x_i||² / E||x||² (nmse) or / entries (mse)."""
@@ -140,6 +166,18 @@ class Task:
                 for outputs in iterates
             ]
         return result
+
+
+def measured_inputs(model: nn.Module, binding: Binding) -> tuple[str, ...]:
+    """The inputs the model's forward model produces (``type(model).MEASURED``), for a source that
+    degrades its data with it; a DataError when the model has no ``measure``."""
+    measured = getattr(type(model), "MEASURED", None)
+    if not callable(getattr(model, "measure", None)) or measured is None:
+        raise DataError(
+            f"the {binding.source.name} source degrades its data with the spec's forward model, but "
+            f"{type(model).__name__} has no measure() method and MEASURED names; recompile the spec with this unfoldgen"
+        )
+    return tuple(measured)
 
 
 def _db(ratio: float) -> float:
