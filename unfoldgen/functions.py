@@ -759,6 +759,17 @@ FUNCTIONS: dict[str, Function] = {
             numba_helpers=("colsum",),
         ),
         Function(
+            "norm21",
+            (1, 1),
+            "nonsmooth",
+            _matrix,
+            "‖{0}‖₂,₁",
+            torch="norm21({0}, {sample_axes})",
+            numba=None,
+            smooth=False,
+            torch_helpers=("norm21",),
+        ),
+        Function(
             "nuclear",
             (1, 1),
             "nonsmooth",

@@ -115,6 +115,9 @@ class TorchPrinter(_PythonPrinter):
                 return f"{left_text} {op} {right_text}", prec
             case ir.Apply(func=func, args=args):
                 entry = FUNCTIONS[func]
+                if "{sample_axes}" in entry.torch:  # the entry reads the sample's axes itself
+                    template = entry.torch.replace("{sample_axes}", str(len(args[0].shape)))
+                    return self.apply(template, args, entry.integer_args), ATOM
                 if entry.over_samples and ir.is_stack(args[0].shape):  # reduce (B, c, h, w) as (B, c·h, w)
                     flat = ir.Apply("flatten_stack", (args[0],), (args[0].shape[0], args[0].shape[1]))
                     args = (flat, *args[1:])

@@ -82,6 +82,7 @@ PROX_TABLE: dict[str, ProxOp] = {
         ProxOp("norminf", None, "prox_norminf", "prox_norminf", True, "v − proj onto the ℓ1 ball (Moreau)"),
         ProxOp("nuclear", None, "svt", "svt", False, "singular value threshold"),
         ProxOp("norm0", None, "hard_threshold", "hard_threshold", False, "hard threshold at √(2t)"),
+        ProxOp("norm21", None, "prox_norm21", "prox_norm21", False, "group soft threshold (groups: the first axis)"),
     ]
 }
 
@@ -93,6 +94,7 @@ SET_TABLE: dict[str, SetOp] = {
         SetOp("ball2", ("r",), (None,), "proj_ball2", "proj_ball2", True, "onto {‖u‖₂ ≤ r}"),
         SetOp("ball1", ("r",), (None,), "proj_ball1", "proj_ball1", True, "onto {‖u‖₁ ≤ r}"),
         SetOp("simplex", ("s",), (1.0,), "proj_simplex", "proj_simplex", True, "onto {u ≥ 0, Σu = s}"),
+        SetOp("ball21", ("r",), (None,), "proj_ball21", "proj_ball21", False, "each group onto {‖u_g‖₂ ≤ r}"),
     ]
 }
 

@@ -99,6 +99,13 @@ def huber_elementwise(v: Tensor, delta: Tensor | float) -> Tensor:
     return torch.where(magnitude <= delta, 0.5 * v**2, delta * (magnitude - 0.5 * delta))
 
 
+def norm21(v: Tensor, sample_axes: int) -> Tensor:
+    """‖v‖₂,₁: the ℓ2 norm over a sample's first axis, summed over the rest (isotropic TV of a
+    gradient stack (2, h, w); the group lasso with one group per column of a matrix); ``(..., 1, 1)``."""
+    norms = torch.linalg.vector_norm(v, dim=-sample_axes)
+    return norms.sum(dim=tuple(range(-sample_axes + 1, 0))).reshape(*norms.shape[: norms.dim() - sample_axes + 1], 1, 1)
+
+
 def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     """``matrix @ batch`` for a matrix shared by the batch and a batch ``(..., n, c)``, as one GEMM
     over all columns: a broadcast ``@`` runs one small product per sample, and so does its gradient

@@ -3,6 +3,7 @@ the four schemes and the validation metrics per layer (NMSE in dB, the objective
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -98,8 +99,10 @@ class Task:
         of it are this shard's), so every batch stays a function of (seed, step)."""
         if not self.binding.measured:
             return {}
-        variables = {name: targets[name] for name in self.info.variables}
-        clean = self.model.measure(**variables, **inputs)
+        # measure() takes the values its forward model reads (the variables, masks, …), by name
+        wanted = inspect.signature(self.model.measure).parameters
+        given = {**{name: targets[name] for name in self.info.variables}, **inputs}
+        clean = self.model.measure(**{name: value for name, value in given.items() if name in wanted})
         measured = {}
         for name in sorted(self.binding.measured):
             if name not in clean:
