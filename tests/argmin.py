@@ -162,3 +162,26 @@ def ref_proj_ball2(v, r):
 
 def ref_proj_simplex(v, s):
     return project(v, [linear(np.eye(v.size)), linear(np.ones(v.size), -s, kind="eq")])
+
+
+def ref_prox_norm21(v, t):
+    """Prox of t * sum_j ||u[:, j]|| for a (g, n) block: one cone s_j >= ||u[:, j]|| per column."""
+    g, n = v.shape
+    size = g * n
+
+    def cone(j):
+        entries = np.arange(j, size, n)  # column j of the row-major flattened u
+
+        def fun(z):
+            return z[size + j] ** 2 - z[entries] @ z[entries]
+
+        def jac(z):
+            grad = np.zeros(size + n)
+            grad[entries] = -2 * z[entries]
+            grad[size + j] = 2 * z[size + j]
+            return grad
+
+        return {"type": "ineq", "fun": fun, "jac": jac}
+
+    nonneg = linear(np.hstack([np.zeros((n, size)), np.eye(n)]))
+    return epigraph(v.ravel(), t, np.linalg.norm(v, axis=0), [*[cone(j) for j in range(n)], nonneg]).reshape(g, n)

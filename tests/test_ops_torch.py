@@ -22,6 +22,7 @@ from argmin import (
     ref_proj_box,
     ref_proj_nonneg,
     ref_proj_simplex,
+    ref_prox_norm21,
     ref_prox_norminf,
     ref_soft_threshold,
     ref_soft_threshold_nonneg,
@@ -89,6 +90,45 @@ def test_prox_matches_numerical_argmin(name, shape, seed):
         return t * penalty(u) + 0.5 * np.sum((u - v) ** 2)
 
     assert objective(ours) <= objective(ref) + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(len(SCALES)))
+@pytest.mark.parametrize("shape", [(3, 1), (2, 4), (3, 3)])
+def test_prox_norm21_matches_numerical_argmin(shape, seed):
+    v, t = draw(shape, seed)
+    ours = ops_torch.prox_norm21(f64(v), f64(t)).numpy()
+    ref = ref_prox_norm21(v, t)
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+
+    def objective(u):
+        return t * np.linalg.norm(u, axis=0).sum() + 0.5 * np.sum((u - v) ** 2)
+
+    assert objective(ours) <= objective(ref) + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(len(SCALES)))
+@pytest.mark.parametrize("shape", [(3, 1), (2, 4), (3, 3)])
+def test_proj_ball21_is_the_columnwise_projection(shape, seed):
+    v, r = draw(shape, seed)
+    ours = ops_torch.proj_ball21(f64(v), f64(r)).numpy()
+    for j in range(shape[1]):
+        expected = ref_proj_ball2(v[:, j], r) if np.linalg.norm(v[:, j]) > r else v[:, j]
+        np.testing.assert_allclose(ours[:, j], expected, atol=1e-6, rtol=0)
+        assert np.linalg.norm(ours[:, j]) <= r * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", ["prox_norm21", "proj_ball21"])
+def test_norm21_gradients_finite_at_zero_groups(name):
+    """A TV field with some zero pixels (flat image regions): no NaN through the zero groups."""
+    g = torch.Generator().manual_seed(3)
+    field = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64)
+    field[:, :, 1:3, 2:] = 0.0
+    field.requires_grad_(True)
+    out = getattr(ops_torch, name)(field.flatten(-2), 0.5).reshape(field.shape)
+    (out * torch.randn(field.shape, generator=g, dtype=field.dtype)).sum().backward()
+    assert torch.isfinite(field.grad).all()
+    if name == "prox_norm21":
+        assert (field.grad[:, :, 1:3, 2:] == 0).all()
 
 
 @pytest.mark.parametrize("side", [1 - 1e-6, 1 + 1e-6])
@@ -161,6 +201,8 @@ OPS = {
     "proj_ball2": ops_torch.proj_ball2,
     "proj_ball1": ops_torch.proj_ball1,
     "proj_simplex": ops_torch.proj_simplex,
+    "prox_norm21": ops_torch.prox_norm21,
+    "proj_ball21": ops_torch.proj_ball21,
 }
 
 
@@ -170,7 +212,7 @@ def test_every_public_function_is_covered():
         for name, obj in vars(ops_torch).items()
         if inspect.isfunction(obj) and obj.__module__ == ops_torch.__name__
     }
-    assert public == set(OPS)
+    assert public == {*OPS, "column_norms"}  # column_norms: the helper of the two norm21 operators
 
 
 def batch(shape, lead=(5,), dtype=torch.float64):
@@ -250,7 +292,7 @@ def test_zero_input_gradients_finite(name, dtype):
     assert p.grad is None or torch.isfinite(p.grad).all()
 
 
-@pytest.mark.parametrize("name", ["proj_ball2", "proj_ball1", "proj_simplex"])
+@pytest.mark.parametrize("name", ["proj_ball2", "proj_ball1", "proj_simplex", "proj_ball21"])
 def test_zero_radius_or_sum(name):
     v, _ = batch((2, 3))
     v.requires_grad_(True)
@@ -263,7 +305,7 @@ def test_zero_radius_or_sum(name):
     assert torch.isfinite(getattr(ops_torch, name)(zero, 0.0)).all()
 
 
-@pytest.mark.parametrize("name", ["proj_ball2", "proj_ball1"])
+@pytest.mark.parametrize("name", ["proj_ball2", "proj_ball1", "proj_ball21"])
 def test_points_inside_ball_are_fixed(name):
     v, _ = batch((2, 3))
     v = v.detach().requires_grad_(True)
@@ -326,6 +368,13 @@ def gradcheck_inputs():
     v = v.reshape(2, 4, 1) * torch.tensor([2.0, 1.0], dtype=v.dtype).reshape(2, 1, 1)
     yield "proj_ball1", v, P
     yield "prox_norminf", v, P
+    # Column norms 0.2 and 1.0 against t = 0.5 (one column zeroed, one shrunk), 0.3 and 2.0
+    # against t = 0.8 (likewise); for the ball, the same columns lie inside and outside.
+    directions = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(7), dtype=P.dtype)
+    norms = torch.tensor([[0.2, 1.0], [0.3, 2.0]], dtype=P.dtype).reshape(2, 1, 2)
+    v = directions / directions.norm(dim=-2, keepdim=True) * norms
+    yield "prox_norm21", v, P
+    yield "proj_ball21", v, P
 
 
 @pytest.mark.parametrize("name, v, p", list(gradcheck_inputs()))

@@ -178,3 +178,24 @@ def mlp_forward(weights, biases, layer, h, activation):
         if i < last:
             h = activate(h, activation)
     return h
+
+
+def group_norms(v):
+    """The 2-norm over axis 0 of each group ``v[:, rest]``, as a (1, groups) row."""
+    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
+    return np.sqrt(colsum(groups * groups))
+
+
+def prox_norm21(v, t):
+    """prox of t‖·‖₂,₁ (ℓ2 over axis 0, ℓ1 over the rest): each group v[:, rest] times max(0, 1 − t/‖·‖)."""
+    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
+    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
+    scale = np.maximum(v.dtype.type(0), v.dtype.type(1) - t / norm)
+    return (groups * scale).reshape(v.shape)
+
+
+def proj_ball21(v, r):
+    """Projection of each group v[:, rest] (ℓ2 over axis 0) onto {‖u‖₂ ≤ r}."""
+    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
+    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
+    return (groups * np.minimum(v.dtype.type(1), r / norm)).reshape(v.shape)

@@ -119,3 +119,29 @@ def proj_simplex(v: Tensor, s: Tensor | float) -> Tensor:
     rho = torch.clamp_min((j * (m * j > excess)).amax(dim=-2, keepdim=True), 1)
     theta = excess.gather(-2, rho - 1) / rho
     return torch.relu(x - theta).reshape(v.shape)
+
+
+def column_norms(v: Tensor) -> Tensor:
+    """The 2-norm of each column of each block, ``(..., 1, c)``, never below sqrt(tiny): its
+    gradient is finite (zero) at a zero column, where a plain norm's backward divides by 0."""
+    squares = torch.sum(v * v, dim=-2, keepdim=True)
+    return torch.sqrt(torch.clamp_min(squares, torch.finfo(v.dtype).tiny))
+
+
+def prox_norm21(v: Tensor, t: Tensor | float) -> Tensor:
+    """Prox of t*||.||_{2,1} = t sum_j ||v[:, j]||_2 (l2 down each column, l1 across the columns;
+    group lasso with the columns as groups, a vector being one group): the group soft threshold
+    ``prox(v)[:, j] = v[:, j] max(0, 1 - t / ||v[:, j]||)``.
+
+    For isotropic TV the groups are the pixels of a (2, h, w) gradient field: pass it as
+    ``p.flatten(-2)`` (2 rows, one column per pixel) and reshape the result back.
+    """
+    norm = column_norms(v)
+    return v * (torch.relu(norm - t) / norm)
+
+
+def proj_ball21(v: Tensor, r: Tensor | float) -> Tensor:
+    """Projection onto {||u[:, j]||_2 <= r for every column j} (the dual ball of ||.||_{2,inf} for
+    TV): ``proj(v)[:, j] = v[:, j] r / max(||v[:, j]||, r)``; the same flattening as ``prox_norm21``.
+    """
+    return v * (r / torch.clamp_min(column_norms(v), r))
