@@ -20,6 +20,7 @@ from pathlib import Path
 import sympy
 
 from unfoldgen import ir
+from unfoldgen.check import NetInfo
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS, numel
 from unfoldgen.printers import MathPrinter
@@ -86,9 +87,13 @@ def _count_text(count: sympy.Expr) -> str:
     return str(sympy.expand(count)).replace("**", "^").replace("*", "·")
 
 
-def net_parameter_count(kind: str, options: dict[str, int], arg_shapes: tuple[ir.Shape, ...]) -> sympy.Expr:
-    """Learned scalars of one net, in the dims: its entry in unfoldgen.nets counts them."""
-    return NET_KINDS[kind].parameter_count(NET_KINDS[kind].resolved(options), arg_shapes)
+def net_parameter_count(net: NetInfo, options: dict[str, int]) -> sympy.Expr:
+    """Learned scalars of one net, in the dims: its entry in unfoldgen.nets counts them (an
+    external net's are those of the module passed in: the symbol ``params(NAME)``)."""
+    kind = NET_KINDS[net.kind]
+    if kind.parameter_count is None:
+        return sympy.Symbol(f"params({net.name})")
+    return kind.parameter_count(kind.resolved(options), net.arg_shapes)
 
 
 def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
@@ -99,7 +104,7 @@ def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
         copies = low.unfold.layers if entry.per_layer else 1
         if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            counts[name] = sympy.expand(net_parameter_count(info.kind, entry.net_options, info.arg_shapes) * copies)
+            counts[name] = sympy.expand(net_parameter_count(info, entry.net_options) * copies)
         else:
             counts[name] = sympy.expand(numel(low.symbol(name).shape) * copies)
     return counts
