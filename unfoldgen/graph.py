@@ -232,16 +232,19 @@ class _LayerDrawer:
         info = next(n for n in self.low.unfold.nets if n.name == net)
         options = self.low.plan[net].net_options
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
+        kind = f"{info.kind}({option_text})" if option_text else info.kind  # external has no options
         entry = self.low.plan[net]
         role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"
+        if NET_KINDS[info.kind].external:
+            role = "the module passed in, starts as given"
         if entry.learned:
             tying = "per layer" if entry.per_layer else "shared"
             count = _count_text(learned_counts(self.low)[net])
             self.learned_scalars[net] = count
-            label = f"net {net}: {info.kind}({option_text})\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"
+            label = f"net {net}: {kind}\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"
             node = self.node(label, "net_learned")
         else:
-            node = self.node(f"net {net}: {info.kind}({option_text})\n{role}, not learned\n→ {shape}", "net")
+            node = self.node(f"net {net}: {kind}\n{role}, not learned\n→ {shape}", "net")
         for index, arg in enumerate(args):
             self._edge(self.expr(arg), node, f"arg {index + 1}" if len(args) > 1 else None)
         return node
