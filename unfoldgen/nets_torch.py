@@ -76,7 +76,7 @@ class Conv2dNet(nn.Module):
     h_0 = u, h_l = σ(W_l ⋆ h_{l-1} + b_l) for l = 1 … depth (``hidden`` channels each), and
     N(u) = W_{depth+1} ⋆ h_depth + b_{depth+1} with the first argument's channels, where ⋆ is
     torch's 2-D convolution (a cross-correlation) with kernel × kernel taps and zero padding
-    kernel // 2, so (h, w) is kept. No batch norm: the output does not depend on train/eval.
+    kernel // 2, so (h, w) is kept. No batch norm: training and inference compute the same.
     The net returns N(u), or with ``residual`` "yes" a_1 − N(u) (the CNN estimates what to remove,
     as DnCNN estimates the noise). ``zero_init`` zeroes W_{depth+1} and b_{depth+1}: N(u) = 0.
     """
