@@ -183,6 +183,16 @@ def test_conv2d_channels_shapes_and_parameter_count():
     assert str(count.free_symbols) == "{c}"
 
 
+def test_conv2d_arguments_channel_stacks_and_refusals():
+    """The entry's argument rule and size text for stacks (c, h, w), which the model binds c for."""
+    kind = NET_KINDS["conv2d"]
+    assert kind.check_args([("c", "h", "w"), ("h", "w")]) is None
+    assert kind.sizes((("c", "h", "w"), ("h", "w"))) == "(c, None)"
+    assert kind.sizes((("h", "w"),)) == "(None,)"
+    assert "argument 2 is a vector (n)" in kind.check_args([("h", "w"), ("n", 1)])
+    assert "argument 2 is w×h but argument 1 is h×w" in kind.check_args([("c", "h", "w"), ("c", "w", "h")])
+
+
 # ---------------------------------------------------------------------------- external
 
 
@@ -270,9 +280,10 @@ unfold pnp_vector from lasso {
     assert module.shapes == [((BATCH, 5), (BATCH, 4))] * 2
 
 
-def test_external_net_has_no_kernels_and_trains_through_fit(tmp_path):
+def test_image_nets_have_no_kernels_and_an_external_net_trains_through_fit(tmp_path):
     compiled = compile_text(SPEC, "spec.unf")
     assert any("'pnp'" in note and "external nets have no numba implementation" in note for note in compiled.notes)
+    assert any("'hqs_cnn'" in note and "conv2d nets have no numba implementation" in note for note in compiled.notes)
     assert "pnp/kernels.py" not in compiled.files
     assert "D: nn.Module," in generated_source(SPEC, "pnp")
     clean = images(4, (40, H, W)).numpy()

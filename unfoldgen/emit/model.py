@@ -448,7 +448,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     ]
     nets = low.plan.of_storage("net", "net_list")
     kinds = {net.name: NET_KINDS[net.kind] for net in unfold.nets}
-    net_doc = [net_start(entry, kinds[entry.name].external) for entry in nets]
+    net_doc = [_net_start(entry, kinds[entry.name].external) for entry in nets]
     return {
         **header(low, spec_path),
         "problem": problem.name,
@@ -484,8 +484,8 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     }
 
 
-def net_start(entry, external: bool) -> str:
-    """Where a net starts, for the generated docstring and ``explain``."""
+def _net_start(entry, external: bool) -> str:
+    """Where a net starts, for the generated docstring."""
     if external:
         return f"{entry.name} is the nn.Module passed as {entry.name}= (external: it starts as given)"
     if entry.starts_at_zero:
