@@ -235,7 +235,7 @@ def test_every_named_implementation_exists():
         assert entry.torch in torch_ops, entry.key
         assert entry.numba is None or entry.numba in numba_ops, entry.key
     for kind in NET_KINDS.values():
-        assert kind.torch in net_classes, kind.name
+        assert kind.external or kind.torch in net_classes, kind.name
         assert kind.numba is None or kind.numba.forward in numba_ops, kind.name
 
 
@@ -366,12 +366,17 @@ def test_projection(key, backend, shape, seed):
 # ---------------------------------------------------------------------------- nets
 
 NET_ARGS = {"mlp": [(5, 1), (3, 1)], "conv1d": [(6, 1), (6, 1)], "conv2d": [(3, 4), (3, 4)]}
+# the size arguments each class is built with for NET_ARGS (the entry's ``sizes`` writes them for the model)
+NET_SIZES = {"mlp": (8, 5), "conv1d": (2,), "conv2d": ((None, None),)}
 SMALL = {"hidden": 4, "depth": 2, "kernel": 3}
 
 
 def net_cases(backends: tuple[str, ...] = ("torch", "numba")):
-    """Every kind with every combination of its word options, per backend (``spec``: no backend)."""
+    """Every kind with every combination of its word options, per backend (``spec``: no backend).
+    External nets (the caller's module) are tested in tests/test_image_nets.py."""
     for name, kind in NET_KINDS.items():
+        if kind.external:
+            continue
         words = {key: option.choices for key, option in kind.options.items() if option.choices}
         for choice in itertools.product(*words.values()):
             chosen = dict(zip(words, choice, strict=True))
@@ -386,13 +391,8 @@ def net_cases(backends: tuple[str, ...] = ("torch", "numba")):
 def build_net(name: str, chosen: dict, zero_init: bool = False) -> tuple[torch.nn.Module, dict]:
     kind = NET_KINDS[name]
     options = kind.resolved({key: value for key, value in SMALL.items() if key in kind.options} | chosen)
-    shapes = NET_ARGS[name]
-    if kind.sizes_at_build:
-        sizes = (sum(r * c for r, c in shapes), shapes[0][0] * shapes[0][1])
-    else:
-        sizes = (len(shapes),)
     torch.manual_seed(0)
-    net = getattr(nets_torch, kind.torch)(*sizes, **options, zero_init=zero_init).double()
+    net = getattr(nets_torch, kind.torch)(*NET_SIZES[name], **options, zero_init=zero_init).double()
     return net, options
 
 
@@ -414,7 +414,10 @@ def test_net(name, chosen, backend):
         assert int(count) == sum(p.numel() for p in net.parameters())
         zero, _ = build_net(name, chosen, zero_init=True)
         with torch.no_grad():
-            assert torch.count_nonzero(zero(*args)) == 0  # a correction starts at zero
+            if options.get("residual") == "yes":  # first argument minus a zero CNN (specs keep it off corrections)
+                assert torch.equal(zero(*args), args[0])
+            else:
+                assert torch.count_nonzero(zero(*args)) == 0  # a correction starts at zero
         return
     if kind.numba is None:
         pytest.skip(f"{name}: the entry has no numba form (compile notes it and emits no kernel)")
@@ -602,13 +605,15 @@ def test_projection_in_a_spec(key):
 @pytest.mark.slow  # compiles kernels: numba takes seconds per spec
 @pytest.mark.parametrize("name, chosen", [case for case in net_cases(backends=("spec",))])
 def test_net_in_a_spec(name, chosen):
-    """A learned correction by each net kind (and word option): runs, and the kernels agree."""
+    """A learned correction by each net kind (and word option; a residual net replaces the
+    gradient step instead): runs, and the kernels agree."""
     kind = NET_KINDS[name]
     shape, dims = ((3, 4), "m, n") if name == "conv2d" else ((6,), "n")
     given = {key: value for key, value in SMALL.items() if key in kind.options} | chosen
     options = ", ".join(f"{key} {value}" for key, value in given.items())
     net = f"    net c : {name}({options})\n"
-    text = spec("x - mu * grad(x) + c(x, y)", shape=dims, extra=net, learn="    learn c per layer\n")
+    update = "c(x - mu * grad(x), y)" if chosen.get("residual") == "yes" else "x - mu * grad(x) + c(x, y)"
+    text = spec(update, shape=dims, extra=net, learn="    learn c per layer\n")
     inputs = spec_inputs(shape)
     ours, kernels = run_spec(text, inputs, perturb=True)
     assert ours.shape == inputs.shape and np.isfinite(ours).all()

@@ -988,6 +988,8 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             raise SpecError(f"unknown net kind {net.kind.id!r} (known: {', '.join(sorted(NET_KINDS))})", net.kind.span)
         seen = set()
         for option, value in net.options:
+            if not kind.options:
+                raise SpecError(f"{kind.name} takes no options (write 'net {net.name.id} : {kind.name}')", option.span)
             if option.id not in kind.options:
                 raise SpecError(
                     f"{kind.name} has no option {option.id!r} (options: {', '.join(kind.options)})", option.span
@@ -1066,6 +1068,7 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             raise SpecError(f"net {name!r} is declared but never called in 'iterate'", net.name.span)
 
     corrections = _zero_start_nets([rule.value for rule in rules])
+    _check_residual_nets(nets, corrections)
     learns = _check_learns(unfold.learns, table, nets)
     outputs = tuple(o.id for o in unfold.outputs) or tuple(sym.name for sym in problem.of_role("var"))
     for output in unfold.outputs:
@@ -1107,6 +1110,18 @@ def _zero_start_nets(values: list[ir.Expr]) -> set[str]:
     return {net for net, count in calls.items() if as_terms.get(net) == count}
 
 
+def _check_residual_nets(nets: dict[str, s.NetDecl], corrections: set[str]) -> None:
+    """A correction starts at zero; a residual net starts at its first argument, so it replaces a step."""
+    for name in corrections:
+        for option, value in nets[name].options:
+            if option.id == "residual" and value == "yes":
+                raise SpecError(
+                    f"net {name!r} is a correction term (every call is a term of a sum, so it starts at zero); "
+                    "'residual yes' is for a net that replaces a step, e.g. x = denoise(v)",
+                    option.span,
+                )
+
+
 def _scaled_net(term: ir.Expr) -> str | None:
     """The net of a term that is a net's output, perhaps negated or times or over a factor."""
     match term:
@@ -1142,6 +1157,12 @@ def _check_learns(
                 )
             if name.id in result:
                 raise SpecError(f"{name.id!r} is learned twice", name.span)
+            if symbol.role == "net" and statement.per_layer and NET_KINDS[nets[name.id].kind.id].external:
+                raise SpecError(
+                    f"net {name.id!r} is external (one module passed to the constructor), so it is learned "
+                    f"shared: write 'learn {name.id} shared'",
+                    name.span,
+                )
             if symbol.depends_on_inputs and not ir.is_scalar(symbol.shape):
                 raise SpecError(
                     f"{name.id!r} depends on a per-sample input, so it cannot be learned as a tensor "

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from unfoldgen import ir
 from unfoldgen.compiler import compile_text
 from unfoldgen.lower import LoweredUnfold
+from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -77,7 +78,11 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
         for entry in low.plan.learned():
             tying = "per layer" if entry.per_layer else "shared"
             out.append(f"  learned       {entry.name} ({entry.role}, {tying}, paradigm {entry.paradigm})")
+        external = {net.name for net in low.unfold.nets if NET_KINDS[net.kind].external}
         for entry in low.plan.of_storage("net", "net_list"):
+            if entry.name in external:
+                out.append(f"  net           {entry.name} is external: the nn.Module passed as {entry.name}=, as given")
+                continue
             start = "at zero (a correction term)" if entry.starts_at_zero else "random (it replaces a step)"
             out.append(f"  net           {entry.name} starts {start}")
         out.append("")

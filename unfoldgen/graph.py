@@ -20,6 +20,7 @@ from pathlib import Path
 import sympy
 
 from unfoldgen import ir
+from unfoldgen.check import NetInfo
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS, numel
 from unfoldgen.printers import MathPrinter
@@ -86,9 +87,13 @@ def _count_text(count: sympy.Expr) -> str:
     return str(sympy.expand(count)).replace("**", "^").replace("*", "·")
 
 
-def net_parameter_count(kind: str, options: dict[str, int], arg_shapes: tuple[ir.Shape, ...]) -> sympy.Expr:
-    """Learned scalars of one net, in the dims: its entry in unfoldgen.nets counts them."""
-    return NET_KINDS[kind].parameter_count(NET_KINDS[kind].resolved(options), arg_shapes)
+def net_parameter_count(net: NetInfo, options: dict[str, int]) -> sympy.Expr:
+    """Learned scalars of one net, in the dims: its entry in unfoldgen.nets counts them (an
+    external net's are those of the module passed in: the symbol ``params(NAME)``)."""
+    kind = NET_KINDS[net.kind]
+    if kind.parameter_count is None:
+        return sympy.Symbol(f"params({net.name})")
+    return kind.parameter_count(kind.resolved(options), net.arg_shapes)
 
 
 def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
@@ -99,7 +104,7 @@ def learned_counts(low: LoweredUnfold) -> dict[str, sympy.Expr]:
         copies = low.unfold.layers if entry.per_layer else 1
         if entry.role == "net":
             info = next(net for net in low.unfold.nets if net.name == name)
-            counts[name] = sympy.expand(net_parameter_count(info.kind, entry.net_options, info.arg_shapes) * copies)
+            counts[name] = sympy.expand(net_parameter_count(info, entry.net_options) * copies)
         else:
             counts[name] = sympy.expand(numel(low.symbol(name).shape) * copies)
     return counts
@@ -227,16 +232,19 @@ class _LayerDrawer:
         info = next(n for n in self.low.unfold.nets if n.name == net)
         options = self.low.plan[net].net_options
         option_text = ", ".join(f"{key} {value}" for key, value in options.items())
+        kind = f"{info.kind}({option_text})" if option_text else info.kind  # external has no options
         entry = self.low.plan[net]
         role = "correction, starts at 0" if entry.starts_at_zero else "replaces a solver step, starts random"
+        if NET_KINDS[info.kind].external:
+            role = "the module passed in, starts as given"
         if entry.learned:
             tying = "per layer" if entry.per_layer else "shared"
             count = _count_text(learned_counts(self.low)[net])
             self.learned_scalars[net] = count
-            label = f"net {net}: {info.kind}({option_text})\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"
+            label = f"net {net}: {kind}\n{role}\nlearned, {tying}: {count} scalars\n→ {shape}"
             node = self.node(label, "net_learned")
         else:
-            node = self.node(f"net {net}: {info.kind}({option_text})\n{role}, not learned\n→ {shape}", "net")
+            node = self.node(f"net {net}: {kind}\n{role}, not learned\n→ {shape}", "net")
         for index, arg in enumerate(args):
             self._edge(self.expr(arg), node, f"arg {index + 1}" if len(args) > 1 else None)
         return node

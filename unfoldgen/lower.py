@@ -249,7 +249,8 @@ def make_plan(
             problem_key=f"_problem_{symbol.name}" if learn is not None and symbol.role in ("data", "param") else None,
             per_sample=symbol.name in per_sample,
             dim_source=sources.get(symbol.name),
-            starts_at_zero=net.correction if net is not None else None,
+            # an external net is the caller's module: it starts as given, even as a correction
+            starts_at_zero=net.correction and not NET_KINDS[net.kind].external if net is not None else None,
             net_options=_net_options(net) if net is not None else None,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]

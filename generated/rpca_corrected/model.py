@@ -176,32 +176,61 @@ def activation_layer(name: str) -> nn.Module:
 
 
 class Conv2dNet(nn.Module):
-    """Matrix arguments stacked as image channels; ``depth`` conv layers (CORONA-style)."""
+    """A CNN on image arguments: DnCNN-like (residual yes) or CORONA-like blocks (residual no).
+
+    The arguments are stacked as channels, u = [a_1; …; a_m]: an image (B, h, w) is one channel
+    (``channels`` entry None), a channel stack (B, c, h, w) is c of them. Then
+    h_0 = u, h_l = σ(W_l ⋆ h_{l-1} + b_l) for l = 1 … depth (``hidden`` channels each), and
+    N(u) = W_{depth+1} ⋆ h_depth + b_{depth+1} with the first argument's channels, where ⋆ is
+    torch's 2-D convolution (a cross-correlation) with kernel × kernel taps and zero padding
+    kernel // 2, so (h, w) is kept. No batch norm: training and inference compute the same.
+    The net returns N(u), or with ``residual`` "yes" a_1 − N(u) (the CNN estimates what to remove,
+    as DnCNN estimates the noise). ``zero_init`` zeroes W_{depth+1} and b_{depth+1}: N(u) = 0.
+    """
 
     def __init__(
-        self, channels: int, hidden: int, depth: int, kernel: int, activation: str, zero_init: bool
+        self,
+        channels: tuple[int | None, ...],
+        hidden: int,
+        depth: int,
+        kernel: int,
+        activation: str,
+        residual: str,
+        zero_init: bool,
     ) -> None:
         super().__init__()
+        if residual not in ("yes", "no"):
+            raise ValueError(f"residual must be yes or no, got {residual!r}")
+        self.channels = tuple(channels)
+        self.residual = residual == "yes"
         layers: list[nn.Module] = []
-        width = channels
+        width = sum(1 if count is None else count for count in self.channels)
         for _ in range(depth):
             layers += [
                 nn.Conv2d(width, hidden, kernel, padding=kernel // 2),
                 activation_layer(activation),
             ]
             width = hidden
-        last = nn.Conv2d(width, 1, kernel, padding=kernel // 2)
+        last = nn.Conv2d(width, self.channels[0] or 1, kernel, padding=kernel // 2)
         if zero_init:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         self.body = nn.Sequential(*layers, last)
 
     def forward(self, *args: Tensor) -> Tensor:
-        first = args[0]
-        batch = torch.broadcast_shapes(*(a.shape[:-2] for a in args))
-        stacked = torch.stack([a.expand(*batch, *a.shape[-2:]) for a in args], dim=-3)
-        out = self.body(stacked.reshape(-1, *stacked.shape[-3:]))
-        return out.view(*batch, *first.shape[-2:])
+        stacks = [
+            a.unsqueeze(-3) if count is None else a
+            for a, count in zip(args, self.channels, strict=True)
+        ]
+        batch = torch.broadcast_shapes(*(s.shape[:-3] for s in stacks))
+        stacks = [s.expand(*batch, *s.shape[-3:]) for s in stacks]
+        stacked = torch.cat(stacks, dim=-3)
+        out = self.body(stacked.reshape(-1, *stacked.shape[-3:])).view(
+            *batch, *stacks[0].shape[-3:]
+        )
+        if self.residual:
+            out = stacks[0] - out
+        return out.squeeze(-3) if self.channels[0] is None else out
 
 
 class RpcaCorrected(nn.Module):
@@ -272,9 +301,15 @@ class RpcaCorrected(nn.Module):
         self.lam2 = nn.ParameterList([nn.Parameter(lam2.clone()) for _ in range(layers)])
         self.c = nn.ModuleList(
             [
-                Conv2dNet(2, hidden=8, depth=2, kernel=3, activation="relu", zero_init=True).to(
-                    dtype=_dtype, device=_device
-                )
+                Conv2dNet(
+                    (None, None),
+                    hidden=8,
+                    depth=2,
+                    kernel=3,
+                    activation="relu",
+                    residual="no",
+                    zero_init=True,
+                ).to(dtype=_dtype, device=_device)
                 for _ in range(layers)
             ]
         )

@@ -5,6 +5,7 @@ The template context is computed here, the templates lay it out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from unfoldgen import ir
@@ -13,7 +14,7 @@ from unfoldgen.emit import base
 from unfoldgen.emit.base import header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
-from unfoldgen.nets import NET_KINDS
+from unfoldgen.nets import NET_KINDS, image_axes
 from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
@@ -156,6 +157,10 @@ class _ModelEmitter:
         self.net_classes: list[str] = []
 
     def net_call(self, name: str) -> str:
+        info = next(net for net in self.low.unfold.nets if net.name == name)
+        if NET_KINDS[info.kind].external:
+            layouts = tuple(_external_layout(shape) for shape in info.arg_shapes)
+            return f'external_net(self.{name}, "{name}", {layouts!r})'
         return f"self.{name}[_k]" if self.low.plan[name].per_layer else f"self.{name}"
 
     def constructor(self) -> list[str]:
@@ -236,21 +241,19 @@ class _ModelEmitter:
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
-        options = self.low.plan[net.name].net_options
+        entry = self.low.plan[net.name]
+        if kind.external:
+            return self.external_net_lines(net.name, entry.learned)
+        options = entry.net_options
         option_text = ", ".join(f"{key}={options[key]!r}" for key in kind.options)
         if kind.class_name not in self.net_classes:
             self.net_classes.append(kind.class_name)
-        if kind.sizes_at_build:
-            for shape in net.arg_shapes:
-                for dim in ir.base_dims(shape):
-                    if dim not in writer.bound:
-                        writer._bind(dim)
-            in_features = " + ".join(" * ".join(f"({ir.dim_code(d)})" for d in shape) for shape in net.arg_shapes)
-            out_features = " * ".join(f"({ir.dim_code(d)})" for d in net.arg_shapes[0])
-            sizes = f"{in_features}, {out_features}"
-        else:
-            sizes = f"{len(net.arg_shapes)}"
-        entry = self.low.plan[net.name]
+        sizes = kind.sizes(net.arg_shapes)
+        named = set(re.findall(r"\w+", sizes))
+        for shape in net.arg_shapes:
+            for dim in ir.base_dims(shape):
+                if dim in named and dim not in writer.bound:
+                    writer._bind(dim)
         start = f"zero_init={entry.starts_at_zero}"
         make = f"{kind.class_name}({sizes}, {option_text}, {start}).to(dtype=_dtype, device=_device)"
         if entry.per_layer:
@@ -259,6 +262,21 @@ class _ModelEmitter:
             lines = [f"self.{net.name} = {make}"]
         if not entry.learned:
             lines.append(f"self.{net.name}.requires_grad_(False)")
+        return lines
+
+    def external_net_lines(self, name: str, learned: bool) -> list[str]:
+        """The caller's module: checked, moved to the model's dtype and device (in place, as
+        nn.Module.to does) and registered as a submodule (state-dict keys NAME.*); frozen unless learned."""
+        if "external_net" not in self.net_classes:
+            self.net_classes.append("external_net")
+        lines = [
+            f"if not isinstance({name}, nn.Module):",
+            f'{INDENT}raise TypeError(f"{name} must be a torch.nn.Module (an external net), '
+            f'got {{type({name}).__name__}}")',
+            f"self.{name} = {name}.to(dtype=_dtype, device=_device)",
+        ]
+        if not learned:
+            lines.append(f"self.{name}.requires_grad_(False)")
         return lines
 
     def prepare_inputs(self) -> list[str]:
@@ -482,6 +500,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
     keyword_only = [f"{s.name}: float | Tensor | None = None" for s in params if _computed_default(s)]
     keyword_only += [f"{s.name}: float | Tensor | None = None" for s in low.static]
     keyword_only += [f"{d.name}: int | None = None" for d in problem.of_role("dim")]
+    keyword_only += [f"{net.name}: nn.Module" for net in unfold.nets if NET_KINDS[net.kind].external]
     forward_args = ", ".join(f"{s.name}: Tensor" for s in inputs)
     outputs = unfold.outputs
     output_shapes = ", ".join(f"{o}: {_user_shape(low.symbol(o), True)}" for o in outputs)
@@ -500,12 +519,8 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         for entry in low.plan.learned()
     ]
     nets = low.plan.of_storage("net", "net_list")
-    net_doc = [
-        f"{entry.name} starts at zero (a correction term)"
-        if entry.starts_at_zero
-        else f"{entry.name} starts random (it replaces a step)"
-        for entry in nets
-    ]
+    kinds = {net.name: NET_KINDS[net.kind] for net in unfold.nets}
+    net_doc = [_net_start(entry, kinds[entry.name].external) for entry in nets]
     return {
         **header(low, spec_path),
         "problem": problem.name,
@@ -543,6 +558,23 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
         "data": [{"name": s.name, "axes": _axes(s), "attribute": low.plan[s.name].attribute} for s in data],
     }
+
+
+def _net_start(entry, external: bool) -> str:
+    """Where a net starts, for the generated docstring."""
+    if external:
+        return f"{entry.name} is the nn.Module passed as {entry.name}= (external: it starts as given)"
+    if entry.starts_at_zero:
+        return f"{entry.name} starts at zero (a correction term)"
+    return f"{entry.name} starts random (it replaces a step)"
+
+
+def _external_layout(shape: ir.Shape) -> str:
+    """How external_net passes an argument: "vector" (B, n), "image" (B, 1, h, w), "channels"."""
+    axes = image_axes(shape)
+    if axes is None:
+        return "vector"
+    return "image" if axes[0] is None else "channels"
 
 
 def _computed_default(symbol: Symbol) -> bool:

@@ -203,8 +203,17 @@ def build_model(
 
     Nets are initialised from ``torch.manual_seed(seed)``, so every rank builds the same model.
     """
+    from unfoldgen.nets import NET_KINDS
+
     checked = loaded.unfold(unfold)
     cls = loaded.model_class(checked.name)
+    external = [net.name for net in checked.nets if NET_KINDS[net.kind].external]
+    if external:
+        raise DataError(
+            f"{checked.name} has the external net {external[0]!r}: its module is passed in Python, not built from "
+            f"the spec; build model = {cls.__name__}({external[0]}=my_module, ...) and train it with "
+            "unfoldgen.training.fit(model, data, Config(...))"
+        )
     accepted = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {name: torch.as_tensor(value, dtype=dtype) for name, value in binding.data.items()}
     for dim, size in binding.dims.items():
