@@ -17,16 +17,22 @@ circular boundary, plus noise), ``seed``. The forward model is ``dinv.physics.Bl
 ``GaussianNoise(sigma)``; its convolution is checked against ``scipy.ndimage.convolve(mode="wrap")``
 (reported as ``convention`` in the JSON).
 
-Networks, each ``--layers`` K iterations of deepinv's unfolded API (``dinv.optim.PGD``/``HQS`` with
-``unfold=True``), data fidelity ``dinv.optim.L2`` (0.5 ||A x - y||²), started from deepinv's default A^T y:
+Networks, each ``--layers`` K iterations of deepinv's unfolded API (``dinv.optim.PGD``/``PDCP``/``HQS`` with
+``unfold=True``), data fidelity ``dinv.optim.L2`` (0.5 ||A x - y||²), started from A^T y; each untrained network
+equals its classical algorithm with one scalar tuned on a batch of training patches (a geometric grid,
+``--tune-points``); each run checks that equivalence against the algorithm written out in numpy (float64, 3
+layers, 32×32: ≈ 1e-9, deepinv keeping step sizes and λ as float32 parameters) and reports it in the JSON:
 - ``pgd_haar`` (paradigm 1): ISTA with an orthonormal Haar ℓ1 prior (``WaveletPrior(wv="haar")``, detail
-  coefficients only), a learned step size and λ per layer (2K parameters); starts as classical ISTA-K with
-  step 1/L (L = max |k̂|²) and λ tuned on a batch of training patches;
+  coefficients only), a learned step size and λ per layer (2K parameters); starts as ISTA-K with step 1/L
+  (L = max |k̂|²) and tuned λ;
+- ``cp_tv`` (paradigm 1): Chambolle-Pock for isotropic TV (K = ∇ with ``TVDenoiser.nabla``, dual step on
+  ``L12Prior``, primal step BlurFFT's Fourier-domain prox of the data term, β = 1), learned τ, σ and λ per
+  layer (3K parameters); starts at τ = σ = 1/√8 and tuned λ;
 - ``hqs_dncnn`` (paradigm 4): HQS whose x-step is BlurFFT's Fourier-domain prox and whose prior step is one
   DnCNN shared by the layers (``dinv.models.DnCNN``, depth 5, 32 features, residual, ``pretrained=None``),
   a learned step size per layer; the DnCNN's last convolution starts at zero (``--dncnn-init zero``), so the
-  untrained network is K proximal-point steps on the data term with its step tuned on training patches
-  (``--dncnn-init kaiming`` keeps deepinv's default initialisation).
+  untrained network is K proximal-point steps on the data term with a tuned step (``--dncnn-init kaiming``
+  keeps deepinv's default initialisation).
 
 Training: Adam (lr ``--lr``, 1e-3), MSE loss, a batch of training patches drawn each step with y = blur(x) +
 sigma * noise drawn fresh (one torch.Generator seeded with the file's seed), until ``--steps`` or ``--minutes``.
@@ -35,7 +41,7 @@ the untrained (classical) and trained network, seconds per training step at batc
 size, latency per test image (batch 1, median), parameter count, training time and steps.
 
     python benchmarks/deepinv_side.py --setup-only                         # create the venv, nothing else
-    python benchmarks/deepinv_side.py --input data.npz --out results.json  # train both, K=8, 8 min each
+    python benchmarks/deepinv_side.py --input data.npz --out results.json  # all three, K=8, 8 min each
     python benchmarks/deepinv_side.py --input data.npz --steps 20 --out tiny.json --networks pgd_haar
 """
 
@@ -57,7 +63,7 @@ SKIP_EXIT_CODE = 3
 BASE_PYTHON = "python3.11"  # the CPU torch 2.13.0 wheel on this machine's disk is for CPython 3.11
 TORCH_REQUIREMENT = "torch==2.13.0"
 DEEPINV_REQUIREMENTS = ["deepinv==0.5.0", "ptwt==1.0.1", "scikit-image==0.26.0"]
-NETWORKS = ("pgd_haar", "hqs_dncnn")
+NETWORKS = ("pgd_haar", "cp_tv", "hqs_dncnn")
 # WaveletPrior.prox(x, *args, ths=0.1, gamma) thresholds at ths * gamma and PGD passes gamma = lambda * stepsize
 # (its g_param lands in *args), so deepinv's lambda is 10x the usual λ of 0.5||Ax - y||² + λ||Wx||₁.
 WAVELET_PRIOR_THS = 0.1
@@ -189,6 +195,77 @@ def check_convention(kernel, rng) -> dict:
     return result
 
 
+def check_classical_equivalence(kernel, args, rng, layers: int = 3, size: int = 32) -> dict:
+    """Each untrained network (float64) against its classical algorithm written out in numpy: max |difference|."""
+    import deepinv as dinv
+    import numpy as np
+    import pywt
+    import torch
+
+    padded = np.zeros((size, size))
+    padded[: kernel.shape[0], : kernel.shape[1]] = kernel
+    kernel_hat = np.fft.fft2(np.roll(padded, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), (0, 1)))
+
+    def blur_adjoint(image):
+        return np.real(np.fft.ifft2(np.conj(kernel_hat) * np.fft.fft2(image)))
+
+    def data_prox(point, step):  # argmin_x step/2 ||k * x - y||² + 1/2 ||x - point||²
+        spectrum = np.fft.fft2(point) + step * np.conj(kernel_hat) * np.fft.fft2(measured)
+        return np.real(np.fft.ifft2(spectrum / (1 + step * np.abs(kernel_hat) ** 2)))
+
+    def haar_soft(image, threshold):
+        coefficients = pywt.wavedec2(image, "haar", level=args.haar_levels)
+        details = [tuple(pywt.threshold(band, threshold, "soft") for band in level) for level in coefficients[1:]]
+        return pywt.waverec2([coefficients[0], *details], "haar")
+
+    def gradient(image):  # forward differences, zero in the last row / column (TVDenoiser.nabla)
+        result = np.zeros((*image.shape, 2))
+        result[:-1, :, 0] = image[1:] - image[:-1]
+        result[:, :-1, 1] = image[:, 1:] - image[:, :-1]
+        return result
+
+    def gradient_adjoint(field):
+        result = np.zeros(field.shape[:2])
+        result[:-1] -= field[:-1, :, 0]
+        result[1:] += field[:-1, :, 0]
+        result[:, :-1] -= field[:, :-1, 1]
+        result[:, 1:] += field[:, :-1, 1]
+        return result
+
+    clean = rng.random((size, size))
+    measured = np.real(np.fft.ifft2(kernel_hat * np.fft.fft2(clean))) + 0.01 * rng.standard_normal((size, size))
+    physics = dinv.physics.BlurFFT(img_size=(1, size, size), filter=torch.tensor(kernel)[None, None])
+    start = blur_adjoint(measured)
+    expected = {}
+    value = 0.02
+    x = start.copy()  # ISTA
+    for _ in range(layers):
+        x = haar_soft(
+            x - args.pgd_step * blur_adjoint(np.real(np.fft.ifft2(kernel_hat * np.fft.fft2(x))) - measured),
+            args.pgd_step * value,
+        )
+    expected["pgd_haar"] = x
+    x, relaxed, dual = start.copy(), start.copy(), np.zeros((size, size, 2))  # Chambolle-Pock
+    for _ in range(layers):
+        dual = dual + args.cp_sigma * gradient(relaxed)
+        dual /= np.maximum(1, np.linalg.norm(dual, axis=-1, keepdims=True) / value)
+        previous, x = x, data_prox(x - args.cp_tau * gradient_adjoint(dual), args.cp_tau)
+        relaxed = 2 * x - previous
+    expected["cp_tv"] = x
+    x = start.copy()  # HQS with the identity as prior step (the zero-initialised residual DnCNN)
+    for _ in range(layers):
+        x = data_prox(x, 3.0)
+    expected["hqs_dncnn"] = x
+    differences = {}
+    for name in args.networks:
+        if name == "hqs_dncnn" and args.dncnn_init != "zero":
+            continue
+        model = build_network(name, args, layers, 3.0 if name == "hqs_dncnn" else value, 0.01).double()
+        estimate = reconstruct(model, torch.tensor(measured)[None, None], physics)[0, 0].numpy()
+        differences[name] = float(np.abs(estimate - expected[name]).max())
+    return differences
+
+
 def psnr(estimate, clean) -> float:
     import numpy as np
 
@@ -199,6 +276,14 @@ def ssim(estimate, clean) -> float:
     from skimage.metrics import structural_similarity
 
     return float(structural_similarity(clean, estimate, data_range=1.0))
+
+
+# per network: what its one tuned scalar is, and the grid it is tuned on (geometric, ends included)
+TUNED_SCALAR = {
+    "pgd_haar": ("lambda (usual units)", 1e-4, 1e-1),
+    "cp_tv": ("lambda", 1e-4, 1e-1),
+    "hqs_dncnn": ("HQS stepsize", 1e-1, 1e2),
+}
 
 
 def build_network(name: str, args, layers: int, initial: float, sigma: float):
@@ -215,6 +300,30 @@ def build_network(name: str, args, layers: int, initial: float, sigma: float):
             max_iter=layers,
             unfold=True,
             trainable_params=["stepsize", "lambda"],
+        )
+    if name == "cp_tv":
+        nabla = dinv.models.TVDenoiser.nabla
+
+        def start_at_adjoint(y, physics):
+            x = physics.A_adjoint(y)
+            return {"est": (x, x, torch.zeros_like(nabla(x)))}
+
+        # g_first: the dual step on λ||∇x||_{2,1} (prox of its conjugate), then the primal step is BlurFFT's
+        # Fourier-domain prox of the data term: Chambolle-Pock's Algorithm 1 for TV deblurring
+        return dinv.optim.PDCP(
+            K=nabla,
+            K_adjoint=dinv.models.TVDenoiser.nabla_adjoint,
+            data_fidelity=dinv.optim.L2(),
+            prior=dinv.optim.L12Prior(l2_axis=-1),
+            lambda_reg=[initial] * layers,
+            stepsize=[args.cp_tau] * layers,
+            stepsize_dual=[args.cp_sigma] * layers,
+            beta=1.0,
+            max_iter=layers,
+            custom_init=start_at_adjoint,
+            g_first=True,
+            unfold=True,
+            trainable_params=["lambda", "stepsize", "stepsize_dual"],
         )
     denoiser = dinv.models.DnCNN(
         in_channels=1, out_channels=1, depth=args.dncnn_depth, nf=args.dncnn_features, pretrained=None
@@ -234,13 +343,11 @@ def build_network(name: str, args, layers: int, initial: float, sigma: float):
     )
 
 
-def initial_grid(name: str, args):
-    """The classical network's one free scalar: λ of ISTA (usual units), or the HQS step of the data prox."""
+def initial_grid(name: str, args) -> list[float]:
     import numpy as np
 
-    if name == "pgd_haar":
-        return [float(value) for value in np.geomspace(1e-4, 1e-1, args.tune_points)]
-    return [float(value) for value in np.geomspace(1e-1, 1e2, args.tune_points)]
+    _, low, high = TUNED_SCALAR[name]
+    return [float(value) for value in np.geomspace(low, high, args.tune_points)]
 
 
 def reconstruct(model, blurred, physics):
@@ -274,7 +381,7 @@ def run_network(name, args, data, physics_train, physics_test, generator, log) -
     model = build_network(name, args, layers, initial, sigma)
     parameters = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     log(
-        f"{name}: initial {'lambda' if name == 'pgd_haar' else 'stepsize'} {initial:.4g} "
+        f"{name}: initial {TUNED_SCALAR[name][0]} {initial:.4g} "
         f"(tuning batch PSNR {tuned_psnr:.2f} dB), {parameters} trainable parameters"
     )
 
@@ -335,7 +442,7 @@ def run_network(name, args, data, physics_train, physics_test, generator, log) -
     log(f"{name}: trained K={layers}: PSNR {trained['psnr']:.2f} dB, SSIM {trained['ssim']:.4f}")
 
     learned = {
-        key: [float(value) for value in values]
+        key: [value.item() for value in values]
         for key, values in model.params_algo.items()
         if isinstance(values, torch.nn.ParameterList)
     }
@@ -346,7 +453,7 @@ def run_network(name, args, data, physics_train, physics_test, generator, log) -
             "layers": layers,
             "parameters": parameters,
             "initial_value": initial,
-            "initial_value_is": "lambda (usual units)" if name == "pgd_haar" else "HQS stepsize",
+            "initial_value_is": TUNED_SCALAR[name][0],
             "tuning": [{"value": value, "psnr": score} for score, value in tuning],
             "untrained": classical,
             "trained": trained,
@@ -410,6 +517,8 @@ def run_study(args) -> dict:
     lipschitz = float((physics_train.mask[..., 0] ** 2).max())
     if args.pgd_step is None:
         args.pgd_step = 1.0 / lipschitz
+    equivalence = check_classical_equivalence(used_kernel, args, np.random.default_rng(seed))
+    log(f"untrained network vs its classical algorithm in numpy (float64, 3 layers): max |diff| {equivalence}")
     # test_blurred must come from the same circular model: its residual then has the noise's std
     residual = (
         physics_test.A(torch.from_numpy(data["test_clean"]).float()[:, None])
@@ -441,18 +550,20 @@ def run_study(args) -> dict:
             "lipschitz": lipschitz,
             "pgd_step_initial": args.pgd_step,
             "haar_levels": args.haar_levels,
+            "cp_steps_initial": {"tau": args.cp_tau, "sigma": args.cp_sigma, "beta": 1.0},
             "dncnn": {"depth": args.dncnn_depth, "features": args.dncnn_features, "init": args.dncnn_init},
             "psnr": "data range 1, outputs not clipped, mean over test images",
             "init_iterate": "A^T y (deepinv's default)",
         },
         "convention": convention,
+        "classical_equivalence_max_abs_diff": equivalence,
         "test_blurred_residual_std": float(residual.std()),
         "blurred_psnr": blurred_psnr,
         "networks": {},
     }
     log(
         f"blurred PSNR {blurred_psnr:.2f} dB; residual std of test_blurred vs BlurFFT(test_clean) "
-        f"{results['test_blurred_residual_std']:.4f} (noise sigma {sigma})"
+        f"{results['test_blurred_residual_std']:.4f} (noise sigma {sigma:g})"
     )
     images = {}
     for name in args.networks:
@@ -483,6 +594,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timing-warmup", type=int, default=2, help="untimed steps before the batch-4 timing")
     parser.add_argument("--timing-steps", type=int, default=5, help="timed steps at batch 4")
     parser.add_argument("--pgd-step", type=float, help="initial ISTA step (default 1/L, L = max |k̂|²)")
+    parser.add_argument("--cp-tau", type=float, default=8**-0.5, help="initial primal step (τσ·8 ≤ 1, ||∇||² ≤ 8)")
+    parser.add_argument("--cp-sigma", type=float, default=8**-0.5, help="initial dual step")
     parser.add_argument("--haar-levels", type=int, default=3, help="levels of the Haar transform")
     parser.add_argument("--dncnn-depth", type=int, default=5)
     parser.add_argument("--dncnn-features", type=int, default=32)
