@@ -2,8 +2,9 @@
 
 Runs in a separate benchmark venv (never the project's): started with any Python, the script creates the venv
 if needed (``--venv``, else ``$DEEPINV_VENV``, else ``build/deepinv-venv`` in this checkout) and re-executes
-itself there. Where the venv cannot be made it prints one line ``deepinv_side: skipped: <reason>``, writes
-``{"skipped": reason}`` to ``--out`` and exits with code 3.
+itself there (with neither given, a Python that already imports deepinv runs the study itself). Where the
+venv cannot be made it prints one line ``deepinv_side: skipped: <reason>``, writes ``{"skipped": reason}`` to
+``--out`` and exits with code 3.
 
 The venv: CPython 3.11, ``pip install torch==2.13.0`` (the CPU wheel on this machine's disk; the script refuses
 to go on if pip would fetch any other build), then ``pip install -c benchmarks/pins.txt deepinv==0.5.0
@@ -36,9 +37,10 @@ layers, 32×32: ≈ 1e-9, deepinv keeping step sizes and λ as float32 parameter
 
 Training: Adam (lr ``--lr``, 1e-3), MSE loss, a batch of training patches drawn each step with y = blur(x) +
 sigma * noise drawn fresh (one torch.Generator seeded with the file's seed), until ``--steps`` or ``--minutes``.
-Reported per network: PSNR (data range 1, outputs not clipped, mean over test images) and SSIM (skimage) of
-the untrained (classical) and trained network, seconds per training step at batch 4 on the training patch
-size, latency per test image (batch 1, median), parameter count, training time and steps.
+Reported per network: PSNR (data range 1, mean over test images; outputs clipped to [0, 1] only with
+``--clip``) and SSIM (skimage) of the untrained (classical) and trained network, seconds per training step at
+batch 4 on the training patch size, latency per test image (batch 1, median), parameter count, training time
+and steps.
 
     python benchmarks/deepinv_side.py --setup-only                         # create the venv, nothing else
     python benchmarks/deepinv_side.py --input data.npz --out results.json  # all three, K=8, 8 min each
@@ -48,6 +50,7 @@ size, latency per test image (batch 1, median), parameter count, training time a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -71,8 +74,6 @@ WAVELET_PRIOR_THS = 0.1
 
 def declare_missing_torchvision_ops() -> list[str]:
     """Declare torchvision's nms/qnms schemas where its C++ library does not load, so that it imports."""
-    import importlib.util
-
     import torch
 
     spec = importlib.util.find_spec("torchvision")
@@ -392,6 +393,8 @@ def run_network(name, args, data, physics_train, physics_test, generator, log) -
             start = time.perf_counter()
             outputs.append(reconstruct(current, test_blurred[index : index + 1, None], physics_test)[0, 0].numpy())
             latencies.append(time.perf_counter() - start)
+        if args.clip:
+            outputs = [np.clip(output, 0.0, 1.0) for output in outputs]
         psnrs = [psnr(output, clean) for output, clean in zip(outputs, test_clean, strict=True)]
         ssims = [ssim(output, clean) for output, clean in zip(outputs, test_clean, strict=True)]
         return {
@@ -471,11 +474,12 @@ def run_network(name, args, data, physics_train, physics_test, generator, log) -
 def run_study(args) -> dict:
     import numpy as np
 
-    declare_missing_torchvision_ops()
+    declared_ops = declare_missing_torchvision_ops()
     import deepinv as dinv
     import scipy
     import skimage
     import torch
+    import torchvision
 
     torch.set_num_threads(args.threads)
     data = dict(np.load(args.input))
@@ -532,7 +536,10 @@ def run_study(args) -> dict:
             "torch": torch.__version__,
             "scipy": scipy.__version__,
             "scikit-image": skimage.__version__,
+            "torchvision": torchvision.__version__,
+            "torchvision_ops_declared": declared_ops,
             "python": sys.version.split()[0],
+            "python_executable": sys.executable,
         },
         "settings": {
             "input": str(args.input),
@@ -552,7 +559,8 @@ def run_study(args) -> dict:
             "haar_levels": args.haar_levels,
             "cp_steps_initial": {"tau": args.cp_tau, "sigma": args.cp_sigma, "beta": 1.0},
             "dncnn": {"depth": args.dncnn_depth, "features": args.dncnn_features, "init": args.dncnn_init},
-            "psnr": "data range 1, outputs not clipped, mean over test images",
+            "psnr": "data range 1, mean over test images",
+            "outputs_clipped": args.clip,
             "init_iterate": "A^T y (deepinv's default)",
         },
         "convention": convention,
@@ -600,6 +608,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dncnn-depth", type=int, default=5)
     parser.add_argument("--dncnn-features", type=int, default=32)
     parser.add_argument("--dncnn-init", choices=("zero", "kaiming"), default="zero", help="last conv of the DnCNN")
+    parser.add_argument("--clip", action="store_true", help="clip outputs to [0, 1] before PSNR/SSIM")
     parser.add_argument("--images-out", type=Path, help="optional .npz of the reconstructed test images")
     args = parser.parse_args(argv)
     args.networks = [name.strip() for name in args.networks.split(",") if name.strip()]
@@ -616,8 +625,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    venv = (args.venv or Path(os.environ.get("DEEPINV_VENV") or DEFAULT_VENV)).absolute()
-    if Path(sys.prefix).resolve() != venv.resolve():
+    requested = args.venv or os.environ.get("DEEPINV_VENV")
+    venv = Path(requested or DEFAULT_VENV).absolute()
+    # run here when this is the venv asked for, or when none was asked for and this Python has deepinv
+    runs_here = Path(sys.prefix).resolve() == venv.resolve() or (
+        requested is None and importlib.util.find_spec("deepinv") is not None
+    )
+    if not runs_here:
         reason = ensure_venv(venv)
         if reason is not None:
             return skip(reason, args.out)
@@ -627,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         python = str(venv_python(venv))
         os.execv(python, [python, str(Path(__file__).resolve()), *argv, "--venv", str(venv)])
     if args.setup_only:
-        print(f"deepinv_side: venv ready at {venv}")
+        print(f"deepinv_side: deepinv ready in {sys.prefix}")
         return 0
     results = run_study(args)
     text = json.dumps(results, indent=2) + "\n"
