@@ -113,6 +113,10 @@ class TorchPrinter(_PythonPrinter):
                 left_text = self._lifted(left, prec)
                 right_text = self._lifted(right, prec + 1)
                 return f"{left_text} {op} {right_text}", prec
+            case ir.Prox(op=op, scale=scale, arg=arg) if ir.is_stack(arg.shape):
+                return self._on_stack(PROX_TABLE[op].torch, arg, (scale,)), ATOM
+            case ir.Proj(set=set_name, params=params, arg=arg) if ir.is_stack(arg.shape):
+                return self._on_stack(SET_TABLE[set_name].torch, arg, params), ATOM
             case ir.Apply(func=func, args=args):
                 entry = FUNCTIONS[func]
                 if "{sample_axes}" in entry.torch:  # the entry reads the sample's axes itself
@@ -130,6 +134,13 @@ class TorchPrinter(_PythonPrinter):
 
     def operator(self, entry: ProxOp | SetOp) -> str:
         return entry.torch
+
+    def _on_stack(self, operator: str, arg: ir.Expr, params: tuple[ir.Expr, ...]) -> str:
+        """A prox or projection of matrices on a stack (B, c, h, w), run as (B, c, h·w): groups over
+        the first axis (norm21, ball21) are then the pixels."""
+        if "flat_stack" not in self.helpers:
+            self.helpers.append("flat_stack")
+        return f"flat_stack({operator}, {', '.join(self(a) for a in (arg, *params))})"
 
     def _per_sample_scalar_on_stack(self, left: ir.Expr, right: ir.Expr) -> bool:
         return any(

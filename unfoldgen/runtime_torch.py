@@ -106,6 +106,12 @@ def norm21(v: Tensor, sample_axes: int) -> Tensor:
     return norms.sum(dim=tuple(range(-sample_axes + 1, 0))).reshape(*norms.shape[: norms.dim() - sample_axes + 1], 1, 1)
 
 
+def flat_stack(operator, v: Tensor, *params: Tensor | float) -> Tensor:
+    """``operator`` (a prox or projection of matrices) on a stack ``(B, c, h, w)`` seen as
+    ``(B, c, h·w)``: groups over the first axis (norm21, ball21) are the pixels."""
+    return operator(v.flatten(-2), *params).view_as(v)
+
+
 def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     """``matrix @ batch`` for a matrix shared by the batch and a batch ``(..., n, c)``, as one GEMM
     over all columns: a broadcast ``@`` runs one small product per sample, and so does its gradient

@@ -85,7 +85,7 @@ def _chain(expr: ir.Expr, var: str) -> tuple[float | ir.Expr, list[ir.Apply]] | 
 def _is_adjoint_of(outer: ir.Apply, inner: ir.Apply) -> bool:
     """``outer`` applies the adjoint of ``inner`` (same kernel, factor, …), up to a sign."""
     entry = FUNCTIONS[inner.func]
-    seed = ir.Ref("_seed", "let", inner.args[entry.linear_arg].shape)
+    seed = ir.Ref("_seed", "let", inner.shape)
     adjoint = entry.adjoint(inner.args, seed)
     _, bare = ir.split_factor(adjoint)
     if not isinstance(bare, ir.Apply) or bare.func != outer.func:

@@ -54,6 +54,18 @@ def as_data(
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
+def bound_size(axis: str, size: int, sizes: dict) -> int:
+    """The size an axis must have: a dim bound before, or bound now by this axis. A derived axis
+    (``h/4``, ``4*h``) binds and reads its base dim ``h``."""
+    scaled, _, denominator_text = axis.partition("/")
+    numerator_text, _, name = scaled.rpartition("*")
+    numerator, denominator = int(numerator_text or 1), int(denominator_text or 1)
+    if (size * denominator) % numerator:
+        return -1  # no whole base size gives this axis: the caller reports the mismatch
+    base = sizes.setdefault(name, size * denominator // numerator)
+    return base * numerator // denominator if (base * numerator) % denominator == 0 else -1
+
+
 def check_input(
     name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
 ) -> Tensor:
@@ -70,7 +82,7 @@ def check_input(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
         )
     for axis, size in zip(axes, value.shape[1:], strict=False):
-        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        bound = bound_size(axis, size, sizes) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(
                 f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
@@ -221,6 +233,8 @@ class IstaLearnedShrink(nn.Module):
     INPUTS: tuple[str, ...] = ("y",)
     VARIABLES: tuple[str, ...] = ("x",)
     OUTPUTS: tuple[str, ...] = ("x",)
+    # inputs that the smooth part compares with a linear model of the variables (see measure)
+    MEASURED: tuple[str, ...] = ("y",)
     PARADIGMS: dict[str, int] = {"mu": 1, "shrink": 4}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("mu",)
@@ -283,6 +297,13 @@ class IstaLearnedShrink(nn.Module):
         _dtype, _device = self.A.dtype, self.A.device
         x = unit_basis(n, 1, _dtype, _device)
         return largest_hessian_eigenvalue(shared_matmul(A.mT, shared_matmul(A, x)))
+
+    def measure(self, x: Tensor) -> dict[str, Tensor]:
+        """The noise-free measurements of the forward model, in the caller's layout: y = A x."""
+        _sizes = dict(self.sizes)
+        x = check_input("x", x, ("n",), _sizes, self.A.dtype)
+        A = self.A
+        return {"y": shared_matmul(A, x).squeeze(-1)}
 
     def prepare_inputs(self, y: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""

@@ -57,6 +57,18 @@ def as_data(
     return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 1 else tensor
 
 
+def bound_size(axis: str, size: int, sizes: dict) -> int:
+    """The size an axis must have: a dim bound before, or bound now by this axis. A derived axis
+    (``h/4``, ``4*h``) binds and reads its base dim ``h``."""
+    scaled, _, denominator_text = axis.partition("/")
+    numerator_text, _, name = scaled.rpartition("*")
+    numerator, denominator = int(numerator_text or 1), int(denominator_text or 1)
+    if (size * denominator) % numerator:
+        return -1  # no whole base size gives this axis: the caller reports the mismatch
+    base = sizes.setdefault(name, size * denominator // numerator)
+    return base * numerator // denominator if (base * numerator) % denominator == 0 else -1
+
+
 def check_input(
     name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
 ) -> Tensor:
@@ -73,7 +85,7 @@ def check_input(
             f"input {name}: expected batch size {batch} like the other inputs, got {value.shape[0]}"
         )
     for axis, size in zip(axes, value.shape[1:], strict=False):
-        bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
+        bound = bound_size(axis, size, sizes) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(
                 f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
@@ -183,6 +195,8 @@ class RpcaTied(nn.Module):
         "L",
         "S",
     )
+    # inputs that the smooth part compares with a linear model of the variables (see measure)
+    MEASURED: tuple[str, ...] = ()
     PARADIGMS: dict[str, int] = {"mu": 1, "lam1": 2, "lam2": 2}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ()
