@@ -16,9 +16,13 @@ import inspect
 import itertools
 from pathlib import Path
 
+import imaging_reference
 import numba
 import numpy as np
 import pytest
+import pywt
+import scipy.fft
+import scipy.ndimage
 import scipy.special
 import torch
 from argmin import (
@@ -107,6 +111,8 @@ FUNCTION_REFERENCES = {
     "opnorm": (lambda v: np.linalg.norm(v, 2), ("v",)),
     "solve": (np.linalg.solve, ("M", "v")),
 }
+FUNCTION_REFERENCES["norm21"] = (lambda v: np.sqrt((v * v).sum(axis=0)).sum(), ("v",))
+FUNCTION_REFERENCES["max_abs"] = (lambda v: np.abs(v).max(), ("v",))
 NUMBERS = {"v": 0.8, "pos": 1.3, "sparse": -0.4, "s": HUBER_DELTA, "lo": -0.4, "hi": 0.6}
 SAMPLE_SHAPES = [(4, 1), (2, 3)]  # a vector and a matrix per sample
 
@@ -175,9 +181,12 @@ def run_torch(expr: ir.Expr, args: list) -> torch.Tensor:
     for node in ir.walk(expr):
         if isinstance(node, ir.Apply):
             helpers += FUNCTIONS[node.func].torch_helpers
+    # the compiler's own helper sources, as generated modules hold them
     namespace = {"torch": torch, "Tensor": torch.Tensor, "dtype": torch.float64, "device": torch.device("cpu")}
-    for source in helper_sources("runtime_torch", list(dict.fromkeys(helpers))):
-        exec(source, namespace)  # the compiler's own helper source, as generated modules hold it
+    for module in ("runtime_torch", "linops_torch"):
+        names = [h for h in dict.fromkeys(helpers) if h in defined(module)]
+        for source in helper_sources(module, names) if names else []:
+            exec(source, namespace)
     for i, value in enumerate(args):
         namespace[f"a{i}"] = torch.tensor(value) if isinstance(value, np.ndarray) else value
     return eval(code, namespace)
@@ -214,12 +223,14 @@ def run_numba(expr: ir.Expr, args: list, batched: bool) -> np.ndarray:
 
 def function_cases():
     for name in FUNCTIONS:
+        if FUNCTIONS[name].kind == "linear" or name == "conv_norm2":
+            continue  # tested below with their own shapes
         for shape in function_shapes(name):
             yield pytest.param(name, shape, id=f"{name}-{shape[0]}x{shape[1]}")
 
 
 def test_every_entry_has_a_reference():
-    assert set(FUNCTION_REFERENCES) == set(FUNCTIONS)
+    assert set(FUNCTION_REFERENCES) | set(LINEAR_REFERENCES) | {"conv_norm2"} == set(FUNCTIONS)
     assert set(PROX_REFERENCES) == set(PROX_TABLE)
     assert set(SET_REFERENCES) == set(SET_TABLE)
 
@@ -228,9 +239,12 @@ def test_every_named_implementation_exists():
     """Each entry's torch and numba names are functions of the modules the compiler copies."""
     torch_ops, numba_ops = defined("ops_torch"), defined("ops_numba")
     runtime, net_classes = defined("runtime_torch"), defined("nets_torch")
+    linops_torch, linops_numba = defined("linops_torch"), defined("linops_numba")
     for entry in FUNCTIONS.values():
-        assert set(entry.torch_helpers) <= runtime, entry.name
-        assert set(entry.numba_helpers) <= numba_ops, entry.name
+        assert set(entry.torch_helpers) <= (linops_torch if entry.torch_module == "linops_torch" else runtime), (
+            entry.name
+        )
+        assert set(entry.numba_helpers) <= (linops_numba if entry.kind == "linear" else numba_ops), entry.name
     for entry in [*PROX_TABLE.values(), *SET_TABLE.values()]:
         assert entry.torch in torch_ops, entry.key
         assert entry.numba is None or entry.numba in numba_ops, entry.key
@@ -293,6 +307,155 @@ def test_function_derivative(name):
     value = run_torch(ir.Apply(name, refs, refs[0].shape), [x, *args[1:]])
     (grad,) = torch.autograd.grad(value.sum(), x)
     np.testing.assert_allclose(np.broadcast_to(derivative, grad.shape), grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ linear operators
+
+
+def _dense(forward, shape):
+    """The matrix of a linear map on arrays of ``shape``, column by column."""
+    size = int(np.prod(shape))
+    return np.stack([np.ravel(forward(np.eye(size)[j].reshape(shape))) for j in range(size)], axis=1)
+
+
+def _transposed(forward, in_shape):
+    """The exact adjoint of a reference map: its dense matrix, transposed."""
+
+    def adjoint(r):
+        return (_dense(forward, in_shape).T @ r.ravel()).reshape(in_shape)
+
+    return adjoint
+
+
+def _haar(v, levels):
+    if v.shape[1] == 1:  # a column: the 1-D transform along it
+        return np.concatenate(pywt.wavedec(v[:, 0], "haar", level=levels, mode="periodization"))[:, None]
+    return imaging_reference.haar(v, levels)
+
+
+def _up(v, s):
+    out = np.zeros((v.shape[0] * s, v.shape[1] if v.shape[1] == 1 else v.shape[1] * s))
+    out[::s, :: (1 if v.shape[1] == 1 else s)] = v
+    return out
+
+
+def _diff(v):
+    out = np.zeros_like(v)
+    out[:-1] = np.diff(v, axis=0)
+    return out
+
+
+# name -> (reference on one sample and the other arguments, per-sample input shapes to try)
+KERNEL = {
+    "image": np.array([[0.1, 0.2, 0.0], [0.3, 1.0, -0.2], [0.05, 0.1, 0.4]]),
+    "column": np.array([[0.2], [1.0], [-0.3]]),
+}
+IMAGE, COLUMN, LEVELS, FACTOR = (4, 6), (8, 1), 1, 2
+LINEAR_REFERENCES = {
+    "conv": (lambda k, v: scipy.ndimage.convolve(v, k, mode="wrap"), "kernel", [IMAGE, COLUMN]),
+    "conv_adj": (lambda k, v: scipy.ndimage.correlate(v, k, mode="wrap"), "kernel", [IMAGE, COLUMN]),
+    "conv_zero": (lambda k, v: scipy.ndimage.convolve(v, k, mode="constant"), "kernel", [IMAGE, COLUMN]),
+    "conv_zero_adj": (lambda k, v: scipy.ndimage.correlate(v, k, mode="constant"), "kernel", [IMAGE, COLUMN]),
+    "conv_reflect": (lambda k, v: scipy.ndimage.convolve(v, k, mode="reflect"), "kernel", [IMAGE, COLUMN]),
+    "conv_reflect_adj": (
+        lambda k, v: _transposed(lambda u: scipy.ndimage.convolve(u, k, mode="reflect"), v.shape)(v),
+        "kernel",
+        [IMAGE, COLUMN],
+    ),
+    "diff": (_diff, None, [COLUMN]),
+    "diff_adj": (lambda v: _transposed(_diff, v.shape)(v), None, [COLUMN]),
+    "grad2": (imaging_reference.grad2, None, [IMAGE]),
+    "div2": (imaging_reference.div2, None, [(2, *IMAGE)]),
+    "down": (lambda v, s: v[::s, :: (1 if v.shape[1] == 1 else s)], "factor", [IMAGE, COLUMN]),
+    "up": (_up, "factor", [IMAGE, COLUMN]),
+    "dct": (lambda v: scipy.fft.dctn(v, norm="ortho"), None, [IMAGE, COLUMN]),
+    "idct": (lambda v: scipy.fft.idctn(v, norm="ortho"), None, [IMAGE, COLUMN]),
+    "haar": (_haar, "levels", [IMAGE, COLUMN]),
+    "ihaar": (lambda v, levels: _transposed(lambda u: _haar(u, levels), v.shape)(v), "levels", [IMAGE, COLUMN]),
+    "solve_conv": (lambda k, mu, v: imaging_reference.solve_conv(k, mu, v), "kernel+weight", [IMAGE]),
+}
+
+
+def linear_cases():
+    for name, (_, _, shapes) in LINEAR_REFERENCES.items():
+        for backend, shape in itertools.product(("torch", "numba"), shapes):
+            yield pytest.param(name, backend, shape, id=f"{name}-{backend}-{'x'.join(map(str, shape))}")
+
+
+def linear_call(name: str, shape: tuple[int, ...]) -> tuple[ir.Expr, list, list]:
+    """The IR of ``name`` on a per-sample argument of ``shape``: (expr, runtime values, reference args)."""
+    rng = np.random.default_rng([7, *shape])
+    v = rng.normal(size=(BATCH, *shape))
+    entry = FUNCTIONS[name]
+    sample = ir.Ref("a0", "input", shape)
+    _, extra, _ = LINEAR_REFERENCES[name]
+    if extra is None:
+        return ir.Apply(name, (sample,), entry.shape([shape])), [v], []
+    if extra in ("factor", "levels"):
+        number = FACTOR if extra == "factor" else LEVELS
+        args = (sample, ir.Const(float(number)))
+        return ir.Apply(name, args, entry.shape_of_args(args) if entry.shape_of_args else shape), [v], [number]
+    kernel = KERNEL["column" if shape[1] == 1 else "image"]
+    refs = (ir.Ref("a1", "data", kernel.shape), sample)
+    values, reference = [v, kernel], [kernel]
+    if extra == "kernel+weight":
+        refs = (ir.Ref("a1", "data", kernel.shape), ir.Const(0.3), sample)
+        reference = [kernel, 0.3]
+    return ir.Apply(name, refs, entry.shape([r.shape for r in refs])), values, reference
+
+
+@pytest.mark.parametrize("name, backend, shape", list(linear_cases()))
+def test_linear_operator(name, backend, shape):
+    """Printed by the backend's printer, run on a batch (numba: one sample at a time, a column as
+    one (n, 1) sample), against scipy / numpy / pywt; adjoint entries against the transposed matrix."""
+    expr, values, reference_args = linear_call(name, shape)
+    reference, _, _ = LINEAR_REFERENCES[name]
+    if name in ("conv", "conv_adj", "conv_zero", "conv_zero_adj", "conv_reflect", "conv_reflect_adj", "solve_conv"):
+        expected = np.stack([reference(*reference_args, sample) for sample in values[0]])
+    else:
+        expected = np.stack([reference(sample, *reference_args) for sample in values[0]])
+    entry = FUNCTIONS[name]
+    if backend == "torch":
+        ours = run_torch(expr, values).numpy()
+    else:
+        template = entry.numba_column if shape[1] == 1 and len(shape) == 2 else entry.numba
+        if template is None:
+            pytest.skip(f"{name}: no numba form for this shape (compile notes it and emits no kernel)")
+        code = NumbaPrinter(frozenset({"a0"}), batched=False)(expr)
+        namespace = {"np": np, "numba": numba}
+        for source in helper_sources("linops_numba", list(entry.numba_helpers), "@numba.njit\n"):
+            exec(source, namespace)
+        params = ", ".join(f"a{i}" for i in range(len(values)))
+        exec(f"def kernel({params}):\n    _F = a0.dtype.type\n    return {code}\n", namespace)
+        kernel = numba.njit(namespace["kernel"])
+        ours = np.stack([kernel(sample, *values[1:]) for sample in values[0]])
+    np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LINEAR_REFERENCES))
+def test_linear_operator_adjoint_entry(name):
+    """The entry's adjoint, applied by the chain rule, is the transpose: ⟨A x, y⟩ = ⟨x, Aᵀ y⟩."""
+    shape = LINEAR_REFERENCES[name][2][0]
+    expr, values, _ = linear_call(name, shape)
+    entry = FUNCTIONS[name]
+    seed = ir.Ref("a2", "input", expr.shape)
+    adjoint = entry.adjoint(expr.args, seed)
+    rng = np.random.default_rng(11)
+    y = rng.normal(size=(BATCH, *expr.shape))
+    forward = run_torch(expr, values).numpy()
+    extra = [values[1]] if len(values) > 1 else [0.0]
+    backward = run_torch(adjoint, [values[0], *extra, y]).numpy()
+    left = (forward.reshape(BATCH, -1) * y.reshape(BATCH, -1)).sum(axis=1)
+    right = (values[0].reshape(BATCH, -1) * backward.reshape(BATCH, -1)).sum(axis=1)
+    np.testing.assert_allclose(left, right, rtol=1e-12)
+
+
+def test_conv_norm2_is_the_squared_operator_norm():
+    kernel = KERNEL["image"]
+    expr = ir.Apply("conv_norm2", (ir.Ref("a0", "data", (3, 3)), ir.Ones((8, 8))), ir.SCALAR)
+    ours = float(run_torch(expr, [kernel]))
+    matrix = _dense(lambda u: scipy.ndimage.convolve(u, kernel, mode="wrap"), (8, 8))
+    assert ours == pytest.approx(np.linalg.norm(matrix, 2) ** 2, rel=1e-12)
 
 
 # ---------------------------------------------------------------- prox and projections
