@@ -197,6 +197,16 @@ def test_haar_matches_pywt(shape, levels, dtype):
     np.testing.assert_allclose(lt.ihaar(ours, levels).double(), x, **tolerance(dtype))
 
 
+def test_dct_first_built_under_inference_mode_still_trains():
+    """The DCT matrices are cached: one first built under inference_mode must not be an inference tensor."""
+    shape = (3, 13, 11)  # sizes no other test uses, so this call builds them
+    with torch.inference_mode():
+        lt.dct(torch.ones(shape, dtype=torch.float64))
+    x = draw(shape, 13).requires_grad_(True)
+    lt.idct(lt.dct(x)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+
+
 def test_errors():
     image = torch.zeros(6, 8)
     with pytest.raises(ValueError, match=r"kernel of shape \(7, 3\) is larger than the \(6, 8\) grid"):
