@@ -586,13 +586,16 @@ def numba_cases():
     yield "dct_1d", (as_columns(columns),), as_columns(lt.dct(columns))
     yield "idct_1d", (as_columns(columns),), as_columns(lt.idct(columns))
     yield "haar_1d", (as_columns(columns), 3), as_columns(lt.haar(columns, 3))
+    kernel = draw((5, 1), 39)
+    solved = lt.solve_conv_circular(kernel, 0.3, columns)
+    yield "solve_conv_circular_1d", (kernel.numpy(), 0.3, as_columns(columns)), as_columns(solved)
     yield "ihaar_1d", (as_columns(columns), 3), as_columns(lt.ihaar(columns, 3))
 
 
 NUMBA_CASES = list(numba_cases())
 # A float32 run of every kernel would double the compile time; these (kernel first) cover the
 # convolution loops and the FFT solve with float32 data and a float64 kernel.
-FLOAT32_CHECKED = {"conv_reflect_adjoint_2d", "conv_zero_1d", "solve_conv_circular_2d"}
+FLOAT32_CHECKED = {"conv_reflect_adjoint_2d", "conv_zero_1d", "solve_conv_circular_2d", "solve_conv_circular_1d"}
 
 
 def test_every_numba_function_is_tested():
