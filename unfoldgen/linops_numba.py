@@ -360,3 +360,15 @@ def solve_conv_circular_2d(kernel, mu, b):
         solved = np.fft.irfft2(np.fft.rfft2(stack[ch].astype(np.float64)) / denominator, (h, w))
         out[ch] = solved.astype(b.dtype)
     return out.reshape(b.shape)
+
+
+def solve_conv_circular_1d(kernel, mu, b):
+    """``(K^T K + mu I)^{-1} b`` along axis 0 of (n, cols), K the circular convolution with a (kn, 1) kernel."""
+    _check_circular_kernel(kernel, b)
+    n, kn = b.shape[0], kernel.shape[0]
+    line = np.zeros(n, np.float64)
+    for a in range(kn):
+        line[(a - kn // 2) % n] += kernel[a, 0]
+    denominator = (np.abs(np.fft.rfft(line)) ** 2 + mu).reshape(-1, 1)
+    spectrum = np.fft.rfft(np.ascontiguousarray(b).astype(np.float64), n, 0)
+    return np.fft.irfft(spectrum / denominator, n, 0).astype(b.dtype)

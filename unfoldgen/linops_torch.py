@@ -227,11 +227,14 @@ def _dct_matrix(n: int, like: Tensor) -> Tensor:
     """The orthonormal DCT-II matrix ``C[k, i] = sqrt((1 + (k > 0)) / n) cos(pi (2 i + 1) k / (2 n))``."""
     key = (n, like.dtype, like.device)
     if key not in _DCT_MATRICES:
-        k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-        i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
-        matrix = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
-        matrix[0] = (1 / n) ** 0.5
-        _DCT_MATRICES[key] = matrix.to(dtype=like.dtype, device=like.device)
+        # A normal tensor even when first built under inference_mode, so that later calls with
+        # autograd can save it for the backward pass.
+        with torch.inference_mode(False):
+            k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
+            i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
+            matrix = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
+            matrix[0] = (1 / n) ** 0.5
+            _DCT_MATRICES[key] = matrix.to(dtype=like.dtype, device=like.device)
     return _DCT_MATRICES[key]
 
 
@@ -315,6 +318,7 @@ def solve_conv_circular(kernel: Tensor, mu: Tensor | float, b: Tensor) -> Tensor
     ``(..., 1, 1)``; it must keep ``|k_hat|^2 + mu`` positive. Self-adjoint.
     """
     kernel = _check_kernel(kernel, b)
+    mu = torch.as_tensor(mu, dtype=b.dtype, device=b.device)
     h, w = b.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)
     return torch.fft.irfft2(torch.fft.rfft2(b) / (spectrum.abs() ** 2 + mu), s=(h, w))
@@ -343,7 +347,8 @@ def power_norm2(apply, example: Tensor, iterations: int = 50, margin: float = 0.
     256x256, reflect 0.992-0.996, grad2 (div2 . grad2, true 8 - O(1/h^2)) 0.989-0.991, masked or
     4x-subsampled blur 0.986-0.997, 1-D blur and diff 0.995-0.997; float32 the same to 1e-4. The
     margin 0.05 covers a shortfall down to 0.952, so the result lies 3.3-4.8 % above the truth on
-    all of these, inside [true, 1.10 true]. A zero map gives 0.
+    all of these, inside [true, 1.10 true]. A zero map gives 0. Gradients flow through the
+    iterations (for a learned operator); call it under ``torch.no_grad()`` where none are wanted.
     """
     generator = torch.Generator().manual_seed(0)
     start = torch.randn(example.shape, generator=generator, dtype=torch.float64)
