@@ -231,6 +231,7 @@ def _explain(text: str) -> str:
 
 # ------------------------------------------------------------------ the examples, untrained
 
+
 def deblur_inputs(seed: int):
     k = gaussian(9, 1.6)
     clean = images(seed)

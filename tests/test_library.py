@@ -34,6 +34,7 @@ from argmin import (
     ref_proj_box,
     ref_proj_nonneg,
     ref_proj_simplex,
+    ref_prox_norm21,
     ref_prox_norminf,
     ref_soft_threshold,
     ref_soft_threshold_nonneg,
@@ -285,9 +286,9 @@ def test_function_numba(name, shape):
 @pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_function_folds_numbers(name):
     entry = FUNCTIONS[name]
-    kinds = FUNCTION_REFERENCES[name][1]
     if not entry.foldable:
         pytest.skip(f"{name}: the entry has no value at build time (neither fold nor sympy)")
+    kinds = FUNCTION_REFERENCES[name][1]
     numbers = [NUMBERS[kind] for kind in kinds]
     blocks = [np.array([[n]]) if kind in ("v", "pos", "sparse") else n for n, kind in zip(numbers, kinds, strict=True)]
     expected = FUNCTION_REFERENCES[name][0](*blocks)
@@ -452,8 +453,8 @@ def test_linear_operator_adjoint_entry(name):
 
 def test_conv_norm2_is_the_squared_operator_norm():
     kernel = KERNEL["image"]
-    expr = ir.Apply("conv_norm2", (ir.Ref("a0", "data", (3, 3)), ir.Ones((8, 8))), ir.SCALAR)
-    ours = float(run_torch(expr, [kernel]))
+    expr = ir.Apply("conv_norm2", (ir.Ref("a0", "data", (3, 3)), ir.Ref("a1", "data", (8, 8))), ir.SCALAR)
+    ours = float(run_torch(expr, [kernel, np.zeros((8, 8))]))
     matrix = _dense(lambda u: scipy.ndimage.convolve(u, kernel, mode="wrap"), (8, 8))
     assert ours == pytest.approx(np.linalg.norm(matrix, 2) ** 2, rel=1e-12)
 
@@ -468,6 +469,7 @@ PROX_REFERENCES = {
     "norminf": ref_prox_norminf,
     "nuclear": ref_svt,  # takes the matrix itself
     "norm0": ref_hard_threshold,
+    "norm21": lambda v, t: ref_prox_norm21(v if v.ndim == 2 else v[:, None], t).reshape(v.shape),  # the block
 }
 # set -> (reference projection, its parameters from a positive number p)
 SET_REFERENCES = {
@@ -476,7 +478,18 @@ SET_REFERENCES = {
     "ball2": (ref_proj_ball2, lambda p: (p,)),
     "ball1": (ref_proj_ball1, lambda p: (p,)),
     "simplex": (ref_proj_simplex, lambda p: (p,)),
+    "ball21": (lambda v, r: _proj_ball21(v, r), lambda p: (p,)),
 }
+GROUPED = ("nuclear", "norm21", "ball21")  # references that take the whole block, not its entries
+
+
+def _proj_ball21(v: np.ndarray, r: float) -> np.ndarray:
+    """Each column (a vector: the whole vector) scaled into the ball of radius r."""
+    block = v if v.ndim == 2 else v[:, None]
+    norms = np.sqrt((block * block).sum(axis=0, keepdims=True))
+    return (block * np.minimum(1.0, r / np.maximum(norms, 1e-300))).reshape(v.shape)
+
+
 BLOCKS = [(3, 1), (5, 1), (2, 3)]
 
 
@@ -511,7 +524,7 @@ def test_prox(key, backend, shape, seed):
     v, t = draw(shape, seed)
     ours = run_operator(entry, backend, v, (t,))
     reference = PROX_REFERENCES[key]
-    expected = reference(v, t) if key == "nuclear" else reference(v.ravel(), t).reshape(shape)
+    expected = reference(v, t) if key in GROUPED else reference(v.ravel(), t).reshape(shape)
     # the references are good to ~2e-8, so 1e-6 still catches a 1e-5 relative slip in t
     np.testing.assert_allclose(ours, expected, atol=1e-6, rtol=0)
 
@@ -523,7 +536,8 @@ def test_projection(key, backend, shape, seed):
     reference, params = SET_REFERENCES[key]
     assert len(params(p)) == len(entry.params)
     ours = run_operator(entry, backend, v, params(p))
-    np.testing.assert_allclose(ours, reference(v.ravel(), *params(p)).reshape(shape), atol=1e-6, rtol=0)
+    given = v if key in GROUPED else v.ravel()
+    np.testing.assert_allclose(ours, reference(given, *params(p)).reshape(shape), atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------- nets
