@@ -225,6 +225,7 @@ def solve_conv_circular(kernel: Tensor, mu: Tensor | float, b: Tensor) -> Tensor
     ``(..., 1, 1)``; it must keep ``|k_hat|^2 + mu`` positive. Self-adjoint.
     """
     kernel = _check_kernel(kernel, b)
+    mu = torch.as_tensor(mu, dtype=b.dtype, device=b.device)
     h, w = b.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)
     return torch.fft.irfft2(torch.fft.rfft2(b) / (spectrum.abs() ** 2 + mu), s=(h, w))

@@ -169,11 +169,14 @@ def _dct_matrix(n: int, like: Tensor) -> Tensor:
     """The orthonormal DCT-II matrix ``C[k, i] = sqrt((1 + (k > 0)) / n) cos(pi (2 i + 1) k / (2 n))``."""
     key = (n, like.dtype, like.device)
     if key not in _DCT_MATRICES:
-        k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-        i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
-        matrix = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
-        matrix[0] = (1 / n) ** 0.5
-        _DCT_MATRICES[key] = matrix.to(dtype=like.dtype, device=like.device)
+        # A normal tensor even when first built under inference_mode, so that later calls with
+        # autograd can save it for the backward pass.
+        with torch.inference_mode(False):
+            k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
+            i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
+            matrix = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
+            matrix[0] = (1 / n) ** 0.5
+            _DCT_MATRICES[key] = matrix.to(dtype=like.dtype, device=like.device)
     return _DCT_MATRICES[key]
 
 
