@@ -16,6 +16,7 @@ from test_fuzz import SpecWriter
 
 from unfoldgen.compiler import compile_text, read_spec
 from unfoldgen.errors import SpecError
+from unfoldgen.functions import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 3
@@ -42,7 +43,10 @@ def both_backends(
     package = importlib.import_module(f"generated.{unfold}") if generated else load_package(text, unfold, "both.unf")
     kernels = importlib.import_module(f"{package.__name__}.kernels")
     rng = np.random.default_rng(seed)
-    sizes = {dim.name: 3 + index for index, dim in enumerate(low.problem.of_role("dim"))}
+    # images need room for their kernels and wavelet levels: 16, 24, … pixels
+    images = any(FUNCTIONS[name].kind == "linear" for name in low.plan.functions)
+    dims = low.problem.of_role("dim")
+    sizes = {dim.name: (16 + 8 * index if images else 3 + index) for index, dim in enumerate(dims)}
 
     def sample(shape: tuple, batch: tuple = ()) -> torch.Tensor:
         axes = [sizes.get(axis, axis) for axis in user_axes(shape)]

@@ -63,6 +63,15 @@ EXAMPLES = {
     "rpca_steps": ("RpcaSteps", "RpcaSteps(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
     "rpca_precond": ("RpcaPrecond", "RpcaPrecond(m=5, dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
     "rpca_corona": ("RpcaCorona", "RpcaCorona(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
+    "deblur_ista": ("DeblurIsta", "DeblurIsta(k=K9, h=16, w=16)", "model(y=Y)", [[2, 16, 16]]),
+    "deblur_fista": ("DeblurFista", "DeblurFista(k=K9, h=16, w=16)", "model(y=Y)", [[2, 16, 16]]),
+    "deblur_cp": ("DeblurCp", "DeblurCp(k=K9)", "model(y=Y)", [[2, 16, 16]]),
+    "deblur_cp_kernels": ("DeblurCpKernels", "DeblurCpKernels(k=K9)", "model(y=Y)", [[2, 16, 16]]),
+    "deblur_cp_corrected": ("DeblurCpCorrected", "DeblurCpCorrected(k=K9)", "model(y=Y)", [[2, 16, 16]]),
+    "deblur_hqs": ("DeblurHqs", "DeblurHqs(k=K9)", "model(y=Y)", [[2, 16, 16]]),
+    "tv_cp": ("TvCp", "TvCp(dtype=torch.float64)", "model(y=Y)", [[2, 16, 16]]),
+    "inpaint_ista": ("InpaintIsta", "InpaintIsta(dtype=torch.float64)", "model(M=M, y=Y)", [[2, 16, 16]]),
+    "superres_ista": ("SuperresIsta", "SuperresIsta(k=K5, h=16, w=16)", "model(y=Ylow)", [[2, 16, 16]]),
 }
 
 STANDALONE = textwrap.dedent(
@@ -84,11 +93,17 @@ STANDALONE = textwrap.dedent(
     y = torch.randn(3, 6, generator=g, dtype=torch.float64)
     H = torch.randn(3, 6, 10, generator=g, dtype=torch.float64)
     D = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    K9 = torch.full((9, 9), 1 / 81, dtype=torch.float64)
+    K5 = torch.full((5, 5), 1 / 25, dtype=torch.float64)
+    Y = torch.rand(2, 16, 16, generator=g, dtype=torch.float64)
+    Ylow = torch.rand(2, 4, 4, generator=g, dtype=torch.float64)
+    M = (torch.rand(2, 16, 16, generator=g) < 0.6).to(torch.float64)
+    images = {"K9": K9, "K5": K5, "Y": Y, "Ylow": Ylow, "M": M}
     results = {"blocked": blocked}
     for package, (cls, build, call, _) in cases.items():
         try:
             module = importlib.import_module(package)
-            namespace = {"torch": torch, "A": A, "y": y, "H": H, "D": D, cls: getattr(module, cls)}
+            namespace = {"torch": torch, "A": A, "y": y, "H": H, "D": D, **images, cls: getattr(module, cls)}
             namespace["model"] = eval(build, namespace)
             with torch.no_grad():
                 out = eval(call, namespace)

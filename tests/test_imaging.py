@@ -6,19 +6,18 @@
   1e-10, finite-difference bounds above it, power iteration in [true, 1.10 true];
 - every example of specs/deblur.unf and specs/imaging.unf, untrained, equals a hand-written
   numpy/scipy reference (tests/imaging_reference.py: scipy.ndimage, pywt, scipy.fft) in float64;
-- numba kernels equal the torch module where kernels exist.
+- numba = torch for these examples: tests/test_emitted_kernels.py runs every example with kernels.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import imaging_reference as ref
 import numpy as np
 import pytest
 import torch
-from helpers import load_class, load_package, stacked
+from helpers import load_class, stacked
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBLUR = (ROOT / "specs" / "deblur.unf").read_text(encoding="utf-8")
@@ -319,27 +318,3 @@ def test_measure_is_the_forward_model():
     clean = images(11)
     measured = model.measure(x=tensor(clean))["y"].numpy()
     np.testing.assert_allclose(measured, np.stack([ref.conv(k, image) for image in clean]), atol=1e-12)
-
-
-# ------------------------------------------------------------------ numba kernels
-
-
-@pytest.mark.slow  # compiles kernels: numba takes seconds per spec
-@pytest.mark.parametrize(
-    "text, unfold, data",
-    [
-        (DEBLUR, "deblur_ista", ("k",)),
-        (DEBLUR, "deblur_cp", ("k",)),
-        (IMAGING, "tv_cp", ()),
-    ],
-)
-def test_kernels_equal_torch(text, unfold, data):
-    k, y = deblur_inputs(12)
-    given = {"k": k} if data else {}
-    inputs = {"y": y}
-    model, out = run(load_class(text, unfold), given, **inputs)
-    kernels = importlib.import_module(f"{load_package(text, unfold).__name__}.kernels")
-    state = {name: value.detach().numpy() for name, value in model.state_dict().items()}
-    params = kernels.params_from_state_dict({**state, "layers": model.layers})
-    result = kernels.run(params, **inputs)
-    np.testing.assert_allclose(result, out, atol=1e-10)

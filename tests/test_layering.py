@@ -20,7 +20,7 @@ STAGES = {
     ),
     "parse": 1,
     "check": 2,
-    "lower": 3,
+    **dict.fromkeys(["lower", "spectral"], 3),
     **dict.fromkeys(["printers", "emit", "emit.base", "emit.model", "emit.kernels"], 4),
     "compiler": 5,
 }

@@ -62,6 +62,15 @@ def numba_helpers(names: tuple[str, ...]) -> dict:
     return namespace
 
 
+@functools.cache
+def linops_numba_helpers() -> dict:
+    """Every function of linops_numba, compiled once for the session, as kernels compile them."""
+    namespace = {"np": np, "numba": numba}
+    for source in helper_sources("linops_numba", sorted(defined("linops_numba")), "@numba.njit\n"):
+        exec(source, namespace)
+    return namespace
+
+
 def defined(module: str) -> set[str]:
     """Top-level functions and classes of a module of the package (what the compiler copies)."""
     loaded = importlib.import_module(f"unfoldgen.{module}")
@@ -423,9 +432,7 @@ def test_linear_operator(name, backend, shape):
         if template is None:
             pytest.skip(f"{name}: no numba form for this shape (compile notes it and emits no kernel)")
         code = NumbaPrinter(frozenset({"a0"}), batched=False)(expr)
-        namespace = {"np": np, "numba": numba}
-        for source in helper_sources("linops_numba", list(entry.numba_helpers), "@numba.njit\n"):
-            exec(source, namespace)
+        namespace = dict(linops_numba_helpers())
         params = ", ".join(f"a{i}" for i in range(len(values)))
         exec(f"def kernel({params}):\n    _F = a0.dtype.type\n    return {code}\n", namespace)
         kernel = numba.njit(namespace["kernel"])
