@@ -333,9 +333,10 @@ def operator_choices(shape, seed):
         choices.append(("up2", functools.partial(lt.up, s=2), functools.partial(lt.down, s=2)))
     choices.append(("dct", lt.dct, lt.idct))
     choices.append(("idct", lt.idct, lt.dct))
-    kernel = draw((3, 2), seed)
-    solve = functools.partial(lt.solve_conv_circular, kernel, 0.1 + seed % 3)
-    choices.append(("solve_conv_circular", solve, solve))
+    if h >= 3 and w >= 2:  # a circular kernel must fit in the grid
+        kernel = draw((3, 2), seed)
+        solve = functools.partial(lt.solve_conv_circular, kernel, 0.1 + seed % 3)
+        choices.append(("solve_conv_circular", solve, solve))
     return choices
 
 
