@@ -563,8 +563,8 @@ def numba_cases():
         kernel = draw((5, 1), 34)
         for suffix in ("", "_adjoint"):
             torch_fn = getattr(lt, f"conv_{mode}{suffix}")
-            yield (
-                f"conv_{mode}{suffix}_1d",
+            yield (  # the 2-D functions serve columns with a (kn, 1) kernel
+                f"conv_{mode}{suffix}_2d",
                 (kernel.numpy(), as_columns(columns)),
                 as_columns(torch_fn(kernel, columns)),
             )
@@ -596,7 +596,7 @@ def numba_cases():
 NUMBA_CASES = list(numba_cases())
 # A float32 run of every kernel would double the compile time; these (kernel first) cover the
 # convolution loops and the FFT solve with float32 data and a float64 kernel.
-FLOAT32_CHECKED = {"conv_reflect_adjoint_2d", "conv_zero_1d", "solve_conv_circular_2d", "solve_conv_circular_1d"}
+FLOAT32_CHECKED = {"conv_reflect_adjoint_2d", "conv_zero_2d", "solve_conv_circular_2d", "solve_conv_circular_1d"}
 
 
 def test_every_numba_function_is_tested():

@@ -376,7 +376,7 @@ _OPERATORS = [
         "conv_adj",
         "fourier",
         "conv_circular_2d({0}, {1})",
-        "conv_circular_1d({0}, {1})",
+        "conv_circular_2d({0}, {1})",
         linear_arg=1,
     ),
     _operator(
@@ -388,7 +388,7 @@ _OPERATORS = [
         "conv",
         "fourier",
         "conv_circular_adjoint_2d({0}, {1})",
-        "conv_circular_adjoint_1d({0}, {1})",
+        "conv_circular_adjoint_2d({0}, {1})",
         linear_arg=1,
     ),
     _operator(
@@ -400,7 +400,7 @@ _OPERATORS = [
         "conv_zero_adj",
         "general",
         "conv_zero_2d({0}, {1})",
-        "conv_zero_1d({0}, {1})",
+        "conv_zero_2d({0}, {1})",
         linear_arg=1,
     ),
     _operator(
@@ -412,7 +412,7 @@ _OPERATORS = [
         "conv_zero",
         "general",
         "conv_zero_adjoint_2d({0}, {1})",
-        "conv_zero_adjoint_1d({0}, {1})",
+        "conv_zero_adjoint_2d({0}, {1})",
         linear_arg=1,
     ),
     _operator(
@@ -424,7 +424,7 @@ _OPERATORS = [
         "conv_reflect_adj",
         "general",
         "conv_reflect_2d({0}, {1})",
-        "conv_reflect_1d({0}, {1})",
+        "conv_reflect_2d({0}, {1})",
         linear_arg=1,
     ),
     _operator(
@@ -436,7 +436,7 @@ _OPERATORS = [
         "conv_reflect",
         "general",
         "conv_reflect_adjoint_2d({0}, {1})",
-        "conv_reflect_adjoint_1d({0}, {1})",
+        "conv_reflect_adjoint_2d({0}, {1})",
         linear_arg=1,
     ),
     # finite differences (Neumann boundary: the last difference is zero)

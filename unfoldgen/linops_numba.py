@@ -97,7 +97,8 @@ def _check_circular_kernel(kernel, x):
 
 
 def conv_zero_2d(kernel, x):
-    """Convolution with zeros outside each image (scipy.ndimage mode "constant")."""
+    """Convolution with zeros outside each image (scipy.ndimage mode "constant"); also the 1-D
+    convolution down the columns of (n, cols) with a (kn, 1) kernel."""
     return _convolve(kernel, x, _ZERO)
 
 
@@ -107,7 +108,8 @@ def conv_zero_adjoint_2d(kernel, r):
 
 
 def conv_reflect_2d(kernel, x):
-    """Convolution with the half-sample symmetric extension (scipy.ndimage mode "reflect")."""
+    """Convolution with the half-sample symmetric extension (scipy.ndimage mode "reflect"); also
+    down the columns of (n, cols) with a (kn, 1) kernel."""
     return _convolve(kernel, x, _REFLECT)
 
 
@@ -117,45 +119,14 @@ def conv_reflect_adjoint_2d(kernel, r):
 
 
 def conv_circular_2d(kernel, x):
-    """Circular convolution (scipy.ndimage mode "wrap"); the kernel must fit in the image."""
+    """Circular convolution (scipy.ndimage mode "wrap"); the kernel must fit in the image. Also
+    down the columns of (n, cols) with a (kn, 1) kernel."""
     _check_circular_kernel(kernel, x)
     return _convolve(kernel, x, _WRAP)
 
 
 def conv_circular_adjoint_2d(kernel, r):
     """Adjoint of ``conv_circular_2d``: circular correlation."""
-    _check_circular_kernel(kernel, r)
-    return _convolve_adjoint(kernel, r, _WRAP)
-
-
-def conv_zero_1d(kernel, x):
-    """Convolution along axis 0 of (n, cols) with a (kn, 1) kernel, zeros outside."""
-    return _convolve(kernel, x, _ZERO)
-
-
-def conv_zero_adjoint_1d(kernel, r):
-    """Adjoint of ``conv_zero_1d``."""
-    return _convolve_adjoint(kernel, r, _ZERO)
-
-
-def conv_reflect_1d(kernel, x):
-    """Convolution along axis 0 of (n, cols) with a (kn, 1) kernel, half-sample symmetric ends."""
-    return _convolve(kernel, x, _REFLECT)
-
-
-def conv_reflect_adjoint_1d(kernel, r):
-    """Adjoint of ``conv_reflect_1d``."""
-    return _convolve_adjoint(kernel, r, _REFLECT)
-
-
-def conv_circular_1d(kernel, x):
-    """Circular convolution along axis 0 of (n, cols) with a (kn, 1) kernel, kn <= n."""
-    _check_circular_kernel(kernel, x)
-    return _convolve(kernel, x, _WRAP)
-
-
-def conv_circular_adjoint_1d(kernel, r):
-    """Adjoint of ``conv_circular_1d``."""
     _check_circular_kernel(kernel, r)
     return _convolve_adjoint(kernel, r, _WRAP)
 

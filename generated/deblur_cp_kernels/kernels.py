@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_344145584b73275c"
+_CACHE_MODULE = "_unfoldgen_kernels_17e2e4a2999562a6"
 
 
 def _kernel(**options):
@@ -166,13 +166,6 @@ def _convolve_adjoint(kernel, r, mode):
 @_kernel()
 def conv_circular_adjoint_2d(kernel, r):
     """Adjoint of ``conv_circular_2d``: circular correlation."""
-    _check_circular_kernel(kernel, r)
-    return _convolve_adjoint(kernel, r, _WRAP)
-
-
-@_kernel()
-def conv_circular_adjoint_1d(kernel, r):
-    """Adjoint of ``conv_circular_1d``."""
     _check_circular_kernel(kernel, r)
     return _convolve_adjoint(kernel, r, _WRAP)
 

@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_58a2d8de7c2a9975"
+_CACHE_MODULE = "_unfoldgen_kernels_3972381273ba2e62"
 
 
 def _kernel(**options):
@@ -210,13 +210,6 @@ def conv_circular_adjoint_2d(kernel, r):
 
 
 @_kernel()
-def conv_circular_adjoint_1d(kernel, r):
-    """Adjoint of ``conv_circular_1d``."""
-    _check_circular_kernel(kernel, r)
-    return _convolve_adjoint(kernel, r, _WRAP)
-
-
-@_kernel()
 def _convolve(kernel, x, mode):
     """``y[i, j] = sum_{a, b} k[a, b] x[R(i - a + ca), R(j - b + cb)]`` per image of x."""
     stack = _as_stack(x)
@@ -244,14 +237,8 @@ def _convolve(kernel, x, mode):
 
 @_kernel()
 def conv_circular_2d(kernel, x):
-    """Circular convolution (scipy.ndimage mode "wrap"); the kernel must fit in the image."""
-    _check_circular_kernel(kernel, x)
-    return _convolve(kernel, x, _WRAP)
-
-
-@_kernel()
-def conv_circular_1d(kernel, x):
-    """Circular convolution along axis 0 of (n, cols) with a (kn, 1) kernel, kn <= n."""
+    """Circular convolution (scipy.ndimage mode "wrap"); the kernel must fit in the image. Also
+    down the columns of (n, cols) with a (kn, 1) kernel."""
     _check_circular_kernel(kernel, x)
     return _convolve(kernel, x, _WRAP)
 
