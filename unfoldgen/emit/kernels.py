@@ -51,7 +51,10 @@ def choose_layout(low: LoweredUnfold) -> KernelLayout:
         raise NumbaUnsupportedError(f"sizes derived from a dim ({', '.join(derived)}: e.g. h/4) in kernels")
     for plan in low.lipschitz:
         dynamic = any(_uses_lipschitz(s.init, plan.var) for s in low.dynamic)
-        if dynamic and plan.method != "dense":
+        # a per-sample constant comes from the Hessian's matrix in kernels: fine without operators
+        # (a diagonal Hessian: the same value as torch's max |D|), an n²×n² matrix for an image
+        operators = any(isinstance(n, ir.Apply) and FUNCTIONS[n.func].kind == "linear" for n in ir.walk(plan.hessian))
+        if dynamic and operators:
             raise NumbaUnsupportedError(f"a per-sample lipschitz({plan.var}) of an operator problem in kernels")
     per_sample_matrices = [s.name for s in low.problem.of_role("input") + low.carried if ir.is_matrix(s.shape)]
     for rule in low.rules:
@@ -332,6 +335,17 @@ def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, par
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
     rows, cols = _axes(low.symbol(var).shape)
+    plan = next(plan for plan in low.lipschitz if plan.var == var)
+    if plan.method == "exact" and isinstance(plan.value, ir.Apply) and plan.value.func == "max_abs":
+        diagonal = printer(plan.value.args[0])  # the Hessian's diagonal D: no n×n matrix
+        return {
+            "var": var,
+            "name": f"lipschitz_{var}",
+            "args": args,
+            "reference": args[0],
+            "diagonal": diagonal,
+            "uses_float": "_F(" in diagonal,
+        }
     expression = printer(hessian)
     return {
         "var": var,
@@ -341,6 +355,7 @@ def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, par
         "rows": rows,
         "cols": cols,
         "expression": expression,
+        "diagonal": None,
         "uses_float": "_F(" in expression,
     }
 
