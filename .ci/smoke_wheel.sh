@@ -92,6 +92,22 @@ assert difference < 1e-10, f"kernels.run differs from the torch module by {diffe
 print(f"  forward (5, 20) -> {tuple(x_hat.shape)}; kernels.run matches to {difference:.1e}")
 PY
 
+step "unfoldgen compile specs/deblur.unf; an image network from the wheel (operators, FFT solve)"
+"$UNFOLDGEN" compile "$ROOT/specs/deblur.unf" -o images
+"$VENV_PY" - <<'PY'
+import torch
+
+from images.deblur_cp import DeblurCp
+
+axis = torch.arange(9, dtype=torch.float64) - 4
+kernel = torch.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * 1.6**2))
+model = DeblurCp(k=kernel / kernel.sum())
+y = torch.rand(2, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+x_hat = model(y=y).detach()
+assert x_hat.shape == (2, 32, 32) and bool(torch.isfinite(x_hat).all()), x_hat.shape
+print(f"  deblur_cp forward (2, 32, 32) -> {tuple(x_hat.shape)}")
+PY
+
 step "unfoldgen train (3 of 6 steps)"
 "$UNFOLDGEN" train "$ROOT/specs/lasso.unf" --unfold ista --data sparse:m=20,n=40 --layers 4 --steps 6 --batch 8 \
     --val-size 16 --val-every 3 --checkpoint-every 3 --stop-after 3 -o run
