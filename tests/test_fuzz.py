@@ -41,7 +41,9 @@ from unfoldgen.parse import decode_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {path.name: path.read_bytes() for path in sorted((ROOT / "specs").glob("*.unf"))}
-TIME_LIMIT_S = 1.0
+# CPU seconds one case may take: the largest example (specs/deblur.unf, six unfolds, each with a
+# model and numba kernels to print and format) compiles in 0.3-1.5 CPU s on a loaded 2-core machine
+TIME_LIMIT_S = 2.0
 
 # ---------------------------------------------------------------------- the invariant
 
@@ -56,7 +58,7 @@ class Outcome:
 
 def cpu_seconds() -> float:
     """CPU time of this process and its finished children: unlike wall time, it does not grow
-    when other jobs load the machine, so the one-second limit holds without flaking."""
+    when other jobs load the machine, so the time limit holds without flaking."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
 
@@ -610,7 +612,7 @@ def _warm():
 
 
 SETTINGS = {
-    "deadline": None,  # run_case enforces the one-second limit itself, with a clearer message
+    "deadline": None,  # run_case enforces TIME_LIMIT_S itself, with a clearer message
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
     "database": None,  # the same cases on every machine and run
     "derandomize": True,
