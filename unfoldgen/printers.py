@@ -122,10 +122,9 @@ class TorchPrinter(_PythonPrinter):
                 if "{sample_axes}" in entry.torch:  # the entry reads the sample's axes itself
                     template = entry.torch.replace("{sample_axes}", str(len(args[0].shape)))
                     return self.apply(template, args, entry.integer_args), ATOM
-                if entry.over_samples and ir.is_stack(args[0].shape):  # reduce (B, c, h, w) as (B, c·h, w)
-                    flat = ir.Apply("flatten_stack", (args[0],), (args[0].shape[0], args[0].shape[1]))
-                    args = (flat, *args[1:])
-                return self.apply(entry.torch, args, entry.integer_args), ATOM
+                # a reduction over (B, c, h, w) reduces it as (B, c·h, w), like every per-sample matrix
+                flatten_first = entry.over_samples and ir.is_stack(args[0].shape)
+                return self.apply(entry.torch, args, entry.integer_args, flatten_first), ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
             case ir.Lipschitz(var=var):
@@ -153,14 +152,19 @@ class TorchPrinter(_PythonPrinter):
             return f"{self.wrap(expr, ATOM)}.unsqueeze(-1)"
         return self.wrap(expr, needed)
 
-    def apply(self, template: str, args: tuple[ir.Expr, ...], integer_args: tuple[int, ...] = ()) -> str:
+    def apply(
+        self, template: str, args: tuple[ir.Expr, ...], integer_args: tuple[int, ...] = (), flatten_first: bool = False
+    ) -> str:
+        """An entry's torch form: whole numbers printed as ints, the first argument flattened from
+        (B, c, h, w) to (B, c·h, w) when asked."""
+
         def fill(match: re.Match) -> str:
             index = int(match.group(1))
             if index in integer_args:
                 return str(int(args[index].value))
             arg = args[index]
-            if isinstance(arg, ir.Apply) and arg.func == "flatten_stack":
-                return f"{self.wrap(arg.args[0], ATOM)}.flatten(-3, -2)"
+            if index == 0 and flatten_first:
+                return f"{self.wrap(arg, ATOM)}.flatten(-3, -2)"
             follows = template[match.end() : match.end() + 1]
             return self.wrap(arg, ATOM) if follows == "." else self(arg)
 
