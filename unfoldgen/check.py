@@ -27,6 +27,9 @@ IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 MAX_IDENTIFIER = 64
 MAX_LAYERS = 10_000
 MAX_DIM = 10_000_000
+# `fixed point (tolerance T, iterations N)`: the options and their defaults
+FIXED_POINT_DEFAULTS = {"tolerance": 1e-6, "iterations": 1000}
+MAX_FIXED_POINT_ITERATIONS = 1_000_000
 
 RESERVED = (
     frozenset(keyword.kwlist)
@@ -144,16 +147,26 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class FixedPoint:
+    """A fixed-point unfold: iterate until the relative change is at most ``tolerance`` or for
+    ``iterations`` iterations (the cap)."""
+
+    tolerance: float
+    iterations: int
+
+
+@dataclass(frozen=True)
 class CheckedUnfold:
     name: str
     problem: CheckedProblem
-    layers: int
+    layers: int  # a fixed-point unfold: its iteration cap
     symbols: tuple[Symbol, ...]  # hypers, weights, states in declaration order
     nets: tuple[NetInfo, ...]
     rules: tuple[Rule, ...]
     learns: tuple[Learn, ...]
     outputs: tuple[str, ...]
     span: Span
+    fixed_point: FixedPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -964,13 +977,17 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     if problem is None:
         hint = _suggest(unfold.problem.id, list(problems))
         raise SpecError(f"unknown problem {unfold.problem.id!r}{hint}", unfold.problem.span)
-    if unfold.layers is None:
+    fixed_point = _check_fixed_point(unfold.fixed_point, unfold.layers) if unfold.fixed_point else None
+    if fixed_point is not None:
+        layers = fixed_point.iterations
+    elif unfold.layers is None:
         raise SpecError(
             f"unfold {unfold.name.id!r} needs 'layers K' (the number of unfolded iterations)", unfold.name.span
         )
-    layers, layers_span = unfold.layers
-    if not 1 <= layers <= MAX_LAYERS:
-        raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {layers}", layers_span)
+    else:
+        layers, layers_span = unfold.layers
+        if not 1 <= layers <= MAX_LAYERS:
+            raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {layers}", layers_span)
     if unfold.iterate is None:
         raise SpecError(f"unfold {unfold.name.id!r} needs an 'iterate {{ ... }}' block", unfold.name.span)
     if not unfold.iterate:
@@ -1070,6 +1087,8 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     corrections = _zero_start_nets([rule.value for rule in rules])
     _check_residual_nets(nets, corrections)
     learns = _check_learns(unfold.learns, table, nets)
+    if fixed_point is not None:
+        _check_fixed_point_learns(unfold.learns)
     outputs = tuple(o.id for o in unfold.outputs) or tuple(sym.name for sym in problem.of_role("var"))
     for output in unfold.outputs:
         symbol = table.get(output.id)
@@ -1086,8 +1105,59 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
         for name, net in nets.items()
     )
     return CheckedUnfold(
-        unfold.name.id, problem, layers, tuple(symbols), net_infos, tuple(rules), learns, outputs, unfold.span
+        unfold.name.id,
+        problem,
+        layers,
+        tuple(symbols),
+        net_infos,
+        tuple(rules),
+        learns,
+        outputs,
+        unfold.span,
+        fixed_point,
     )
+
+
+def _check_fixed_point(statement: s.FixedPoint, layers: tuple[int, Span] | None) -> FixedPoint:
+    """The options of `fixed point (...)`, defaults filled in; a fixed-point unfold has no `layers`."""
+    if layers is not None:
+        raise SpecError(
+            "a fixed-point unfold iterates until it converges, so it has no 'layers'; "
+            "set the iteration cap with 'fixed point (iterations N)'",
+            layers[1],
+        )
+    values: dict[str, float] = dict(FIXED_POINT_DEFAULTS)
+    seen: set[str] = set()
+    for option, number in statement.options:
+        if option.id not in FIXED_POINT_DEFAULTS:
+            raise SpecError(
+                f"fixed point has no option {option.id!r} (options: {', '.join(FIXED_POINT_DEFAULTS)})", option.span
+            )
+        if option.id in seen:
+            raise SpecError(f"option {option.id!r} is given twice", option.span)
+        seen.add(option.id)
+        if option.id == "tolerance" and not number.value < 1:
+            raise SpecError(f"tolerance {number.text}: expected a relative change in [0, 1), e.g. 1e-6", number.span)
+        whole = number.text.isdigit()  # no point, no exponent
+        if option.id == "iterations" and not (whole and 1 <= number.value <= MAX_FIXED_POINT_ITERATIONS):
+            raise SpecError(
+                f"iterations {number.text}: expected a whole number between 1 and {MAX_FIXED_POINT_ITERATIONS}",
+                number.span,
+            )
+        values[option.id] = number.value
+    return FixedPoint(float(values["tolerance"]), int(values["iterations"]))
+
+
+def _check_fixed_point_learns(learns: tuple[s.Learn, ...]) -> None:
+    """A fixed-point unfold applies one layer at every iteration: everything it learns is shared."""
+    for statement in learns:
+        if statement.per_layer:
+            names = ", ".join(name.id for name in statement.names)
+            raise SpecError(
+                f"'learn {names}' is per layer (the default); a fixed-point unfold applies the same layer at "
+                f"every iteration, so it learns shared values only: write 'learn {names} shared'",
+                statement.span,
+            )
 
 
 def _zero_start_nets(values: list[ir.Expr]) -> set[str]:

@@ -61,6 +61,17 @@ class NamePlan:
 
 
 @dataclass(frozen=True)
+class FixedPointPlan:
+    """A fixed-point unfold: forward iterates its one layer without a graph until every sample's
+    relative change ‖z_{k+1} − z_k‖ / max(‖z_k‖, tiny) is at most ``tolerance`` (or for ``iterations``,
+    the cap, which the generated module calls ``layers``), then applies it once more with gradients;
+    backward solves the adjoint fixed-point equation with the same tolerance and cap."""
+
+    tolerance: float
+    iterations: int
+
+
+@dataclass(frozen=True)
 class UnfoldPlan:
     """The typed plan of one unfold; ``names`` in declaration order (problem, unfold, nets, lets)."""
 
@@ -79,6 +90,7 @@ class UnfoldPlan:
     # must be positive, and a non-smooth term's coefficient, a threshold, nonnegative
     gradient_steps: tuple[str, ...] = ()
     thresholds: tuple[tuple[str, ir.Expr], ...] = ()  # (the non-smooth function, its coefficient)
+    fixed_point: FixedPointPlan | None = None  # None: an unrolled network of `layers` layers
 
     def __getitem__(self, name: str) -> NamePlan:
         return self.names[name]
@@ -278,6 +290,9 @@ def make_plan(
             (term.func, term.coef)
             for term in problem.nonsmooth
             if ir.refs(term.coef) and all(names[ref].role in ("param", "dim") for ref in ir.refs(term.coef))
+        ),
+        fixed_point=(
+            FixedPointPlan(unfold.fixed_point.tolerance, unfold.fixed_point.iterations) if unfold.fixed_point else None
         ),
     )
 

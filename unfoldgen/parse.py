@@ -29,6 +29,7 @@ TERMINAL_WORDS = {
     "RBRACE": "'}'",
     "COMPARE": "a comparison ('<=', '>=' or '==')",
     "PER_LAYER": "'per layer'",
+    "FIXED_POINT": "'fixed point'",
     "REAL": "'real'",
     "$END": "the end of the file",
 }
@@ -182,6 +183,13 @@ class _Builder(Transformer):
             raise SpecError(f"layers must be between 1 and {MAX_LAYERS}, got {children[0]}", span)
         return ("layers", count, span)
 
+    def fixed_point_option(self, meta: Meta, children: list) -> tuple[s.Name, s.Number]:
+        text, span = str(children[1]), _span(children[1])
+        return (_name(children[0]), s.Number(_check_number(text, span), text, span))
+
+    def fixed_point(self, meta: Meta, children: list) -> s.FixedPoint:
+        return s.FixedPoint(tuple(c for c in children[1:] if c is not None), _span(meta))
+
     def net_option(self, meta: Meta, children: list) -> tuple[s.Name, int | str]:
         text = str(children[1])
         if children[1].type == "NAME":
@@ -227,6 +235,7 @@ class _Builder(Transformer):
         iterate_span = None
         learns: list[s.Learn] = []
         outputs: list[s.Name] = []
+        fixed_point = None
         for stmt in children[2:]:
             match stmt:
                 case ("layers", count, span):
@@ -243,6 +252,10 @@ class _Builder(Transformer):
                     iterate, iterate_span = rules, span
                 case s.Learn():
                     learns.append(stmt)
+                case s.FixedPoint():
+                    if fixed_point is not None:
+                        raise SpecError("'fixed point' is given twice", stmt.span)
+                    fixed_point = stmt
                 case ("output", names, span):
                     if outputs:
                         raise SpecError("'output' is given twice; list all outputs in one statement", span)
@@ -258,6 +271,7 @@ class _Builder(Transformer):
             tuple(learns),
             tuple(outputs),
             _span(meta),
+            fixed_point,
         )
 
     def start(self, meta: Meta, children: list) -> s.SpecFile:
@@ -297,7 +311,8 @@ def _operator_terminals() -> frozenset[str]:
 def _statement_keywords() -> frozenset[str]:
     statements = {"dim", "data", "input", "var", "param", "minimize", "subject", "layers", "hyper", "weight"}
     statements |= {"state", "net", "iterate", "learn", "output", "let", "problem", "unfold"}
-    return frozenset(t.name for t in _parser().terminals if t.pattern.type == "str" and t.pattern.value in statements)
+    keywords = {t.name for t in _parser().terminals if t.pattern.type == "str" and t.pattern.value in statements}
+    return frozenset(keywords | {"FIXED_POINT"})
 
 
 def _expected_words(expected: set[str]) -> str:

@@ -161,6 +161,16 @@ def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> t
     return checked_layers(layers, min(stored, default=None)), dtype, arrays
 
 
+def checked_tolerance(value: object) -> float:
+    """A fixed-point network's tolerance: a relative change in [0, 1)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not (number and 0 <= value < 1):
+        raise ValueError(f"tolerance must be a relative change in [0, 1), got {value}")
+    return float(value)
+
+
 def checked_inputs(values: dict, inputs: dict, sizes: dict, dtype) -> tuple[list, int]:
     """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype."""
     checked = []

@@ -165,3 +165,88 @@ def require_sign(what: str, value: Tensor, positive: bool) -> None:
         raise ValueError(
             f"{what} = {low:g}: expected {expected} for the classical algorithm (validate=False accepts it)"
         )
+
+
+def sample_change(new: list[Tensor], old: list[Tensor]) -> Tensor:
+    """Per sample, over all the tensors together: ‖new − old‖ / max(‖old‖, tiny), shape (B,)."""
+    difference = torch.cat([(fresh - last).flatten(1) for fresh, last in zip(new, old, strict=True)], dim=1)
+    size = torch.cat([last.flatten(1) for last in old], dim=1)
+    tiny = torch.finfo(size.dtype).tiny
+    return torch.linalg.vector_norm(difference, dim=1) / torch.linalg.vector_norm(size, dim=1).clamp_min(tiny)
+
+
+def fixed_point_iteration(step, start: list[Tensor], tolerance: float, iterations: int) -> tuple[list, int, Tensor]:
+    """``values ← step(values)`` (lists of batched tensors) until every sample's relative change
+    (sample_change) is at most ``tolerance``, or ``iterations`` times. A sample that has converged
+    keeps its values while the others go on, so its result does not depend on the rest of the
+    batch. Returns the values, the iterations run and each sample's last relative change."""
+    values = start
+    active = torch.ones(values[0].shape[0], dtype=torch.bool, device=values[0].device)
+    change = torch.full(active.shape, float("inf"), dtype=values[0].dtype, device=values[0].device)
+    count = 0
+    while count < iterations and bool(active.any()):
+        new = step(values)
+        now = sample_change(new, values)
+        if bool(active.all()):
+            values, change = new, now
+        else:
+            values = [
+                torch.where(active.view(-1, *(1,) * (last.dim() - 1)), fresh, last)
+                for fresh, last in zip(new, values, strict=True)
+            ]
+            change = torch.where(active, now, change)
+        active = active & ~(now <= tolerance)
+        count += 1
+    return values, count, change
+
+
+class ImplicitGradient(torch.autograd.Function):
+    """The identity on the outputs of one layer applied at the fixed point z*, whose backward
+    passes on, instead of the gradient v they receive, the solution g of g = v + Jᵀ g (J: the
+    layer's Jacobian in the carried values at z*): the gradient through infinitely many layers."""
+
+    @staticmethod
+    def forward(ctx, solve_adjoint, *values: Tensor):
+        ctx.solve_adjoint = solve_adjoint
+        return tuple(value.view_as(value) for value in values)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        return (None, *ctx.solve_adjoint(list(grads)))
+
+
+def implicit_layer(
+    step, fixed_point: dict[str, Tensor], tolerance: float, iterations: int, record
+) -> dict[str, Tensor]:
+    """``step`` applied once at ``fixed_point`` (detached) with gradients, its backward by implicit
+    differentiation: g = v + Jᵀ g solved by fixed-point iteration of vector-Jacobian products on
+    this one application (retained), to the same tolerance and cap; ``record(iterations, change)``
+    hears how that went. Memory: one layer's graph, whatever the number of forward iterations."""
+    names = list(fixed_point)
+    points = [fixed_point[name].detach().requires_grad_() for name in names]
+    applied = step(dict(zip(names, points, strict=True)))
+    outputs = [applied[name] for name in names]
+    linked = [index for index, output in enumerate(outputs) if output.requires_grad]
+
+    def transposed_jacobian(grads: list[Tensor]) -> list[Tensor]:
+        products = torch.autograd.grad(
+            [outputs[index] for index in linked],
+            points,
+            [grads[index] for index in linked],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return [
+            torch.zeros_like(point) if product is None else product
+            for product, point in zip(products, points, strict=True)
+        ]
+
+    def solve_adjoint(grads: list[Tensor]) -> list[Tensor]:
+        def adjoint_step(current: list[Tensor]) -> list[Tensor]:
+            return [grad + product for grad, product in zip(grads, transposed_jacobian(current), strict=True)]
+
+        solution, count, change = fixed_point_iteration(adjoint_step, grads, tolerance, iterations)
+        record(count, change)
+        return solution
+
+    return dict(zip(names, ImplicitGradient.apply(solve_adjoint, *outputs), strict=True))

@@ -120,6 +120,14 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class FixedPoint:
+    """`fixed point (tolerance T, iterations N)`: the options as written, checked later."""
+
+    options: tuple[tuple[Name, Number], ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Unfold:
     name: Name
     problem: Name
@@ -131,6 +139,7 @@ class Unfold:
     learns: tuple[Learn, ...]
     outputs: tuple[Name, ...]
     span: Span
+    fixed_point: FixedPoint | None = None
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_args": layer_args,
         "layer_lines": layer_lines,
         "layer_returns": returns,
-        "network_args": ["_layers", *array_args, *net_args]
+        "network_args": ["_layers", *(["_tolerance", "_tiny"] if low.plan.fixed_point else []), *array_args, *net_args]
         + [s.name if batched else f"_{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
         "input_axes": {s.name: ir.user_axes(s.shape) for s in inputs},
@@ -215,6 +215,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "init_lines": init_lines,
         "call_args": call_args,
         "state_names": state_names,
+        "next_names": [f"_next_{name}" for name in state_names],  # a fixed-point iteration's new values
+        "fixed_point": low.plan.fixed_point,
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),
         "nets_literal": repr({net.name: _net_entry(low, net) for net in low.unfold.nets}),
@@ -224,7 +226,11 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "lipschitz_functions": lipschitz_functions,
         "param_axes": {key: _param_axes(low, key) for key in array_args},
         "helper_sources": _helpers(low, lipschitz_functions),
-        "runtime_sources": helper_sources("runtime_numba", ["collect_params", "checked_params", "checked_inputs"]),
+        "runtime_sources": helper_sources(
+            "runtime_numba",
+            ["collect_params", "checked_params", "checked_inputs"]
+            + (["checked_tolerance"] if low.plan.fixed_point else []),
+        ),
     }
 
 

@@ -441,7 +441,9 @@ class _ModelEmitter:
         after every method is printed: the printers record the helpers they chose)."""
         low = self.low
         expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
-        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value"]
+        # a fixed-point network iterates one layer; an unrolled one may checkpoint its layers
+        layering = ["fixed_point_iteration", "implicit_layer"] if low.plan.fixed_point else ["checkpoint_segment"]
+        helpers: list[str] = ["as_data", "check_input", "size_of", *layering, "as_value"]
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
         if any(plan.method == "dense" for plan in low.lipschitz):
@@ -553,6 +555,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
         "layers_bounded": any(entry.per_layer for entry in low.plan.learned()),
+        "fixed_point": low.plan.fixed_point,
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,

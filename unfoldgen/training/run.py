@@ -245,6 +245,12 @@ def fit(
     reference = parameter if parameter is not None else next(iter(model.buffers()))
     device, dtype = reference.device, reference.dtype
     full_layers = model.layers
+    if getattr(model, "FIXED_POINT", False) and config.scheme in ("layerwise", "deep-supervision"):
+        raise ConfigError(
+            f"scheme={config.scheme}: {type(model).__name__} is a fixed-point network (one layer iterated to "
+            "convergence, `layers` its iteration cap): it has no layers to train one by one or to supervise; "
+            "use supervised or unsupervised"
+        )
     task = Task(model, binding, config, device, dtype)
     info = task.info
     learned_parameters = _learned_parameters(model, info)
@@ -390,6 +396,12 @@ def fit(
     final = task.evaluate(model)
     metrics = _metrics(model, task, config, state, initial, final, baseline_results, total_steps, world, extra, phases)
     metrics["seconds"] = seconds
+    if getattr(model, "FIXED_POINT", False):  # how the final validation's fixed-point iteration went
+        metrics["fixed_point"] = {
+            "tolerance": model.tolerance,
+            "iterations": model.last_iterations,
+            "residual": model.last_residual,
+        }
     metrics["rank_max_parameter_difference"] = _rank_difference(model, world)
     if writer:
         atomic_save(
