@@ -1,7 +1,9 @@
-"""Peak memory of training a deep unfolding (K = 100) with and without ``checkpoint_layers``.
+"""Peak memory of training a deep unfolding (K = 100) with and without ``checkpoint_layers``, and
+of a fixed-point network against its unrolled twin at 10, 100 and 1000 iterations.
 
-    .venv/bin/python benchmarks/bench_memory.py                       # ISTA and LISTA-CP, K=100
+    .venv/bin/python benchmarks/bench_memory.py                       # ISTA and LISTA-CP, K=100; fixed point
     .venv/bin/python benchmarks/bench_memory.py --layers 50 --batch 128 --models ista
+    .venv/bin/python benchmarks/bench_memory.py --part fixed-point    # only the fixed-point part
 
 How the peak is measured (CPU): each configuration runs in a fresh subprocess, so nothing one run
 allocated can hide in another's heap. The child builds the model and its data, runs one small
@@ -21,7 +23,13 @@ Reported per model: peak increase with and without checkpointing, their ratio, t
 the parameters' gradients (the same in both), step times (recomputation costs one extra forward),
 and whether the gradients agree (float64, to 1e-10).
 
-Writes benchmarks/results/bench_memory.json.
+Fixed point (``--part fixed-point``; ``--fixed-point-batch``, 64 by default, keeps the unrolled
+twin's 1000 layers in memory): ``ista_fixed_point`` (specs/fixed_point.unf) with tolerance 0, so
+that forward and backward each run exactly their cap of N iterations, against ``ista_tied`` (the
+same layer, shared step and threshold) unrolled N layers, N = 10, 100, 1000, measured as above.
+The target: the fixed-point peak at 1000 iterations within 10 % of the peak at 10.
+
+Writes benchmarks/results/bench_memory.json (a single part replaces only its own entry).
 """
 
 from __future__ import annotations
@@ -38,7 +46,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET = 5.0
-MODELS = {"ista": ("generated.ista", "Ista"), "lista_cp": ("generated.lista_cp", "ListaCp")}
+MODELS = {
+    "ista": ("generated.ista", "Ista"),
+    "lista_cp": ("generated.lista_cp", "ListaCp"),
+    "ista_tied": ("generated.ista_tied", "IstaTied"),
+    "ista_fixed_point": ("generated.ista_fixed_point", "IstaFixedPoint"),
+}
+FIXED_POINT_COUNTS = (10, 100, 1000)
+FIXED_POINT_TARGET = 0.10  # peak at 1000 iterations at most 10 % above (or below) the peak at 10
 
 
 # ---------------------------------------------------------------------- the child: one configuration
@@ -63,7 +78,10 @@ def _problem(model_name: str, layers: int, m: int, n: int, batch: int, dtype, de
     x_true = (torch.randn(batch, n, generator=generator, dtype=dtype) * mask).to(device)
     y = x_true @ A.T + 0.01 * torch.randn(batch, m, generator=generator, dtype=dtype).to(device)
     model_class = getattr(importlib.import_module(module), class_name)
-    model = model_class(A=A, lam=0.1, layers=layers, checkpoint_layers=checkpoint)
+    if getattr(model_class, "FIXED_POINT", False):  # tolerance 0: exactly `layers` iterations each way
+        model = model_class(A=A, lam=0.1, layers=layers, tolerance=0.0)
+    else:
+        model = model_class(A=A, lam=0.1, layers=layers, checkpoint_layers=checkpoint)
     return model, model, y, x_true
 
 
@@ -109,7 +127,10 @@ def child(config: dict) -> dict:
         seconds = time.perf_counter() - start
         peak = (_status_kb("VmHWM") - before) * 1024
         method = "VmHWM after the step - VmRSS before it (VmHWM reset through /proc/self/clear_refs)"
-    return {"peak_bytes": peak, "gradient_bytes": gradient_bytes, "step_seconds": seconds, "method": method}
+    result = {"peak_bytes": peak, "gradient_bytes": gradient_bytes, "step_seconds": seconds, "method": method}
+    if getattr(model, "FIXED_POINT", False):  # the iterations the step really ran
+        result |= {"iterations": model.last_iterations, "backward_iterations": model.last_backward_iterations}
+    return result
 
 
 def run_child(config: dict) -> dict:
@@ -162,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=RESULTS / "bench_memory.json")
+    parser.add_argument("--part", choices=("all", "checkpoint", "fixed-point"), default="all")
+    parser.add_argument("--fixed-point-batch", type=int, default=64)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -170,6 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_memory: needs Linux (/proc/self/clear_refs) to measure CPU peaks", file=sys.stderr)
         return 2
 
+    report: dict = {}
+    if args.part != "all" and args.output.exists():  # keep the other part's results
+        report = json.loads(args.output.read_text(encoding="utf-8"))
+    if args.part != "fixed-point":
+        report |= checkpoint_part(args)
+    if args.part != "checkpoint":
+        report["fixed_point"] = fixed_point_part(args)
+    report |= {"python": platform.python_version(), "torch": __import__("torch").__version__}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def checkpoint_part(args: argparse.Namespace) -> dict:
+    """With and without checkpoint_layers, per model (the report's config, models, target_ratio)."""
     report: dict = {
         "config": {k: getattr(args, k) for k in ("layers", "m", "n", "batch", "device")},
         "dtype": "float32",
@@ -205,11 +244,46 @@ def main(argv: list[str] | None = None) -> int:
                 f"step {mode['step_seconds']:6.2f} s, gradients differ by {mode['max_gradient_difference_float64']:.1e}"
             )
         report["models"][name] = entry
-    report |= {"python": platform.python_version(), "torch": __import__("torch").__version__}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
+    return report
+
+
+def fixed_point_part(args: argparse.Namespace) -> dict:
+    """The fixed-point network and its unrolled twin at each iteration count, one fresh child each."""
+    config = {"m": args.m, "n": args.n, "batch": args.fixed_point_batch, "device": args.device}
+    part: dict = {
+        "config": config,
+        "dtype": "float32",
+        "step": "forward + MSE loss + backward",
+        "models": {"fixed point": "ista_fixed_point (tolerance 0)", "unrolled": "ista_tied"},
+        "counts": {},
+    }
+    for count in FIXED_POINT_COUNTS:
+        runs = {
+            kind: run_child({"model": model, "layers": count, "checkpoint": False, **config})
+            for kind, model in (("fixed point", "ista_fixed_point"), ("unrolled", "ista_tied"))
+        }
+        entry = {
+            kind: {"peak_mib": _mib(run["peak_bytes"]), "step_seconds": round(run["step_seconds"], 3)}
+            for kind, run in runs.items()
+        }
+        entry["fixed point"] |= {k: runs["fixed point"][k] for k in ("iterations", "backward_iterations")}
+        entry["method"] = runs["unrolled"]["method"]
+        part["counts"][str(count)] = entry
+        print(
+            f"N={count:5d} fixed point {entry['fixed point']['peak_mib']:8.1f} MiB "
+            f"({entry['fixed point']['iterations']} + {entry['fixed point']['backward_iterations']} iterations, "
+            f"{entry['fixed point']['step_seconds']:6.2f} s); unrolled {entry['unrolled']['peak_mib']:8.1f} MiB "
+            f"({entry['unrolled']['step_seconds']:6.2f} s)"
+        )
+    low, high = (
+        part["counts"][str(c)]["fixed point"]["peak_mib"] for c in (FIXED_POINT_COUNTS[0], FIXED_POINT_COUNTS[-1])
+    )
+    part["peak_change_1000_vs_10"] = round(high / max(low, 1e-9) - 1, 4)
+    first, last = FIXED_POINT_COUNTS[0], FIXED_POINT_COUNTS[-1]
+    part["target"] = f"fixed-point peak at {last} iterations within {FIXED_POINT_TARGET:.0%} of that at {first}"
+    part["meets_target"] = abs(part["peak_change_1000_vs_10"]) <= FIXED_POINT_TARGET
+    print(f"fixed point: peak at 1000 vs 10 iterations {part['peak_change_1000_vs_10']:+.1%} (target ±10%)")
+    return part
 
 
 def _mib(value: float) -> float:

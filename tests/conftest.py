@@ -30,6 +30,7 @@ SLOW: dict[str, frozenset[str]] = {
     ),
     "test_library.py": frozenset({"test_function_numba", "test_prox", "test_projection"}),  # numba per entry
     "test_study_deblur.py": EVERY_TEST,
+    "test_study_fixed_point.py": EVERY_TEST,
     "test_study_rpca.py": EVERY_TEST,
     "test_study_sparse.py": EVERY_TEST,
     "test_train_safety.py": frozenset({"test_nproc_ranks_stop_with_the_launching_process"}),

@@ -72,6 +72,8 @@ EXAMPLES = {
     "tv_cp": ("TvCp", "TvCp(dtype=torch.float64)", "model(y=Y)", [[2, 16, 16]]),
     "inpaint_ista": ("InpaintIsta", "InpaintIsta(dtype=torch.float64)", "model(M=M, y=Y)", [[2, 16, 16]]),
     "superres_ista": ("SuperresIsta", "SuperresIsta(k=K5, h=16, w=16)", "model(y=Ylow)", [[2, 16, 16]]),
+    "ista_fixed_point": ("IstaFixedPoint", "IstaFixedPoint(A=A, lam=0.1)", "model(y=y)", [[3, 10]]),
+    "pgd_fixed_point": ("PgdFixedPoint", "PgdFixedPoint(dtype=torch.float64)", "model(H=H, y=y)", [[3, 10]]),
 }
 
 STANDALONE = textwrap.dedent(
@@ -117,6 +119,7 @@ STANDALONE = textwrap.dedent(
                 "finite": all(bool(torch.isfinite(o).all()) for o in outs),
                 "iterates": len(iterates),
                 "layers": namespace["model"].layers,
+                "fixed_point": getattr(namespace["model"], "FIXED_POINT", False),
             }
         except BaseException:
             results[package] = {"error": traceback.format_exc()}
@@ -207,13 +210,14 @@ def test_package_runs_without_unfoldgen(standalone_run, package):
     assert result["shapes"] == EXAMPLES[package][3]
     assert set(result["dtypes"]) == {"torch.float64"}
     assert result["finite"]
-    assert result["iterates"] == result["layers"] > 0
+    # a fixed-point network returns its final outputs only; `layers` is its iteration cap
+    assert result["iterates"] == (1 if result["fixed_point"] else result["layers"]) > 0
 
 
 # ------------------------------------------------------------------ (b) imports
 
 ALLOWED_MODULES = {
-    "model.py": {"torch", "__future__"},
+    "model.py": {"torch", "__future__", "warnings"},  # warnings: a fixed-point network that hits its cap
     "__init__.py": {"__future__"},  # plus the relative `from .model import ...`
     # the numba kernels; sys and types register the one module name numba's cache files them under
     "kernels.py": {"numpy", "numba", "math", "__future__", "sys", "types"},

@@ -28,8 +28,18 @@ HELPER_MODULES = (
 # Generated methods named after a variable (lipschitz_x): no spec name may start like them.
 GENERATED_PREFIXES = ("lipschitz_",)
 # The names generated code derives from a spec's name: the problem's own value of a learned
-# tensor, the numba kernels' batch arrays, per-sample outputs and values, and a net's weights.
-DERIVED_FORMS = ("lipschitz_{}", "_problem_{}", "_{}_batch", "_out_{}", "_sample_{}", "_{}_weights", "_{}_biases")
+# tensor, the numba kernels' batch arrays, per-sample outputs, a fixed-point iteration's new
+# values, per-sample values, and a net's weights.
+DERIVED_FORMS = (
+    "lipschitz_{}",
+    "_problem_{}",
+    "_{}_batch",
+    "_out_{}",
+    "_next_{}",
+    "_sample_{}",
+    "_{}_weights",
+    "_{}_biases",
+)
 
 # The attributes of ``torch.nn.Module()`` (the compiler does not import torch;
 # tests/test_hostile.py checks this list against the installed torch).
