@@ -190,3 +190,15 @@ def test_explain_shows_the_kept_fraction_and_the_schedule():
     text = explain_lowered([low])
     assert "keep min(0.05·k, 0.2)" in text
     assert low.plan["t"].layer_values and low.plan["k"].storage == "layer"
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.13, 0.5, torch.tensor(0.25)])
+def test_the_export_path_of_support_selection_equals_the_eager_one(fraction, monkeypatch):
+    """Under torch.compile / export the count is a tensor and the kept set comes from a sort; eagerly
+    from topk: both keep the same entries."""
+    generator = torch.Generator().manual_seed(1)
+    v = torch.randn(3, 2, 40, 1, dtype=torch.float64, generator=generator)
+    t = torch.rand(3, 2, 1, 1, dtype=torch.float64, generator=generator)
+    eager = ops_torch.soft_threshold_keep(v, t, fraction)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(ops_torch.soft_threshold_keep(v, t, fraction), eager)

@@ -76,7 +76,7 @@ def soft_threshold_keep(v, t, fraction):
     magnitude = np.abs(v)
     kth = np.empty((1, v.shape[1]), v.dtype)
     for j in range(v.shape[1]):
-        kth[0, j] = np.sort(magnitude[:, j])[rows - count]
+        kth[0, j] = np.partition(magnitude[:, j], rows - count)[rows - count]
     keep = (magnitude >= kth) & (magnitude > t)
     return np.where(keep, v, shrunk)
 
