@@ -169,7 +169,7 @@ NETWORKS = (
         "1+2",
         "alista.unf",
         "alista_ss",
-        1e-3,
+        1e-2,
         10.0,
         200,
         1,
