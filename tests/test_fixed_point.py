@@ -251,6 +251,19 @@ def test_defaults_and_the_plan():
     assert lowered["ista_unrolled"].plan.fixed_point is None
 
 
+def test_a_spec_that_declares_k_uses_it_in_a_fixed_point_unfold():
+    """The layer index is refused (tests/specs/bad/fixed_point_layer_index.unf), the spec's own k is not."""
+    text = LASSO.replace(
+        "hyper mu : real = 1 / lipschitz(x)\n    iterate",
+        "hyper k : real = 2\n    hyper mu : real = 1 / (k * lipschitz(x))\n    iterate",
+        1,
+    )
+    assert "hyper k" in text
+    A, _ = lasso_case()
+    model = load_class(text, "ista_fixed")(A, lam=0.05)
+    torch.testing.assert_close(model.mu, 1 / (2 * torch.linalg.matrix_norm(A, 2) ** 2))
+
+
 @pytest.mark.parametrize("package", ["ista_fixed_point", "pgd_fixed_point"])
 def test_numba_kernels_equal_torch(package: str, tmp_path):
     """The committed examples of specs/fixed_point.unf (their kernels are in the numba cache)."""
