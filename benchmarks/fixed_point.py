@@ -73,9 +73,12 @@ class Setting:
     lam_grid: tuple[float, ...]
 
 
+# The fixed point's tolerance 1e-3 on the relative change per iteration: with ISTA's linear rate
+# near the solution (≈ 0.95 here) the distance left to the fixed point is ≈ 2 % of ‖x‖, −34 dB,
+# far below the estimation error the study measures (−15 … −30 dB); smaller costs iterations.
 SETTINGS = {
-    "full": Setting(100, 200, 0.1, 40.0, 16, 1e-5, 1000, 64, 300, 3e-3, 500, 1000, (0.002, 0.005, 0.01, 0.02, 0.05)),
-    "quick": Setting(40, 80, 0.1, 40.0, 8, 1e-4, 300, 32, 40, 3e-3, 200, 200, (0.005, 0.02, 0.05)),
+    "full": Setting(100, 200, 0.1, 40.0, 16, 1e-3, 1000, 64, 150, 3e-3, 500, 1000, (0.005, 0.01, 0.02, 0.05, 0.1)),
+    "quick": Setting(40, 80, 0.1, 40.0, 8, 1e-3, 1000, 32, 30, 3e-3, 200, 200, (0.02, 0.05, 0.1)),
 }
 
 
@@ -91,8 +94,8 @@ class Study:
         )
         test = self.source.draw(setting.test_size, (seed, TEST_STREAM))
         validation = self.source.validation(setting.val_size)
-        self.test_y, self.test_x = torch.as_tensor(test["y"]), test["x"]
-        self.val_y, self.val_x = torch.as_tensor(validation["y"]), validation["x"]
+        self.test_y, self.test_x = torch.as_tensor(test["y"], dtype=torch.float32), test["x"]
+        self.val_y, self.val_x = torch.as_tensor(validation["y"], dtype=torch.float32), validation["x"]
 
     def build(self, key: str, lam: float) -> torch.nn.Module:
         _, spec, unfold = NETWORKS[key]

@@ -187,14 +187,13 @@ def fixed_point_iteration(step, start: list[Tensor], tolerance: float, iteration
     while count < iterations and bool(active.any()):
         new = step(values)
         now = sample_change(new, values)
-        if bool(active.all()):
-            values, change = new, now
-        else:
-            values = [
+        if not bool(active.all()):  # converged samples keep their values (`new` is rebound, not kept)
+            new = [
                 torch.where(active.view(-1, *(1,) * (last.dim() - 1)), fresh, last)
                 for fresh, last in zip(new, values, strict=True)
             ]
-            change = torch.where(active, now, change)
+            now = torch.where(active, now, change)
+        values, change = new, now
         active = active & ~(now <= tolerance)
         count += 1
     return values, count, change
