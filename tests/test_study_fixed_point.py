@@ -26,7 +26,7 @@ def test_writes_results(quick):
     results, out = quick
     stored = json.loads(out.read_text())
     assert set(stored["networks"]) == {"fixed_point", "unrolled"}
-    assert stored["setting"] == results["setting"]
+    assert stored["setting"] == json.loads(json.dumps(results["setting"]))
 
 
 def test_training_does_not_lose_to_the_classical_start(quick):
