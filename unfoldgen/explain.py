@@ -45,7 +45,13 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
     out: list[str] = []
     for low in lowered:
         problem = low.problem
-        out.append(f"unfold {low.name} from {problem.name}: {low.unfold.layers} layers → class {low.class_name}")
+        fixed = low.plan.fixed_point
+        depth = (
+            f"fixed point (relative change ≤ {fixed.tolerance:g}, at most {fixed.iterations} iterations)"
+            if fixed
+            else f"{low.unfold.layers} layers"
+        )
+        out.append(f"unfold {low.name} from {problem.name}: {depth} → class {low.class_name}")
         out.append(f"  smooth part   f = {math(problem.smooth)}")
         for term in problem.nonsmooth:
             out.append(f"  non-smooth    {math(term.coef)}·{term.func}({math(term.arg)})")

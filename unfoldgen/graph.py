@@ -282,7 +282,8 @@ def to_graph(low: LoweredUnfold, layers_shown: int = 2):
     graph = graphviz.Digraph(name=low.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "compound": "true"})
     graph.attr("node", fontname="Helvetica", fontsize="11")
     graph.attr("edge", fontname="Helvetica", arrowsize="0.6")
-    title = f"{low.class_name}: {unfold.layers} layers of `{unfold.name}` for problem `{low.problem.name}`"
+    depth = f"up to {unfold.layers} iterations" if low.plan.fixed_point else f"{unfold.layers} layers"
+    title = f"{low.class_name}: {depth} of `{unfold.name}` for problem `{low.problem.name}`"
     graph.attr(label=title, labelloc="t", fontsize="14")
 
     with graph.subgraph(name="cluster_layer") as layer:
@@ -292,7 +293,8 @@ def to_graph(low: LoweredUnfold, layers_shown: int = 2):
 
     # the chain of K layers, with the drawn layer marked
     with graph.subgraph(name="cluster_chain") as chain:
-        chain.attr(label=f"the network: {unfold.layers} layers", style="dashed", color="#bbbbbb", fontsize="12")
+        network = "the fixed-point iteration" if low.plan.fixed_point else "the network"
+        chain.attr(label=f"{network}: {depth}", style="dashed", color="#bbbbbb", fontsize="12")
         carried = ", ".join(
             [s.name for s in low.problem.of_role("var")] + [s.name for s in unfold.symbols if s.role == "state"]
         )
