@@ -288,8 +288,10 @@ def _curvature_term(
         if part is not None:
             seed = part if seed is None else ir.add(seed, part)
     assert seed is not None
+    # AᵀA v = Aᵀ(A v): the adjoint of the whole linear part applied to itself (the chain rule
+    # sums a broadcast scalar part back down)
     products = tuple(
-        _zero(shape) if parts[var] is None else calculus.adjoint_apply(parts[var], var, seed, shape)
+        _zero(shape) if parts[var] is None else calculus.adjoint_apply(seed, var, seed, shape)
         for var, shape in zip(variables, shapes, strict=True)
     )
     curvature = FUNCTIONS[func].curvature
@@ -306,7 +308,8 @@ def _curvature_term(
     math = MathPrinter()
     scale = text if coef == ir.Const(1.0) else f"|{math(coef)}|·{text}"
     bound = f"curvature bound {scale} · ‖A‖² ({func}: {kind} {text}), A the linear part of {math(arg)}"
-    reason = reason.replace("the Hessian's", "AᵀA's").replace("the Hessian is", "AᵀA is")
+    for hessian, gram in (("the joint Hessian's", "AᵀA's"), ("the Hessian's", "AᵀA's"), ("the Hessian is", "AᵀA is")):
+        reason = reason.replace(hessian, gram)
     return LipschitzTerm(factor, method, products, value, reason, bound)
 
 
