@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_4a6787af6759c647"
+_CACHE_MODULE = "_unfoldgen_kernels_16f7e9c75c3abae0"
 
 
 def _kernel(**options):
@@ -72,7 +72,7 @@ def soft_threshold_keep(v, t, fraction):
     magnitude = np.abs(v)
     kth = np.empty((1, v.shape[1]), v.dtype)
     for j in range(v.shape[1]):
-        kth[0, j] = np.sort(magnitude[:, j])[rows - count]
+        kth[0, j] = np.partition(magnitude[:, j], rows - count)[rows - count]
     keep = (magnitude >= kth) & (magnitude > t)
     return np.where(keep, v, shrunk)
 

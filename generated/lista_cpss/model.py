@@ -199,13 +199,27 @@ def soft_threshold_keep(v: Tensor, t: Tensor | float, fraction: Tensor | float) 
     so p, get none (the selection is piecewise constant).
     """
     magnitude = v.abs()
-    entries = magnitude.shape[-2] * magnitude.shape[-1]
-    count = torch.as_tensor(fraction, dtype=v.dtype, device=v.device).mul(entries).add(0.5).floor()
-    count = count.clamp(0, entries).long()
-    ranked = magnitude.detach().flatten(-2).sort(dim=-1, descending=True).values
-    index = (count - 1).clamp_min(0).reshape((1,) * ranked.dim()).expand(*ranked.shape[:-1], 1)
-    kth = ranked.gather(-1, index).unsqueeze(-1)  # the count-th largest magnitude of each block
-    keep = (magnitude >= kth) & (magnitude > t) & (count > 0)
+    flat = magnitude.detach().flatten(-2)
+    entries = flat.shape[-1]
+    if (
+        torch.compiler.is_compiling()
+    ):  # torch.compile / export: a count known only at run time, so sort
+        count = (
+            torch.as_tensor(fraction, dtype=v.dtype, device=v.device).mul(entries).add(0.5).floor()
+        )
+        count = count.clamp(0, entries).long()
+        ranked = flat.sort(dim=-1, descending=True).values
+        index = (count - 1).clamp_min(0).reshape((1,) * ranked.dim()).expand(*ranked.shape[:-1], 1)
+        kth = ranked.gather(-1, index)
+        keep = (magnitude >= kth.unsqueeze(-1)) & (magnitude > t) & (count > 0)
+        return torch.where(keep, v, soft_threshold(v, t))
+    count = min(max(int(float(fraction) * entries + 0.5), 0), entries)
+    if count == 0:
+        return soft_threshold(v, t)
+    kth = flat.topk(count, dim=-1).values[
+        ..., -1:
+    ]  # the count-th largest magnitude of each block (4x a sort)
+    keep = (magnitude >= kth.unsqueeze(-1)) & (magnitude > t)
     return torch.where(keep, v, soft_threshold(v, t))
 
 
