@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_49c64fc019edd351"
+_CACHE_MODULE = "_unfoldgen_kernels_9cd1c08b700d0402"
 
 
 def _kernel(**options):
@@ -69,7 +69,8 @@ def lipschitz_w(mu, X, b, n):
     a factor times λ_max of a matrix built column by column (see model.py's method of this name)."""
     _dtype = X.dtype
     _F = _dtype.type
-    _norm0 = np.max(np.abs(_F(0.5) * mu * (_F(2.0) * np.ones((n, 1), _dtype))))
+    _norm = np.max(np.abs(_F(0.5) * mu * (_F(2.0) * np.ones((n, 1), _dtype))))
+    _bound = _F(1.0) * _norm
     _count = n * 1
     _matrix = np.empty((_count, _count), _dtype)
     for _j in range(_count):
@@ -79,8 +80,9 @@ def lipschitz_w(mu, X, b, n):
         _matrix[0 : 0 + n * 1, _j] = (
             np.zeros((n, 1), _dtype) + np.dot(X.T, b * np.dot(X, w) * b)
         ).reshape(-1)
-    _norm1 = largest_abs_eigenvalue(_matrix)
-    return _F(1.0) * _norm0 + _F(0.25) * _norm1
+    _norm = largest_abs_eigenvalue(_matrix)
+    _bound = _bound + _F(0.25) * _norm
+    return _bound
 
 
 @_kernel()

@@ -239,14 +239,16 @@ class LogisticGd(nn.Module):
         b = inputs["b"]
         n = self.X.shape[-1]
         _dtype, _device = self.X.dtype, self.X.device
-        _norm0 = (
+        _norm = (
             (0.5 * mu * (2.0 * torch.ones(n, 1, dtype=_dtype, device=_device)))
             .abs()
             .amax(dim=(-2, -1), keepdim=True)
         )
+        _bound = _norm
         w = unit_basis(n, 1, _dtype, _device)
-        _norm1 = largest_hessian_eigenvalue(shared_matmul(X.mT, b * shared_matmul(X, w) * b))
-        return _norm0 + 0.25 * _norm1
+        _norm = largest_hessian_eigenvalue(shared_matmul(X.mT, b * shared_matmul(X, w) * b))
+        _bound = _bound + 0.25 * _norm
+        return _bound
 
     def prepare_inputs(self, b: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""

@@ -381,8 +381,7 @@ def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer:
             products = [printer(product) for product in term.products]
             terms.append({"factor": factor, "diagonal": None, "products": list(zip(blocks, products, strict=True))})
     text = repr(terms)
-    total = " + ".join(f"{term['factor']} * _norm{index}" for index, term in enumerate(terms))
-    return {**common, "terms": terms, "blocks": blocks, "count": offset, "total": total, "uses_float": "_F(" in text}
+    return {**common, "terms": terms, "blocks": blocks, "count": offset, "uses_float": "_F(" in text}
 
 
 def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:

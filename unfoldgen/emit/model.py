@@ -456,9 +456,7 @@ class _ModelEmitter:
         names = ", ".join(variables)
         sizes = ", ".join(f"({dims_code(shape)})" for shape in shapes)
         basis_bound = False
-        total = []
         for index, term in enumerate(plan.terms):
-            norm = f"_norm{index}"
             if term.method == "dense":
                 if not basis_bound:
                     if len(variables) == 1:
@@ -471,23 +469,23 @@ class _ModelEmitter:
                     columns = self.printer(term.products[0])
                 else:
                     columns = f"stacked_columns(({', '.join(self.printer(p) for p in term.products)},))"
-                writer.lines.append(f"{norm} = largest_hessian_eigenvalue({columns})")
+                writer.lines.append(f"_norm = largest_hessian_eigenvalue({columns})")
             elif term.value is not None:
                 if isinstance(term.value, ir.Const):
                     value = f"torch.full((1, 1), {format_float(term.value.value)}, dtype=_dtype, device=_device)"
                 else:
                     value = self.printer(term.value)
-                writer.lines.append(f"{norm} = {value}")
+                writer.lines.append(f"_norm = {value}")
             else:
                 products = ", ".join(self.printer(p) for p in term.products)
-                writer.lines += [f"def _map{index}({names}):", f"{INDENT}return {products}", ""]
+                writer.lines += [f"def _map({names}):", f"{INDENT}return {products}", ""]
                 if len(variables) == 1:
-                    writer.lines.append(f"{norm} = power_norm2(_map{index}, {starts})")
+                    writer.lines.append(f"_norm = power_norm2(_map, {starts})")
                 else:
-                    writer.lines.append(f"{norm} = power_norm2_stacked(_map{index}, ({starts},))")
-            factor = term.factor
-            total.append(norm if factor == ir.Const(1.0) else f"{self.printer.wrap(factor, ATOM)} * {norm}")
-        writer.lines.append(f"return {' + '.join(total)}")
+                    writer.lines.append(f"_norm = power_norm2_stacked(_map, ({starts},))")
+            scaled = "_norm" if term.factor == ir.Const(1.0) else f"{self.printer.wrap(term.factor, ATOM)} * _norm"
+            writer.lines.append(f"_bound = {scaled}" if index == 0 else f"_bound = _bound + {scaled}")
+        writer.lines.append("return _bound")
 
     def measure(self) -> tuple[list[str], list[Symbol]]:
         """``measure``: the forward model's noise-free measurements, and the arguments it takes."""
