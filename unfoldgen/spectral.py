@@ -1,4 +1,4 @@
-"""Lipschitz constants of an affine gradient without forming a matrix.
+"""Lipschitz constants of the smooth part's gradient without forming a matrix.
 
 ``lipschitz(x)`` is λ_max of the Hessian H of the smooth part (∇f is affine, so H is the linear
 map ``linear_part(∇f)``). The middle stage picks how each unfold computes it; the torch emitter
