@@ -45,6 +45,8 @@ EXAMPLES = {
     "pgd": ("Pgd", "Pgd(dtype=torch.float64)", "model(H=H, y=y)", [[3, 10]]),
     "rpca_ista": ("RpcaIsta", "RpcaIsta(dtype=torch.float64)", "model(D=D)", [[3, 5, 4], [3, 5, 4]]),
     "alista": ("Alista", "Alista(A=A)", "model(y=y)", [[3, 10]]),
+    "alista_ss": ("AlistaSs", "AlistaSs(A=A)", "model(y=y)", [[3, 10]]),
+    "lista_cpss": ("ListaCpss", "ListaCpss(A=A, lam=0.1)", "model(y=y)", [[3, 10]]),
     "logistic_gd": ("LogisticGd", "LogisticGd(X=A)", "model(b=y)", [[3, 10]]),
     "lista": ("Lista", "Lista(A=A)", "model(y=y)", [[3, 10]]),
     "lista_tied": ("ListaTied", "ListaTied(A=A)", "model(y=y)", [[3, 10]]),
