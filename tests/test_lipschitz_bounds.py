@@ -279,3 +279,26 @@ def test_per_sample_joint_bound_is_the_stacked_norm():
     got = model.lipschitz_x_z({"H": H}).reshape(-1).numpy()
     expected = [np.linalg.norm(np.hstack([h, -np.eye(5)]), 2) ** 2 / 4 + 0.2 for h in H.numpy()]
     np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+SCALAR_VARIABLE = """\
+problem p {
+    input y : real
+    var t : real = 0
+    param c : real = 3
+    minimize 0.5 * c * (t - y) ^ 2
+}
+unfold gd from p {
+    layers 2
+    hyper mu : real = 1 / lipschitz(t)
+    iterate { t = t - 0.5 * mu * grad(t) }
+}
+"""
+
+
+def test_the_constant_of_a_scalar_variable():
+    """A scalar variable's Hessian is the number c: lipschitz(t) = c (its ones are (1, 1), not ())."""
+    model = load_class(SCALAR_VARIABLE)(dtype=torch.float64)
+    assert float(model.mu) == pytest.approx(1 / 3, rel=1e-14)
+    y = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    torch.testing.assert_close(model(y=y), 0.75 * y, rtol=1e-14, atol=0)  # half the way, twice

@@ -100,8 +100,8 @@ class TorchPrinter(_PythonPrinter):
             case ir.Const(value=value):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
-            case ir.Ones(shape=shape):
-                return f"torch.ones({dims_code(shape)}, dtype=_dtype, device=_device)", ATOM
+            case ir.Ones(shape=shape):  # a scalar's ones is (1, 1), like a per-sample scalar's (B, 1, 1)
+                return f"torch.ones({dims_code(shape) or '1, 1'}, dtype=_dtype, device=_device)", ATOM
             case ir.Eye(size=size):
                 return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
@@ -258,7 +258,7 @@ class NumbaPrinter(_PythonPrinter):
             case ir.Const(value=value):
                 return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
-                return f"np.ones(({dims_code(shape)}), _dtype)", ATOM
+                return f"np.ones(({dims_code(shape) or '1, 1'}), _dtype)", ATOM
             case ir.Eye(size=size):
                 return f"np.eye({size}, dtype=_dtype)", ATOM
             case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
