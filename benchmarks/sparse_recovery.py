@@ -128,6 +128,7 @@ class Network:
     beats_fista: bool = False  # claimed: at layer K it also beats FISTA-K
     claim: bool = True  # claimed: at layer K it beats ISTA-K (the quick test checks the claims)
     warmup_share: float = 0.0  # share of the steps spent in a layer-wise warm-up before end-to-end training
+    end_to_end_lr: float | None = None  # after a warm-up (None: lr); end to end at lr 1e-2 undid ALISTA-SS's warm-up
 
 
 NETWORKS = (
@@ -162,6 +163,7 @@ NETWORKS = (
         1,
         beats_fista=True,
         warmup_share=0.2,
+        end_to_end_lr=5e-4,
     ),
     Network(
         "alista_ss",
@@ -176,6 +178,7 @@ NETWORKS = (
         (("W", "analytic"),),
         beats_fista=True,
         warmup_share=0.2,
+        end_to_end_lr=1e-3,
     ),
     # a shared mlp in place of the prox: its 128-unit last hidden layer confines every output to a
     # 128-dimensional affine subspace of R^n, so for n=500 it cannot get below about -1.3 dB (see the study)
@@ -525,7 +528,8 @@ def fit_network(
         count = min(segment, steps - done)
         if steps - done - count < segment // 4:
             count = steps - done  # no stub segment at the end
-        lr = net.lr * lr_scale * 0.3 ** sum(done >= m for m in milestones)
+        base_lr = net.end_to_end_lr if warmup and net.end_to_end_lr else net.lr
+        lr = base_lr * lr_scale * 0.3 ** sum(done >= m for m in milestones)
         binding.source.offset = done  # the training stream goes on where the last segment stopped
         try:
             result = fit(
@@ -574,6 +578,7 @@ def fit_network(
         # the process's CPU time: the budget that counts on a shared machine (wall time grows with its load)
         "train_cpu_minutes": (time.process_time() - cpu_started) / 60,
         "lr": net.lr,
+        "end_to_end_lr": net.end_to_end_lr if warmup else None,
         "lr_scale_after_divergence": lr_scale,
         "segment_steps": segment,
         "rollbacks": rollbacks,
@@ -864,7 +869,15 @@ def acceptance(results: dict) -> dict[str, Any]:
     report: dict[str, Any] = {}
     if nets:
         best = min(nets, key=nets.get)
-        report["best_network"] = {"name": best, "nmse_db": nets[best], "at_most_-29_dB": nets[best] <= -29}
+        # issue 13 (support selection): −58 dB noiseless, −38.5 dB at SNR 40 dB (the noise floor is near −40)
+        target = -58.0 if results["setting"]["snr_db"] is None else -38.5
+        report["best_network"] = {
+            "name": best,
+            "nmse_db": nets[best],
+            "at_most_-29_dB": nets[best] <= -29,
+            "target_db": target,
+            "meets_target": nets[best] <= target,
+        }
     if "lista_cp" in nets:
         lista = nets["lista_cp"]
         report["lista_cp"] = {

@@ -142,7 +142,7 @@ def test_graph_of_a_spec_with_several_unfolds_needs_a_choice(tmp_path, capsys):
     out_file = tmp_path / "lasso.svg"
     code, out, err = main(capsys, "explain", LASSO, "--graph", out_file)
     assert code == 2
-    assert "6 unfolds" in err and "--unfold NAME" in err
+    assert "7 unfolds" in err and "--unfold NAME" in err
     for name in ("ista", "fista", "lista_cp", "admm", "ista_corrected", "ista_learned_prox"):
         assert name in err
     assert not out_file.exists() and out == ""

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from fractions import Fraction
 
-from unfoldgen import calculus, ir
+from unfoldgen import calculus, ir, spectral
 from unfoldgen import syntax as s
 from unfoldgen.errors import Span, SpecError
 from unfoldgen.functions import FUNCTIONS, NONSMOOTH, SPECIAL_CALLS, ShapeError, user_function_names
@@ -124,6 +124,13 @@ class CheckedProblem:
         once, for this check and for the middle stage)."""
         variables = frozenset(s.name for s in self.of_role("var"))
         return calculus.derivatives(self.smooth, var, self.symbol(var).shape, variables)[1]
+
+    def lipschitz_terms(self, variables: tuple[str, ...]) -> tuple[spectral.LipschitzTerm, ...]:
+        """How ``lipschitz(variables)`` bounds the gradient (unfoldgen.spectral; raises
+        NoLipschitzError naming the term without a bound)."""
+        shapes = tuple(self.symbol(var).shape for var in variables)
+        every = frozenset(s.name for s in self.of_role("var"))
+        return spectral.lipschitz_terms(self.smooth, variables, shapes, every)
 
 
 @dataclass(frozen=True)
@@ -505,21 +512,29 @@ class _Elaborator:
             raise SpecError(
                 "lipschitz(x) is computed when the model is built; use it in hyper, weight or state", expr.span
             )
-        if len(expr.args) != 1:
-            raise SpecError("lipschitz(x) takes one variable", expr.span)
-        var = self._var_name(expr.args[0], "lipschitz(x)")
+        if not expr.args:
+            raise SpecError("lipschitz(x) takes one variable, or several for a joint constant", expr.span)
         problem = self.scope.problem
         assert problem is not None
-        if not ir.depends_on(problem.smooth, {var}):
-            raise SpecError(f"the smooth part of the objective does not depend on {var!r}", expr.span)
-        if problem.hessian_product(var) is None:
+        variables: list[str] = []
+        for arg in expr.args:
+            var = self._var_name(arg, "lipschitz(x)")
+            if var in variables:
+                raise SpecError(f"lipschitz(...) names {var!r} twice; name each variable once", arg.span)
+            if not ir.depends_on(problem.smooth, {var}):
+                span = expr.span if len(expr.args) == 1 else arg.span
+                raise SpecError(f"the smooth part of the objective does not depend on {var!r}", span)
+            variables.append(var)
+        try:
+            problem.lipschitz_terms(tuple(variables))
+        except spectral.NoLipschitzError as err:
             raise SpecError(
-                f"no Lipschitz constant is known for grad({var}): the smooth part is not quadratic in the variables; "
+                f"no Lipschitz constant is known for grad({', '.join(variables)}): {err}; "
                 "give the step size as a number or expression",
                 expr.span,
-            )
-        self.scope.lipschitz_vars.add(var)
-        return ir.Lipschitz(var)
+            ) from None
+        self.scope.lipschitz_vars.update(variables)
+        return ir.Lipschitz(variables[0], others=tuple(variables[1:]))
 
     def _scaled_function(self, expr: s.Expr) -> tuple[str, ir.Expr | None, str | None, Span]:
         """Split a prox bracket into (function, scale, set)."""
@@ -755,7 +770,8 @@ def _uses_inputs(expr: ir.Expr | None, table: dict[str, Symbol], problem: Checke
         if isinstance(node, ir.Lipschitz) and problem is not None:
             # the Hessian's own direction (a variable) is not an input, whatever its start
             constants = {n: sym for n, sym in table.items() if sym.role != "var"}
-            if _uses_inputs(problem.hessian_product(node.var), constants):
+            terms = problem.lipschitz_terms(node.variables)
+            if any(_uses_inputs(e, constants) for term in terms for e in (*term.products, term.factor, term.value)):
                 return True
     for name in ir.refs(expr):
         symbol = table.get(name)

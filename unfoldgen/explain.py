@@ -63,8 +63,17 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
         for var, product in low.hessians:
             out.append(f"  Hessian·{var}    {math(product)}  (affine gradient)")
         for plan in low.lipschitz:
-            value = f" = {math(plan.value)}" if plan.value is not None else ""
-            out.append(f"  lipschitz({plan.var})  {plan.method}{value}: {plan.reason}")
+            terms = plan.terms
+            if len(terms) == 1 and terms[0].bound is None:
+                value = f" = {math(terms[0].value)}" if terms[0].value is not None else ""
+                out.append(f"  {plan.label}  {terms[0].method}{value}: {terms[0].reason}")
+                continue
+            count = "the bound of one term" if len(terms) == 1 else f"the sum of {len(terms)} terms' bounds"
+            out.append(f"  {plan.label}  {count}:")
+            for term in terms:
+                value = f" = {math(term.value)}" if term.value is not None else ""
+                what = term.bound or "the quadratic part: λ_max of its Hessian"
+                out.append(f"      {what}; {term.method}{value}: {term.reason}")
         for rule in low.unfold.rules:
             for node in ir.walk(rule.value):
                 if isinstance(node, ir.Prox):

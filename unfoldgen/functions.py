@@ -219,6 +219,12 @@ class Function:
     sympy: the single symbolic definition of an elementwise function; its derivative comes from
     ``sympy.diff`` and is rebuilt as IR through this table (see ``from_sympy``). fold: its value
     at numbers (constant folding) where sympy cannot evaluate it; otherwise sympy does.
+
+    curvature: sup |φ''| over the real line, exact, as sympy text (``"1/4"``), for a smooth function
+    whose second derivative is bounded; None where it is not (exp, log, sqrt). A smooth part
+    with a term ``c · Σ φ(a(x))``, a affine in x with linear part A, has ‖∇²‖ ≤ |c| · sup|φ''| · ‖A‖²,
+    which is how ``lipschitz(x)`` bounds a smooth part that is not quadratic (unfoldgen.spectral).
+    For a reduction (logsumexp) it bounds the norm of its Hessian instead.
     """
 
     name: str
@@ -248,6 +254,7 @@ class Function:
     integer_args: tuple[int, ...] = ()
     shape_of_args: Callable[[tuple[ir.Expr, ...]], Shape] | None = None
     numba_column: str | None = None
+    curvature: str | None = None
 
     @property
     def over_samples(self) -> bool:
@@ -541,10 +548,23 @@ FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in [
         # elementwise, smooth
+        # no curvature bound: exp'' = exp is unbounded above, log'' = −1/t² and sqrt'' = −t^(−3/2)/4
+        # blow up at 0 (and neither is defined on all of ℝ)
         Function("exp", (1, 1), "elementwise", _same, "exp({0})", "torch.exp({0})", "np.exp({0})", sympy.exp),
         Function("log", (1, 1), "elementwise", _same, "log({0})", "torch.log({0})", "np.log({0})", sympy.log),
         Function("sqrt", (1, 1), "elementwise", _same, "√({0})", "torch.sqrt({0})", "np.sqrt({0})", sympy.sqrt),
-        Function("tanh", (1, 1), "elementwise", _same, "tanh({0})", "torch.tanh({0})", "np.tanh({0})", sympy.tanh),
+        # tanh'' = −2 tanh (1 − tanh²): extreme where tanh² = 1/3, |tanh''| = 4/(3√3) ≈ 0.770
+        Function(
+            "tanh",
+            (1, 1),
+            "elementwise",
+            _same,
+            "tanh({0})",
+            "torch.tanh({0})",
+            "np.tanh({0})",
+            sympy.tanh,
+            curvature="4/(3*sqrt(3))",
+        ),
         Function(
             "sigmoid",
             (1, 1),
@@ -556,6 +576,8 @@ FUNCTIONS: dict[str, Function] = {
             sympy=Sigmoid,
             fold=_sigmoid,
             numba_helpers=("sigmoid",),
+            # σ'' = σ(1 − σ)(1 − 2σ): extreme where σ = 1/2 ± 1/(2√3), |σ''| = 1/(6√3) ≈ 0.0962
+            curvature="1/(6*sqrt(3))",
         ),
         Function(
             "softplus",
@@ -568,6 +590,8 @@ FUNCTIONS: dict[str, Function] = {
             sympy=Softplus,
             fold=lambda t: max(t, 0.0) + math.log1p(math.exp(-abs(t))),
             numba_helpers=("softplus",),
+            # softplus'' = σ(1 − σ) ≤ 1/4, at t = 0 (the logistic loss log(1 + e^t) is softplus)
+            curvature="1/4",
         ),
         Function(
             "huber_elem",
@@ -582,6 +606,8 @@ FUNCTIONS: dict[str, Function] = {
             user=False,
             torch_helpers=("huber_elementwise",),
             numba_helpers=("huber_elementwise",),
+            # h_δ'' = 1 on |t| < δ, 0 outside: 1 whatever δ (δ moves the kink, not the curvature)
+            curvature="1",
         ),
         Function(
             "clip",
@@ -656,6 +682,9 @@ FUNCTIONS: dict[str, Function] = {
             fold=lambda t: t,
             desugar=_scalar_is_itself("logsumexp"),
             numba_helpers=("logsumexp",),
+            # ∇² logsumexp = diag(p) − ppᵀ (p the softmax) ⪯ ½(I − 11ᵀ/n): ‖∇²‖ ≤ 1/2, reached at
+            # p = (½, ½) (Böhning, Ann. Inst. Statist. Math. 44 (1992) 197–200)
+            curvature="1/2",
         ),
         Function(
             "softmax",
@@ -844,6 +873,12 @@ def user_function_names() -> frozenset[str]:
 
 
 # ------------------------------------------------------- sympy derivative → IR
+
+
+def curvature_bound(func: str) -> float | None:
+    """sup |φ''| of the entry ``func`` as a number (None: unbounded, see ``Function.curvature``)."""
+    text = FUNCTIONS[func].curvature
+    return None if text is None else float(sympy.sympify(text))
 
 
 def elementwise_derivative(func: str, args: tuple[ir.Expr, ...]) -> ir.Expr:

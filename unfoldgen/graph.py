@@ -224,8 +224,8 @@ class _LayerDrawer:
                 return node
             case ir.NetCall(net=net, args=args):
                 return self._net(net, args, shape)
-            case ir.Lipschitz(var=var):
-                return self.node(f"L_{var}\n(Lipschitz constant)", "fixed")
+            case ir.Lipschitz():
+                return self.node(f"L_{','.join(expr.variables)}\n(Lipschitz constant)", "fixed")
             case ir.Grad(var=var):
                 return self.node(f"∇{var} f", "op", shape="box")
         raise TypeError(f"cannot draw {type(expr).__name__}")

@@ -196,10 +196,16 @@ class Grad:
 
 @dataclass(frozen=True)
 class Lipschitz:
-    """The Lipschitz constant of ∇_var of the smooth part (largest Hessian eigenvalue)."""
+    """The Lipschitz constant of ∇_var of the smooth part (largest Hessian eigenvalue); with
+    ``others``, of the gradient with respect to (var, *others) jointly."""
 
     var: str
     shape: Shape = SCALAR
+    others: tuple[str, ...] = ()
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.var, *self.others)
 
 
 @dataclass(frozen=True)

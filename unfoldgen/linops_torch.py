@@ -358,3 +358,17 @@ def power_norm2(apply, example: Tensor, iterations: int = 50, margin: float = 0.
         estimate = torch.linalg.vector_norm(image)
         v = image / torch.clamp_min(estimate, torch.finfo(example.dtype).tiny)
     return estimate * (1 + margin)
+
+
+def power_norm2_stacked(apply, examples: tuple[Tensor, ...], iterations: int = 50, margin: float = 0.05) -> Tensor:
+    """``power_norm2`` of a map on several tensors at once (a joint Hessian: ``apply(x, z)``
+    returns its block rows), all their entries taken as one vector."""
+    sizes = [example.numel() for example in examples]
+
+    def flat_apply(v: Tensor) -> Tensor:
+        parts = [part.reshape(example.shape) for part, example in zip(torch.split(v, sizes), examples, strict=True)]
+        rows = apply(*parts)
+        return torch.cat([row.expand(example.shape).reshape(-1) for row, example in zip(rows, examples, strict=True)])
+
+    flat = torch.cat([example.reshape(-1) for example in examples])
+    return power_norm2(flat_apply, flat, iterations, margin)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from unfoldgen import calculus, ir
 from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
 from unfoldgen.nets import NET_KINDS
-from unfoldgen.spectral import LipschitzPlan, plan_lipschitz
+from unfoldgen.spectral import LipschitzPlan
 
 # Which of the four design paradigms a learned quantity belongs to (nets: 3 or 4, by their start).
 PARADIGM_BY_ROLE = {"hyper": 1, "data": 2, "param": 2, "weight": 2}
@@ -116,7 +116,7 @@ class LoweredUnfold:
     learned: dict[str, Learn]
     static: tuple[Symbol, ...]  # hypers/weights fixed when the model is built
     dynamic: tuple[Symbol, ...]  # hypers/weights that depend on per-sample inputs
-    lipschitz_vars: tuple[str, ...]
+    lipschitz_vars: tuple[tuple[str, ...], ...]  # the variables of each lipschitz(...) used
     paradigms: dict[str, int]
     plan: UnfoldPlan
     gradients: tuple[tuple[str, ir.Expr], ...]  # ∇var f of the smooth part, simplified
@@ -131,6 +131,9 @@ class LoweredUnfold:
 
     def hessian_product(self, var: str) -> ir.Expr | None:
         return dict(self.hessians).get(var)
+
+    def lipschitz_plan(self, variables: tuple[str, ...]) -> LipschitzPlan:
+        return next(plan for plan in self.lipschitz if plan.variables == variables)
 
     @property
     def carried(self) -> tuple[Symbol, ...]:
@@ -332,11 +335,11 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
     rules = tuple(Rule(r.target, expand_gradients(r.value, dict(gradients)), r.is_let) for r in unfold.rules)
     static = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and not sym.depends_on_inputs)
     dynamic = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and sym.depends_on_inputs)
-    lipschitz_vars: list[str] = []
+    lipschitz_vars: list[tuple[str, ...]] = []
     for symbol in unfold.symbols:
         for node in ir.walk(symbol.init):
-            if isinstance(node, ir.Lipschitz) and node.var not in lipschitz_vars:
-                lipschitz_vars.append(node.var)
+            if isinstance(node, ir.Lipschitz) and node.variables not in lipschitz_vars:
+                lipschitz_vars.append(node.variables)
     plan = make_plan(unfold, rules, dynamic, _per_sample(unfold, rules, dynamic))
     return LoweredUnfold(
         unfold.name,
@@ -352,9 +355,24 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
         plan,
         gradients,
         hessians,
-        tuple(plan_lipschitz(var, dict(hessians)[var], problem.symbol(var).shape) for var in lipschitz_vars),
+        lipschitz_plans(problem, lipschitz_vars),
         measurements(problem),
     )
+
+
+def lipschitz_plans(problem: CheckedProblem, wanted: list[tuple[str, ...]]) -> tuple[LipschitzPlan, ...]:
+    """A plan per ``lipschitz(...)``, each with its own method name: ``lipschitz_x`` for one
+    variable, ``lipschitz_x_z`` for a joint constant (numbered on a clash, e.g. with a variable x_z)."""
+    names: set[str] = set()
+    plans = []
+    for variables in sorted(wanted, key=len):  # single variables keep lipschitz_<var>
+        base = "lipschitz_" + "_".join(variables)
+        name, number = base, 2
+        while name in names:
+            name, number = f"{base}_{number}", number + 1
+        names.add(name)
+        plans.append(LipschitzPlan(variables, name, problem.lipschitz_terms(variables)))
+    return tuple(sorted(plans, key=lambda plan: wanted.index(plan.variables)))
 
 
 def measurements(problem: CheckedProblem) -> tuple[tuple[str, ir.Expr], ...]:

@@ -83,7 +83,7 @@ class TorchPrinter(_PythonPrinter):
     def __init__(
         self,
         net_call: Callable[[str], str],
-        lipschitz_call: Callable[[str], str],
+        lipschitz_call: Callable[[tuple[str, ...]], str],
         per_sample: frozenset[str] = frozenset(),
     ):
         self.net_call = net_call
@@ -100,8 +100,8 @@ class TorchPrinter(_PythonPrinter):
             case ir.Const(value=value):
                 text = format_float(value)
                 return text, (UNARY if text.startswith("-") else ATOM)
-            case ir.Ones(shape=shape):
-                return f"torch.ones({dims_code(shape)}, dtype=_dtype, device=_device)", ATOM
+            case ir.Ones(shape=shape):  # a scalar's ones is (1, 1), like a per-sample scalar's (B, 1, 1)
+                return f"torch.ones({dims_code(shape) or '1, 1'}, dtype=_dtype, device=_device)", ATOM
             case ir.Eye(size=size):
                 return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
@@ -128,8 +128,8 @@ class TorchPrinter(_PythonPrinter):
                 return self.apply(entry.torch, args, entry.integer_args, flatten_first), ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
-            case ir.Lipschitz(var=var):
-                return self.lipschitz_call(var), ATOM
+            case ir.Lipschitz():
+                return self.lipschitz_call(expr.variables), ATOM
         return self.common(expr)
 
     def operator(self, entry: ProxOp | SetOp) -> str:
@@ -223,8 +223,8 @@ class MathPrinter:
             case ir.Grad(var=var, substitutions=subs):
                 at = f" at {', '.join(f'{n}={self(v)}' for n, v in subs)}" if subs else ""
                 return f"∇{var} f{at}", ATOM
-            case ir.Lipschitz(var=var):
-                return f"L_{var}", ATOM
+            case ir.Lipschitz():
+                return f"L_{','.join(expr.variables)}", ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{net}({', '.join(self(a) for a in args)})", ATOM
         raise TypeError(f"cannot print {type(expr).__name__}")
@@ -258,7 +258,7 @@ class NumbaPrinter(_PythonPrinter):
             case ir.Const(value=value):
                 return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
-                return f"np.ones(({dims_code(shape)}), _dtype)", ATOM
+                return f"np.ones(({dims_code(shape) or '1, 1'}), _dtype)", ATOM
             case ir.Eye(size=size):
                 return f"np.eye({size}, dtype=_dtype)", ATOM
             case ir.Binary(op="@", left=ir.Transpose(operand=row), right=right) if (
@@ -309,8 +309,8 @@ class NumbaPrinter(_PythonPrinter):
                 if not ir.is_vector(first.shape):
                     return f"{call}.reshape({dims_code(first.shape)})", ATOM
                 return call, ATOM
-            case ir.Lipschitz(var=var):
-                raise NumbaUnsupportedError(f"lipschitz({var}) inside a rule")
+            case ir.Lipschitz():
+                raise NumbaUnsupportedError(f"lipschitz({', '.join(expr.variables)}) inside a rule")
         if isinstance(expr, (ir.Grad, ir.Lipschitz)):
             raise NumbaUnsupportedError(f"{type(expr).__name__} in a kernel")
         return self.common(expr)

@@ -77,6 +77,23 @@ def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -
     return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
 
 
+def unit_basis_blocks(shapes: tuple, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    """The unit basis of several variables stacked into one vector, as one ``(N, 1, rows, cols)``
+    tensor per variable (N the total entry count): element j is 1 in exactly one variable."""
+    counts = [rows * cols for rows, cols in shapes]
+    basis = torch.eye(sum(counts), dtype=dtype, device=device)
+    blocks = torch.split(basis, counts, dim=1)
+    return [block.reshape(-1, 1, rows, cols) for block, (rows, cols) in zip(blocks, shapes, strict=True)]
+
+
+def stacked_columns(blocks: tuple[Tensor, ...]) -> Tensor:
+    """A joint Hessian's columns from its block rows ``(N, *batch, r_i, c_i)`` (broadcast to one
+    batch), each column the stacked entries: ``(N, *batch, Σ r_i c_i, 1)``."""
+    flat = [block.flatten(-2) for block in blocks]
+    batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
+    return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1).unsqueeze(-1)
+
+
 def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
     """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
     hessian = columns.flatten(-2).movedim(0, -1)

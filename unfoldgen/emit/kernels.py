@@ -31,8 +31,8 @@ def _derived(dim: ir.Dim) -> bool:
     return isinstance(dim, str) and ir.dim_factor(dim)[1] != 1
 
 
-def _uses_lipschitz(expr: ir.Expr, var: str) -> bool:
-    return any(isinstance(node, ir.Lipschitz) and node.var == var for node in ir.walk(expr))
+def _uses_lipschitz(expr: ir.Expr, variables: tuple[str, ...]) -> bool:
+    return any(isinstance(node, ir.Lipschitz) and node.variables == variables for node in ir.walk(expr))
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,16 @@ def choose_layout(low: LoweredUnfold) -> KernelLayout:
     if derived:
         raise NumbaUnsupportedError(f"sizes derived from a dim ({', '.join(derived)}: e.g. h/4) in kernels")
     for plan in low.lipschitz:
-        dynamic = any(_uses_lipschitz(s.init, plan.var) for s in low.dynamic)
+        dynamic = any(_uses_lipschitz(s.init, plan.variables) for s in low.dynamic)
         # a per-sample constant comes from the Hessian's matrix in kernels: fine without operators
         # (a diagonal Hessian: the same value as torch's max |D|), an n²×n² matrix for an image
-        operators = any(isinstance(n, ir.Apply) and FUNCTIONS[n.func].kind == "linear" for n in ir.walk(plan.hessian))
+        operators = any(
+            isinstance(n, ir.Apply) and FUNCTIONS[n.func].kind == "linear"
+            for e in plan.expressions()
+            for n in ir.walk(e)
+        )
         if dynamic and operators:
-            raise NumbaUnsupportedError(f"a per-sample lipschitz({plan.var}) of an operator problem in kernels")
+            raise NumbaUnsupportedError(f"a per-sample {plan.label} of an operator problem in kernels")
     per_sample_matrices = [s.name for s in low.problem.of_role("input") + low.carried if ir.is_matrix(s.shape)]
     for rule in low.rules:
         for node in ir.walk(rule.value):
@@ -155,8 +159,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     dynamic_lines = []
     for symbol in low.dynamic:
         for node in ir.walk(symbol.init):
-            if isinstance(node, ir.Lipschitz) and node.var not in [f["var"] for f in lipschitz_functions]:
-                lipschitz_functions.append(_lipschitz_function(low, node.var, printer, param_arg))
+            if isinstance(node, ir.Lipschitz) and node.variables not in [f["variables"] for f in lipschitz_functions]:
+                lipschitz_functions.append(_lipschitz_function(low, node.variables, printer, param_arg))
         dynamic_lines.append(f"_sample_{symbol.name} = {_print_dynamic(symbol.init, printer, low)}")
 
     # the states' start: data and params at the problem's own values, learned hypers at layer 0
@@ -313,7 +317,7 @@ def _one_per_layer(entry) -> bool:
 
 def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> str:
     lipschitz = {
-        node.var: f"lipschitz_{node.var}({', '.join(_lipschitz_args(low, node.var))})"
+        node.variables: f"{low.lipschitz_plan(node.variables).name}({', '.join(_lipschitz_args(low, node.variables))})"
         for node in ir.walk(expr)
         if isinstance(node, ir.Lipschitz)
     }
@@ -321,57 +325,69 @@ def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> 
     class _DynamicPrinter(NumbaPrinter):
         def print(self, node: ir.Expr) -> tuple[str, int]:
             if isinstance(node, ir.Lipschitz):
-                return lipschitz[node.var], 100
+                return lipschitz[node.variables], 100
             return super().print(node)
 
     return _DynamicPrinter(printer.per_sample, batched=False)(expr)
 
 
-def _lipschitz_args(low: LoweredUnfold, var: str) -> list[str]:
-    """The arrays the Hessian reads, then the dims it and the variable's shape need (the
+def _lipschitz_args(low: LoweredUnfold, variables: tuple[str, ...]) -> list[str]:
+    """The arrays the constant reads, then the dims it and the variables' shapes need (the
     network binds every dim before the sample loop)."""
-    hessian = low.hessian_product(var)
-    names, _ = referenced_names([hessian])
-    args = [n for n in names if n != var and low.symbol(n).role != "dim"]
+    names, _ = referenced_names(low.lipschitz_plan(variables).expressions())
+    args = [n for n in names if n not in variables and low.symbol(n).role != "dim"]
     # a Hessian of numbers alone still needs an array for its dtype: one sample's first input
-    args = args or [low.problem.of_role("input")[0].name]
+    # (numba passes a 0-d array as a number: no dtype)
+    if not any(not ir.is_scalar(low.symbol(n).shape) for n in args):
+        args.append(low.problem.of_role("input")[0].name)
     dims = [n for n in names if low.symbol(n).role == "dim"]
-    for dim in low.symbol(var).shape:
-        if isinstance(dim, str) and dim not in dims:
-            dims.append(dim)
+    for var in variables:
+        for dim in low.symbol(var).shape:
+            if isinstance(dim, str) and dim not in dims:
+                dims.append(dim)
     return args + dims
 
 
-def _lipschitz_function(low: LoweredUnfold, var: str, printer: NumbaPrinter, param_arg) -> dict:
-    hessian = low.hessian_product(var)
-    args = _lipschitz_args(low, var)
+def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer: NumbaPrinter, param_arg) -> dict:
+    plan = low.lipschitz_plan(variables)
+    args = _lipschitz_args(low, variables)
     for name in args:
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
-    rows, cols = _axes(low.symbol(var).shape)
-    plan = next(plan for plan in low.lipschitz if plan.var == var)
-    if plan.method == "exact" and isinstance(plan.value, ir.Apply) and plan.value.func == "max_abs":
-        diagonal = printer(plan.value.args[0])  # the Hessian's diagonal D: no n×n matrix
+    common = {"var": ", ".join(variables), "variables": variables, "name": plan.name, "args": args, "terms": None}
+    common["reference"] = next(n for n in args if not ir.is_scalar(low.symbol(n).shape))
+    term = plan.terms[0]
+    if len(plan.terms) == 1 and len(variables) == 1 and term.bound is None:
+        rows, cols = _axes(low.symbol(variables[0]).shape)
+        if term.method == "exact" and isinstance(term.value, ir.Apply) and term.value.func == "max_abs":
+            diagonal = printer(term.value.args[0])  # the Hessian's diagonal D: no n×n matrix
+            return {**common, "diagonal": diagonal, "uses_float": "_F(" in diagonal}
+        expression = printer(term.products[0])
         return {
-            "var": var,
-            "name": f"lipschitz_{var}",
-            "args": args,
-            "reference": args[0],
-            "diagonal": diagonal,
-            "uses_float": "_F(" in diagonal,
+            **common,
+            "rows": rows,
+            "cols": cols,
+            "expression": expression,
+            "diagonal": None,
+            "uses_float": "_F(" in expression,
         }
-    expression = printer(hessian)
-    return {
-        "var": var,
-        "name": f"lipschitz_{var}",
-        "args": args,
-        "reference": args[0],
-        "rows": rows,
-        "cols": cols,
-        "expression": expression,
-        "diagonal": None,
-        "uses_float": "_F(" in expression,
-    }
+    # a sum of bounds (curvature terms, joint Hessians): each term's matrix over the stacked basis
+    blocks, offset = [], 0
+    for var in variables:
+        rows, cols = _axes(low.symbol(var).shape)
+        size = f"{rows} * {cols}"
+        blocks.append({"var": var, "rows": rows, "cols": cols, "start": offset, "stop": f"{offset} + {size}"})
+        offset = f"{offset} + {size}" if offset else size
+    terms = []
+    for term in plan.terms:
+        factor = printer(term.factor)
+        if term.method == "exact" and isinstance(term.value, ir.Apply) and term.value.func == "max_abs":
+            terms.append({"factor": factor, "diagonal": printer(term.value.args[0])})
+        else:
+            products = [printer(product) for product in term.products]
+            terms.append({"factor": factor, "diagonal": None, "products": list(zip(blocks, products, strict=True))})
+    text = repr(terms)
+    return {**common, "terms": terms, "blocks": blocks, "count": offset, "uses_float": "_F(" in text}
 
 
 def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:

@@ -152,6 +152,14 @@ def _user_shape(symbol: Symbol, batched: bool) -> str:
     return ir.axes_text(ir.user_axes(symbol.shape), batched)
 
 
+def _term_doc(term, variables: tuple[str, ...], math: MathPrinter) -> str:
+    """One line of a bounded ``lipschitz`` method's docstring: which bound, how it is computed."""
+    source = term.bound or "the quadratic part's Hessian"
+    products = "; ".join(f"{var}-row {math(p)}" for var, p in zip(variables, term.products, strict=True))
+    applied = products if len(variables) > 1 else math(term.products[0])
+    return f"{source}: {term.method}, {term.reason}; the map applied to ({', '.join(variables)}) is {applied}"
+
+
 class _ModelEmitter:
     """Builds model.py's template context, one method per generated method."""
 
@@ -163,8 +171,12 @@ class _ModelEmitter:
         self.variables = low.problem.of_role("var")
         self.params = low.problem.of_role("param")
         self.carried = low.carried
-        self.printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}(inputs)", low.per_sample)
-        self.build_printer = TorchPrinter(self.net_call, lambda var: f"self.lipschitz_{var}({{}})", low.per_sample)
+        self.printer = TorchPrinter(
+            self.net_call, lambda variables: f"self.{low.lipschitz_plan(variables).name}(inputs)", low.per_sample
+        )
+        self.build_printer = TorchPrinter(
+            self.net_call, lambda variables: f"self.{low.lipschitz_plan(variables).name}({{}})", low.per_sample
+        )
         self.dtype_source = _dtype_source(low)
         self.net_classes: list[str] = []
 
@@ -374,46 +386,106 @@ class _ModelEmitter:
     def lipschitz_methods(self, math: MathPrinter) -> list[dict]:
         methods = []
         for plan in self.low.lipschitz:
-            var, hessian = plan.var, plan.hessian
-            symbol = self.low.symbol(var)
-            static = not ir.depends_on(hessian, self.low.per_sample - set(s.name for s in self.carried))
-            writer = _MethodWriter(_Context("problem", self.low, frozenset({var}), static), self.printer)
-            writer.bound.append(var)
-            if plan.method == "dense":
-                writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in ir.base_dims(symbol.shape)])
-                rows, cols = symbol.shape
-                writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
-                writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
-            elif plan.value is not None:
-                value = plan.value
-                writer.bind_for([value, ir.Ones(symbol.shape)])
-                if isinstance(value, ir.Const):
-                    writer.lines.append(
-                        f"return torch.full((1, 1), {format_float(value.value)}, dtype=_dtype, device=_device)"
-                    )
-                else:
-                    writer.lines.append(f"return {self.printer(value)}")
+            variables = plan.variables
+            expressions = plan.expressions()
+            static = not any(
+                ir.depends_on(e, self.low.per_sample - set(s.name for s in self.carried)) for e in expressions
+            )
+            writer = _MethodWriter(_Context("problem", self.low, frozenset(variables), static), self.printer)
+            writer.bound += list(variables)
+            term = plan.terms[0]
+            if len(plan.terms) == 1 and len(variables) == 1 and term.bound is None:
+                self._hessian_lipschitz(writer, plan.var, term, static)
+                hessian = math(term.products[0])
             else:
-                writer.bind_for([hessian, ir.Ones(symbol.shape)])
-                batch = "" if static else f'inputs["{self.inputs[0].name}"].shape[0], '
-                writer.lines += [
-                    f"def _hessian({var}):",
-                    f"{INDENT}return {self.printer(hessian)}",
-                    "",
-                    f"_start = torch.zeros(({batch}{dims_code(symbol.shape)}), dtype=_dtype, device=_device)",
-                    "return power_norm2(_hessian, _start)",
-                ]
+                self._bounded_lipschitz(writer, plan, static)
+                hessian = None
             methods.append(
                 {
-                    "name": f"lipschitz_{var}",
-                    "var": var,
-                    "hessian": math(hessian),
-                    "method": plan.method,
-                    "reason": plan.reason,
+                    "name": plan.name,
+                    "var": ", ".join(variables),
+                    "hessian": hessian,
+                    "terms": [_term_doc(term, variables, math) for term in plan.terms],
+                    "method": term.method,
+                    "power": any(term.method == "power" for term in plan.terms),
+                    "reason": term.reason,
                     "lines": writer.lines,
                 }
             )
         return methods
+
+    def _hessian_lipschitz(self, writer: _MethodWriter, var: str, term, static: bool) -> None:
+        """λ_max of the Hessian of a quadratic smooth part in one variable."""
+        hessian, symbol = term.products[0], self.low.symbol(var)
+        if term.method == "dense":
+            writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in ir.base_dims(symbol.shape)])
+            rows, cols = symbol.shape
+            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
+            writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
+        elif term.value is not None:
+            value = term.value
+            writer.bind_for([value, ir.Ones(symbol.shape)])
+            if isinstance(value, ir.Const):
+                writer.lines.append(
+                    f"return torch.full((1, 1), {format_float(value.value)}, dtype=_dtype, device=_device)"
+                )
+            else:
+                writer.lines.append(f"return {self.printer(value)}")
+        else:
+            writer.bind_for([hessian, ir.Ones(symbol.shape)])
+            batch = "" if static else f'inputs["{self.inputs[0].name}"].shape[0], '
+            writer.lines += [
+                f"def _hessian({var}):",
+                f"{INDENT}return {self.printer(hessian)}",
+                "",
+                f"_start = torch.zeros(({batch}{dims_code(symbol.shape)}), dtype=_dtype, device=_device)",
+                "return power_norm2(_hessian, _start)",
+            ]
+
+    def _bounded_lipschitz(self, writer: _MethodWriter, plan, static: bool) -> None:
+        """Σ factor · λ_max(M) over the plan's terms (curvature bounds, joint Hessians)."""
+        variables = plan.variables
+        symbols = [self.low.symbol(var) for var in variables]
+        shapes = [symbol.shape for symbol in symbols]
+        dims = [ir.Eye(d, (d, d)) for shape in shapes for d in ir.base_dims(shape)]
+        writer.bind_for(plan.expressions() + [ir.Ones(shape) for shape in shapes] + dims)
+        batch = "" if static else f'inputs["{self.inputs[0].name}"].shape[0], '
+        starts = ", ".join(
+            f"torch.zeros(({batch}{dims_code(shape)}), dtype=_dtype, device=_device)" for shape in shapes
+        )
+        names = ", ".join(variables)
+        sizes = ", ".join(f"({dims_code(shape)})" for shape in shapes)
+        basis_bound = False
+        for index, term in enumerate(plan.terms):
+            if term.method == "dense":
+                if not basis_bound:
+                    if len(variables) == 1:
+                        rows, cols = shapes[0]
+                        writer.lines.append(f"{names} = unit_basis({rows}, {cols}, _dtype, _device)")
+                    else:
+                        writer.lines.append(f"{names} = unit_basis_blocks(({sizes},), _dtype, _device)")
+                    basis_bound = True
+                if len(variables) == 1:
+                    columns = self.printer(term.products[0])
+                else:
+                    columns = f"stacked_columns(({', '.join(self.printer(p) for p in term.products)},))"
+                writer.lines.append(f"_norm = largest_hessian_eigenvalue({columns})")
+            elif term.value is not None:
+                if isinstance(term.value, ir.Const):
+                    value = f"torch.full((1, 1), {format_float(term.value.value)}, dtype=_dtype, device=_device)"
+                else:
+                    value = self.printer(term.value)
+                writer.lines.append(f"_norm = {value}")
+            else:
+                products = ", ".join(self.printer(p) for p in term.products)
+                writer.lines += [f"def _map({names}):", f"{INDENT}return {products}", ""]
+                if len(variables) == 1:
+                    writer.lines.append(f"_norm = power_norm2(_map, {starts})")
+                else:
+                    writer.lines.append(f"_norm = power_norm2_stacked(_map, ({starts},))")
+            scaled = "_norm" if term.factor == ir.Const(1.0) else f"{self.printer.wrap(term.factor, ATOM)} * _norm"
+            writer.lines.append(f"_bound = {scaled}" if index == 0 else f"_bound = _bound + {scaled}")
+        writer.lines.append("return _bound")
 
     def measure(self) -> tuple[list[str], list[Symbol]]:
         """``measure``: the forward model's noise-free measurements, and the arguments it takes."""
@@ -445,11 +517,15 @@ class _ModelEmitter:
 
     @property
     def lipschitz_expressions(self) -> list[ir.Expr]:
-        return [plan.value if plan.value is not None else plan.hessian for plan in self.low.lipschitz]
+        return [e for plan in self.low.lipschitz for e in plan.expressions()]
 
     @property
     def lipschitz_helpers(self) -> list[str]:
-        return ["power_norm2"] if any(plan.method == "power" for plan in self.low.lipschitz) else []
+        helpers = []
+        for plan in self.low.lipschitz:
+            if any(term.method == "power" for term in plan.terms):
+                helpers += ["power_norm2"] + (["power_norm2_stacked"] if len(plan.variables) > 1 else [])
+        return list(dict.fromkeys(helpers))
 
     def helper_sources(self) -> tuple[list[str], list[str], list[str]]:
         """Sources of the runtime helpers, operators and net classes the module uses (call it
@@ -461,8 +537,10 @@ class _ModelEmitter:
         helpers: list[str] = ["as_data", "check_input", "size_of", *layering, "as_value"]
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
-        if any(plan.method == "dense" for plan in low.lipschitz):
-            helpers += ["unit_basis", "largest_hessian_eigenvalue"]
+        for plan in low.lipschitz:
+            if any(term.method == "dense" for term in plan.terms):
+                joint = ["unit_basis_blocks", "stacked_columns"] if len(plan.variables) > 1 else ["unit_basis"]
+                helpers += [name for name in [*joint, "largest_hessian_eigenvalue"] if name not in helpers]
         for printer in (self.printer, self.build_printer):
             helpers += [name for name in printer.helpers if name not in helpers]
         ops: list[str] = []
