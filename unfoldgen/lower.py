@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unfoldgen import calculus, ir
-from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
+from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, LearnBounds, NetInfo, Rule, Symbol
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.spectral import LipschitzPlan, plan_lipschitz
 
@@ -25,8 +25,10 @@ STORAGES = {
     "carried": "a variable or state, carried from one layer to the next",
     "buffer": "a fixed tensor (a buffer of the module; not learned)",
     "per_sample": "a value computed per sample from the inputs (not learned)",
-    "parameter": "one learned tensor shared by all layers (nn.Parameter)",
-    "parameter_list": "one learned tensor per layer (nn.ParameterList: keys NAME.0 … NAME.{K-1})",
+    "parameter": "one learned tensor shared by all layers (nn.Parameter; bounded: a Bounded module, keys "
+    "NAME.raw, NAME.low, NAME.high)",
+    "parameter_list": "one learned tensor per layer (nn.ParameterList: keys NAME.0 … NAME.{K-1}; bounded: a "
+    "Bounded module, keys NAME.raw.0 …, NAME.low, NAME.high)",
     "per_sample_factor": "a learned factor (shared or per layer) on a value computed per sample",
     "net": "a net shared by all layers (nn.Module)",
     "net_list": "a net per layer (nn.ModuleList: keys NAME.0. … NAME.{K-1}.)",
@@ -52,6 +54,7 @@ class NamePlan:
     dim_source: DimSource | None = None  # dims: where the size is read
     starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
     net_options: dict[str, int | str] | None = None  # nets: every option of the kind, defaults filled in
+    bounds: LearnBounds | None = None  # a bounded learned value: learned through a reparametrisation
 
     @property
     def attribute(self) -> str:
@@ -252,8 +255,10 @@ def make_plan(
             # an external net is the caller's module: it starts as given, even as a correction
             starts_at_zero=net.correction and not NET_KINDS[net.kind].external if net is not None else None,
             net_options=_net_options(net) if net is not None else None,
+            bounds=learn.bounds if learn is not None else None,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
+    expressions += [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]
     expressions.append(problem.smooth)
     expressions += [ir.Apply(term.func, (term.arg,), ir.SCALAR) for term in problem.nonsmooth]
     entries = _library_entries(expressions)
@@ -268,7 +273,12 @@ def make_plan(
         # one parameter per layer, not one stacked (K, ...) parameter indexed per layer: that made
         # every layer's backward write a zero-filled (K, ...) gradient (for matrices it tripled a
         # LISTA-CP training step; for scalars it cost 2-3% of the step)
-        layer_lists=tuple(name for name in learned if names[name].per_layer and names[name].role != "net"),
+        # a bounded value is a Bounded module (its raw tensors are NAME.raw.k), not a list
+        layer_lists=tuple(
+            name
+            for name in learned
+            if names[name].per_layer and names[name].role != "net" and names[name].bounds is None
+        ),
         functions=tuple(entries["functions"]),
         prox_ops=tuple(entries["prox_ops"]),
         sets=tuple(entries["sets"]),
@@ -280,6 +290,11 @@ def make_plan(
             if ir.refs(term.coef) and all(names[ref].role in ("param", "dim") for ref in ir.refs(term.coef))
         ),
     )
+
+
+def _sides(bounds: LearnBounds) -> list[ir.Expr]:
+    """The bound expressions given (one or two)."""
+    return [side for side in (bounds.low, bounds.high) if side is not None]
 
 
 def _gradient_steps(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> tuple[str, ...]:
@@ -312,8 +327,9 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
     static = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and not sym.depends_on_inputs)
     dynamic = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and sym.depends_on_inputs)
     lipschitz_vars: list[str] = []
-    for symbol in unfold.symbols:
-        for node in ir.walk(symbol.init):
+    bound_exprs = [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]
+    for expr in [symbol.init for symbol in unfold.symbols] + bound_exprs:
+        for node in ir.walk(expr):
             if isinstance(node, ir.Lipschitz) and node.var not in lipschitz_vars:
                 lipschitz_vars.append(node.var)
     plan = make_plan(unfold, rules, dynamic, _per_sample(unfold, rules, dynamic))

@@ -5,7 +5,7 @@ gradient; the generated file must not import unfoldgen.
 """
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
@@ -165,3 +165,186 @@ def require_sign(what: str, value: Tensor, positive: bool) -> None:
         raise ValueError(
             f"{what} = {low:g}: expected {expected} for the classical algorithm (validate=False accepts it)"
         )
+
+
+# ---------------------------------------------------------------- bounded learned values
+# One class per bound form (unfoldgen.bounds.BOUND_FORMS): value maps an unconstrained raw tensor
+# into the bounds, start is its inverse (raw₀ with value(raw₀) = v₀, so an untrained network is
+# classical). A strict side (an excluded bound) is a smooth map; a closed side clamps (the raw
+# value is the value there).
+
+
+def softplus_inverse(value: Tensor) -> Tensor:
+    """raw with softplus(raw) = value > 0: value + log(−expm1(−value)), stable for tiny and large values
+    (above 20, torch's softplus is the identity, so the inverse is too)."""
+    return torch.where(value > 20, value, value + torch.log(-torch.expm1(-value.clamp(max=20))))
+
+
+class OpenInterval:
+    """(LO, HI): value = LO + (HI − LO)·sigmoid(raw); raw₀ = logit((v₀ − LO)/(HI − LO))."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return low + (high - low) * torch.sigmoid(raw)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        fraction = (value - low) / (high - low)
+        return torch.log(fraction) - torch.log1p(-fraction)
+
+
+class ClosedInterval:
+    """[LO, HI]: value = clamp(raw, LO, HI); raw₀ = v₀ (a start on either bound is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.minimum(torch.maximum(raw, low), high)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return value.clone()
+
+
+class LowClosedInterval:
+    """[LO, HI): value = max(LO, HI − softplus(raw)); raw₀ = softplus⁻¹(HI − v₀)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.maximum(high - torch.nn.functional.softplus(raw), low)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return softplus_inverse(high - value)
+
+
+class HighClosedInterval:
+    """(LO, HI]: value = min(HI, LO + softplus(raw)); raw₀ = softplus⁻¹(v₀ − LO)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.minimum(low + torch.nn.functional.softplus(raw), high)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return softplus_inverse(value - low)
+
+
+class Above:
+    """> LO: value = LO + softplus(raw); raw₀ = softplus⁻¹(v₀ − LO)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: None) -> Tensor:
+        return low + torch.nn.functional.softplus(raw)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: None) -> Tensor:
+        return softplus_inverse(value - low)
+
+
+class AtLeast:
+    """>= LO: value = max(raw, LO); raw₀ = v₀ (a start on LO is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: None) -> Tensor:
+        return torch.maximum(raw, low)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: None) -> Tensor:
+        return value.clone()
+
+
+class Below:
+    """< HI: value = HI − softplus(raw); raw₀ = softplus⁻¹(HI − v₀)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: None, high: Tensor) -> Tensor:
+        return high - torch.nn.functional.softplus(raw)
+
+    @staticmethod
+    def start(value: Tensor, low: None, high: Tensor) -> Tensor:
+        return softplus_inverse(high - value)
+
+
+class AtMost:
+    """<= HI: value = min(raw, HI); raw₀ = v₀ (a start on HI is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: None, high: Tensor) -> Tensor:
+        return torch.minimum(raw, high)
+
+    @staticmethod
+    def start(value: Tensor, low: None, high: Tensor) -> Tensor:
+        return value.clone()
+
+
+def outside_bounds(
+    value: Tensor, low: Tensor | None, high: Tensor | None, low_closed: bool, high_closed: bool
+) -> Tensor:
+    """Where ``value`` lies outside the bounds (elementwise)."""
+    outside = torch.zeros_like(value, dtype=torch.bool)
+    if low is not None:
+        outside |= value < low if low_closed else value <= low
+    if high is not None:
+        outside |= value > high if high_closed else value >= high
+    return outside | ~torch.isfinite(value)
+
+
+class Bounded(nn.Module):
+    """A learned value kept inside its bounds by the map ``form`` (one of the classes above).
+
+    The state dict holds the unconstrained raw tensors (``NAME.raw.0`` … per layer, ``NAME.raw``
+    shared) and the bounds (``NAME.low``, ``NAME.high``); ``self[k]`` (per layer) or ``value()``
+    (shared) is the constrained value, and ``values()`` all of them (per layer stacked as (K, ...)).
+    It starts at exactly ``start``; a start outside the bounds (or on an excluded bound) cannot be
+    represented and is refused, whatever ``validate`` says.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        form: type,
+        start: Tensor,
+        low: Tensor | None,
+        high: Tensor | None,
+        closed: tuple[bool, bool],
+        layers: int | None,
+        text: str,
+    ) -> None:
+        super().__init__()
+        self.form = form
+        self.closed = closed
+        self.text = text
+        outside = outside_bounds(start, low, high, *closed)
+        if bool(outside.any()):
+            first = float(start.detach()[outside].flatten()[0])
+            sides = [
+                f"{side} = {float(bound.min() if side == 'low' else bound.max()):g}"
+                for side, bound in (("low", low), ("high", high))
+                if bound is not None
+            ]
+            raise ValueError(
+                f"{name} = {first:g} is not inside its bound {text} ({', '.join(sides)}): the reparametrised "
+                f"value cannot start there; pass {name}=... inside the bound or change the bound"
+            )
+        self.register_buffer("low", None if low is None else low.expand_as(start).clone())
+        self.register_buffer("high", None if high is None else high.expand_as(start).clone())
+        raw = form.start(start.detach(), self.low, self.high)
+        if layers is None:
+            self.raw = nn.Parameter(raw)
+        else:
+            self.raw = nn.ParameterList([nn.Parameter(raw.clone()) for _ in range(layers)])
+
+    def __getitem__(self, k: int) -> Tensor:
+        return self.form.value(self.raw[k], self.low, self.high)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def value(self) -> Tensor:
+        return self.form.value(self.raw, self.low, self.high)
+
+    def values(self) -> Tensor:
+        """The constrained values: per layer stacked as (K, ...), or the shared value."""
+        if isinstance(self.raw, nn.ParameterList):
+            return torch.stack([self[k] for k in range(len(self.raw))])
+        return self.value()

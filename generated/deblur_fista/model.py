@@ -295,6 +295,8 @@ class DeblurFista(nn.Module):
     PARADIGMS: dict[str, int] = {}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ()
+    # bounded learned values (Bounded modules: raw tensors NAME.raw…, bounds NAME.low/NAME.high), per layer?
+    BOUNDED: dict[str, bool] = {}
 
     def __init__(
         self,
@@ -363,7 +365,7 @@ class DeblurFista(nn.Module):
 
     @property
     def layers(self) -> int:
-        """The number of layers forward runs."""
+        """The number of layers forward runs (any positive number)."""
         return self._layers
 
     @layers.setter
@@ -475,7 +477,12 @@ class DeblurFista(nn.Module):
 
         arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
         for name in self.LAYER_LISTS:  # the kernels take per-layer tensors stacked as (K, ...)
-            arrays[name] = numpy.stack([arrays.pop(f"{name}.{k}") for k in range(self.layers)])
+            arrays[name] = numpy.stack(
+                [arrays.pop(f"{name}.{k}") for k in range(self._built_layers)]
+            )
+        for name in self.BOUNDED:  # the kernels take the constrained values, not the raw tensors
+            arrays = {key: value for key, value in arrays.items() if not key.startswith(f"{name}.")}
+            arrays[name] = getattr(self, name).values().detach().cpu().numpy()
         numpy.savez(path, layers=numpy.array(self.layers), **arrays)
 
     def parameter_counts(self) -> dict[int, int]:

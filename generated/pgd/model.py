@@ -189,6 +189,8 @@ class Pgd(nn.Module):
     PARADIGMS: dict[str, int] = {"mu": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("mu",)
+    # bounded learned values (Bounded modules: raw tensors NAME.raw…, bounds NAME.low/NAME.high), per layer?
+    BOUNDED: dict[str, bool] = {}
 
     def __init__(
         self,
@@ -255,17 +257,19 @@ class Pgd(nn.Module):
 
     @property
     def layers(self) -> int:
-        """The number of layers forward runs (1 … the layers built: each has its own parameters)."""
+        """The number of layers forward runs (any positive number).
+
+        Past the layers built (the constructor's ``layers``), every layer reuses the last built
+        layer's per-layer values: layer k ≥ K runs the rules with layer K−1's learned values (the
+        layer index passed to the rules stays k). With bounded values whose last layer is a
+        classical step (see certify), this continues the classical iteration.
+        """
         return self._layers
 
     @layers.setter
     def layers(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"layers must be a positive integer, got {value!r}")
-        if value > self._built_layers:
-            raise ValueError(
-                f"layers = {value}: this model has parameters for {self._built_layers} layers; expected 1 … {self._built_layers}"
-            )
         self._layers = value
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -280,8 +284,9 @@ class Pgd(nn.Module):
         self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         """Layer _k (0-based): one iteration of the update rules."""
+        _stored_k = min(_k, self._built_layers - 1)
         x = state["x"]
-        mu = self.mu[_k] * inputs["mu"]
+        mu = self.mu[_stored_k] * inputs["mu"]
         H = inputs["H"]
         y = inputs["y"]
         x = proj_box(x - mu * (2.0 * (H.mT @ (H @ x - y))), -1.0, 1.0)
@@ -353,7 +358,12 @@ class Pgd(nn.Module):
 
         arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
         for name in self.LAYER_LISTS:  # the kernels take per-layer tensors stacked as (K, ...)
-            arrays[name] = numpy.stack([arrays.pop(f"{name}.{k}") for k in range(self.layers)])
+            arrays[name] = numpy.stack(
+                [arrays.pop(f"{name}.{k}") for k in range(self._built_layers)]
+            )
+        for name in self.BOUNDED:  # the kernels take the constrained values, not the raw tensors
+            arrays = {key: value for key, value in arrays.items() if not key.startswith(f"{name}.")}
+            arrays[name] = getattr(self, name).values().detach().cpu().numpy()
         numpy.savez(path, layers=numpy.array(self.layers), **arrays)
 
     def parameter_counts(self) -> dict[int, int]:

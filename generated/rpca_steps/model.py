@@ -204,6 +204,8 @@ class RpcaSteps(nn.Module):
         "tL",
         "tS",
     )
+    # bounded learned values (Bounded modules: raw tensors NAME.raw…, bounds NAME.low/NAME.high), per layer?
+    BOUNDED: dict[str, bool] = {}
 
     def __init__(
         self,
@@ -271,17 +273,19 @@ class RpcaSteps(nn.Module):
 
     @property
     def layers(self) -> int:
-        """The number of layers forward runs (1 … the layers built: each has its own parameters)."""
+        """The number of layers forward runs (any positive number).
+
+        Past the layers built (the constructor's ``layers``), every layer reuses the last built
+        layer's per-layer values: layer k ≥ K runs the rules with layer K−1's learned values (the
+        layer index passed to the rules stays k). With bounded values whose last layer is a
+        classical step (see certify), this continues the classical iteration.
+        """
         return self._layers
 
     @layers.setter
     def layers(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"layers must be a positive integer, got {value!r}")
-        if value > self._built_layers:
-            raise ValueError(
-                f"layers = {value}: this model has parameters for {self._built_layers} layers; expected 1 … {self._built_layers}"
-            )
         self._layers = value
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -298,15 +302,16 @@ class RpcaSteps(nn.Module):
         self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         """Layer _k (0-based): one iteration of the update rules."""
+        _stored_k = min(_k, self._built_layers - 1)
         S = state["S"]
         D = inputs["D"]
         L = state["L"]
         g = S - (D - L)
-        tL = self.tL[_k]
-        muL = self.muL[_k]
+        tL = self.tL[_stored_k]
+        muL = self.muL[_stored_k]
         L = svt(L - muL * g, tL)
-        tS = self.tS[_k]
-        muS = self.muS[_k]
+        tS = self.tS[_stored_k]
+        muS = self.muS[_stored_k]
         S = soft_threshold(S - muS * g, tS)
         return {"L": L, "S": S}
 
@@ -385,7 +390,12 @@ class RpcaSteps(nn.Module):
 
         arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
         for name in self.LAYER_LISTS:  # the kernels take per-layer tensors stacked as (K, ...)
-            arrays[name] = numpy.stack([arrays.pop(f"{name}.{k}") for k in range(self.layers)])
+            arrays[name] = numpy.stack(
+                [arrays.pop(f"{name}.{k}") for k in range(self._built_layers)]
+            )
+        for name in self.BOUNDED:  # the kernels take the constrained values, not the raw tensors
+            arrays = {key: value for key, value in arrays.items() if not key.startswith(f"{name}.")}
+            arrays[name] = getattr(self, name).values().detach().cpu().numpy()
         numpy.savez(path, layers=numpy.array(self.layers), **arrays)
 
     def parameter_counts(self) -> dict[int, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from unfoldgen import ir
 from unfoldgen.emit import base
-from unfoldgen.emit.base import header, helper_sources, referenced_names
+from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
@@ -142,11 +142,11 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             factor = ""
             if low.plan[name].learned:
                 key = param_arg(name)
-                factor = f"{key}[_k] * " if low.plan[name].per_layer else f"{key} * "
+                factor = f"{key}[{STORED_LAYER}] * " if low.plan[name].per_layer else f"{key} * "
             value_at_layer[name] = f"{factor}_sample_{name}"
         else:
             key = param_arg(name)
-            value_at_layer[name] = f"{key}[_k]" if low.plan[name].per_layer else key
+            value_at_layer[name] = f"{key}[{STORED_LAYER}]" if low.plan[name].per_layer else key
 
     # dynamic (per-sample) hyperparameters: only in the per-sample layout
     lipschitz_functions = []
@@ -183,7 +183,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         else:
             start = printer(ir.substitute(symbol.init, at_start))
             init_lines.append(f"{symbol.name} = {start} + np.zeros(({', '.join(axes)}), _dtype)")
-    call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
+    stored_index = [STORED_LAYER] if layer_index else []  # a per-layer net reads the stored layer's weights
+    call_args = [value_at_layer.get(n, n) for n in free] + net_args + stored_index + dims + state_names
     # the dims the network itself uses, each read off an array it is given
     used_dims = set(dims) | {d for s in states for d in s.shape if isinstance(d, str)}
     used_dims |= set(referenced_names([s.init for s in states + low.dynamic])[0])
@@ -199,6 +200,11 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         shapes = {s.name: ", ".join(_axes(s.shape)) for s in states}
         setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
     setup = _typing_lines(reference, setup + dynamic_lines + init_lines) + setup
+    # layers past the stored ones reuse the last stored layer's values: one clamped index
+    stored = [f"{key}.shape[0]" for key in array_args if _param_axes(low, key)[:1] == ("layers",)]
+    stored += [f"_{net}_weights[0].shape[0]" for net in nets if low.plan[net].per_layer]
+    if stored:
+        setup.append(f"_stored_layers = {stored[0] if len(stored) == 1 else 'min(' + ', '.join(stored) + ')'}")
     return {
         **header(low, spec_path),
         "batched": batched,
@@ -214,6 +220,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "dynamic_lines": dynamic_lines,
         "init_lines": init_lines,
         "call_args": call_args,
+        "stored_index": STORED_LAYER if stored else None,
         "state_names": state_names,
         "outputs": list(low.unfold.outputs),
         "outputs_literal": repr(tuple(low.unfold.outputs)),

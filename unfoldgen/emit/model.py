@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass
 
 from unfoldgen import ir
+from unfoldgen.bounds import bound_form
 from unfoldgen.check import Symbol
 from unfoldgen.emit import base
-from unfoldgen.emit.base import header, helper_sources, referenced_names
+from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
 from unfoldgen.nets import NET_KINDS, image_axes
@@ -55,15 +56,19 @@ class _Context:
             case "buffer":
                 return f"self.{entry.attribute}"
             case "per_sample_factor":  # outside a layer (a start value): the first layer's factor
-                factor = f"self.{name}" + (("[_k]" if self.mode == "layer" else "[0]") if entry.per_layer else "")
+                factor = f"self.{name}" + (self.layer_index() if entry.per_layer else "")
                 return f'{factor} * inputs["{name}"]'
             case "parameter" | "parameter_list":
                 if entry.problem_key is not None and self.mode in ("problem", "prepare"):
                     return f"self.{entry.problem_key}"
                 if entry.per_layer:
-                    return f"self.{name}[_k]" if self.mode == "layer" else f"self.{name}[0]"
-                return f"self.{name}"
+                    return f"self.{name}{self.layer_index()}"
+                return f"self.{name}.value()" if entry.bounds is not None else f"self.{name}"
         raise KeyError(name)
+
+    def layer_index(self) -> str:
+        """How a per-layer value is indexed: by the stored layer in a layer, else the first layer's."""
+        return f"[{STORED_LAYER}]" if self.mode == "layer" else "[0]"
 
 
 def _dim_binding(plan: UnfoldPlan, dim: str, build: bool = False) -> str:
@@ -161,7 +166,7 @@ class _ModelEmitter:
         if NET_KINDS[info.kind].external:
             layouts = tuple(_external_layout(shape) for shape in info.arg_shapes)
             return f'external_net(self.{name}, "{name}", {layouts!r})'
-        return f"self.{name}[_k]" if self.low.plan[name].per_layer else f"self.{name}"
+        return f"self.{name}[{STORED_LAYER}]" if self.low.plan[name].per_layer else f"self.{name}"
 
     def constructor(self) -> list[str]:
         """The constructor after what the template writes itself (layers, the dims passed, the
@@ -183,7 +188,9 @@ class _ModelEmitter:
             if low.plan[symbol.name].storage == "buffer":
                 writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
         for entry in low.plan.learned():
-            if entry.role != "net":
+            if entry.bounds is not None:
+                writer.lines += self.bounded_lines(entry, writer)
+            elif entry.role != "net":
                 writer.lines.append(self.learned_line(entry))
         for net in low.unfold.nets:
             writer.lines += self.net_lines(net, writer)
@@ -238,6 +245,31 @@ class _ModelEmitter:
         if entry.per_layer:
             return f"self.{entry.name} = nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
         return f"self.{entry.name} = nn.Parameter({start}.clone())"
+
+    def bounded_lines(self, entry, writer: _MethodWriter) -> list[str]:
+        """A bounded learned value: its bounds computed like a hyperparameter, then a Bounded module
+        (the raw tensor of the form's map, starting exactly at the classical value)."""
+        bounds = entry.bounds
+        form = bound_form(bounds.low is not None, bounds.high is not None, bounds.low_closed, bounds.high_closed)
+        lines, sides = [], []
+        for side, local, expr in (("lower", "_lower", bounds.low), ("upper", "_upper", bounds.high)):
+            if expr is None:
+                sides.append("None")
+                continue
+            writer.bind_for([expr])
+            shape = f"({dims_code(entry.shape)})" if not ir.is_scalar(expr.shape) else "()"
+            what = f"the {side} bound of {entry.name}"
+            lines.append(f'{local} = as_value("{what}", {self.build_printer(expr)}, {shape}, _dtype, _device, True)')
+            sides.append(local)
+        math = MathPrinter()
+        text = form.notation(*(None if expr is None else math(expr) for expr in (bounds.low, bounds.high)))
+        closed = (bounds.low_closed, bounds.high_closed)
+        layers = "layers" if entry.per_layer else "None"
+        lines.append(
+            f'self.{entry.name} = Bounded("{entry.name}", {form.helper}, {entry.name}, {sides[0]}, {sides[1]}, '
+            f"{closed}, {layers}, {text!r})"
+        )
+        return lines
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
@@ -331,6 +363,8 @@ class _ModelEmitter:
             if symbol.name not in writer.bound:
                 writer._bind(symbol.name)
         writer.lines.append(self.state_dict_line())
+        if any(f"[{STORED_LAYER}]" in line for line in writer.lines):  # one clamped index for every per-layer read
+            writer.lines.insert(0, f"{STORED_LAYER} = min(_k, self._built_layers - 1)")
         return writer.lines
 
     def objective_value(self) -> ir.Expr:
@@ -444,6 +478,13 @@ class _ModelEmitter:
         helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value"]
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
+        for entry in low.plan.learned():
+            if entry.bounds is not None:
+                bounds = entry.bounds
+                form = bound_form(
+                    bounds.low is not None, bounds.high is not None, bounds.low_closed, bounds.high_closed
+                )
+                helpers += [name for name in ("Bounded", form.helper) if name not in helpers]
         if any(plan.method == "dense" for plan in low.lipschitz):
             helpers += ["unit_basis", "largest_hessian_eigenvalue"]
         for printer in (self.printer, self.build_printer):
@@ -552,7 +593,8 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         **methods,
         "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
-        "layers_bounded": any(entry.per_layer for entry in low.plan.learned()),
+        "bounded": {entry.name: entry.per_layer for entry in low.plan.learned() if entry.bounds is not None},
+        "has_per_layer": any(entry.per_layer for entry in low.plan.learned()),
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
@@ -601,7 +643,10 @@ def _dtype_source(low: LoweredUnfold) -> str:
         return f"self.{plan[tensors[0].name].attribute}.dtype"
     learned = plan.learned()
     if learned and learned[0].role != "net":
-        return f"self.{learned[0].name}[0].dtype" if learned[0].per_layer else f"self.{learned[0].name}.dtype"
+        first = learned[0]
+        if first.per_layer:
+            return f"self.{first.name}[0].dtype"
+        return f"self.{first.name}.value().dtype" if first.bounds is not None else f"self.{first.name}.dtype"
     return "None"
 
 
