@@ -119,6 +119,9 @@ STANDALONE = textwrap.dedent(
                 "finite": all(bool(torch.isfinite(o).all()) for o in outs),
                 "iterates": len(iterates),
                 "layers": namespace["model"].layers,
+                "certified_layers": len(namespace["model"].certify()["checks"][0]["per_layer"])
+                if namespace["model"].CERTIFY
+                else namespace["model"].layers,
             }
         except BaseException:
             results[package] = {"error": traceback.format_exc()}
@@ -210,6 +213,7 @@ def test_package_runs_without_unfoldgen(standalone_run, package):
     assert set(result["dtypes"]) == {"torch.float64"}
     assert result["finite"]
     assert result["iterates"] == result["layers"] > 0
+    assert result["certified_layers"] == result["layers"]  # certify() runs without unfoldgen
 
 
 # ------------------------------------------------------------------ (b) imports

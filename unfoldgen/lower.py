@@ -64,6 +64,21 @@ class NamePlan:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """A classical convergence condition that ``certify`` checks in every layer.
+
+    kind: ``step_size`` (a gradient step s on the smooth part: 0 < s < 2/L, L = lipschitz(var)),
+    ``positive_step`` (a step whose bound is not known: s > 0), ``nonnegative_scale`` (a prox
+    scale, e.g. a threshold: ≥ 0) or ``coupled_weight`` (LISTA-CP/ALISTA: ``value`` is the
+    matrix W A the weight meets the data with, normalised diag = 1 with generalized coherence < 1).
+    """
+
+    kind: str
+    value: ir.Expr  # evaluated per layer
+    var: str | None = None  # step_size: the variable whose Lipschitz constant bounds the step
+
+
+@dataclass(frozen=True)
 class UnfoldPlan:
     """The typed plan of one unfold; ``names`` in declaration order (problem, unfold, nets, lets)."""
 
@@ -82,6 +97,7 @@ class UnfoldPlan:
     # must be positive, and a non-smooth term's coefficient, a threshold, nonnegative
     gradient_steps: tuple[str, ...] = ()
     thresholds: tuple[tuple[str, ir.Expr], ...] = ()  # (the non-smooth function, its coefficient)
+    certificates: tuple[Certificate, ...] = ()  # the conditions certify checks per layer
 
     def __getitem__(self, name: str) -> NamePlan:
         return self.names[name]
@@ -284,6 +300,7 @@ def make_plan(
         sets=tuple(entries["sets"]),
         net_kinds=tuple(dict.fromkeys(net.kind for net in unfold.nets)),
         gradient_steps=_gradient_steps(unfold, names),
+        certificates=_certificates(unfold, names, per_sample),
         thresholds=tuple(
             (term.func, term.coef)
             for term in problem.nonsmooth
@@ -300,24 +317,85 @@ def _sides(bounds: LearnBounds) -> list[ir.Expr]:
 def _gradient_steps(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> tuple[str, ...]:
     """Hypers fixed at build time that multiply a gradient in a rule (``x - mu * grad(x)``, or a
     ``let g = grad(x)`` then ``x - mu * g``)."""
-    steps: list[str] = []
-    gradient_lets: set[str] = set()
+    return tuple(dict.fromkeys(name for name, _ in _gradient_step_vars(unfold, names)))
+
+
+def _gradient_step_vars(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> list[tuple[str, str]]:
+    """(step, variable) for every hyper fixed at build time that multiplies the gradient of a variable."""
+    steps: list[tuple[str, str]] = []
+    gradient_lets: dict[str, str] = {}  # let g = grad(x): g → x
     for rule in unfold.rules:
         if rule.is_let and isinstance(rule.value, ir.Grad):
-            gradient_lets.add(rule.target)
+            gradient_lets[rule.target] = rule.value.var
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Binary) and node.op == "*":
                 for factor, other in ((node.left, node.right), (node.right, node.left)):
-                    gradient = isinstance(other, ir.Grad) or (isinstance(other, ir.Ref) and other.name in gradient_lets)
+                    var = other.var if isinstance(other, ir.Grad) else None
+                    if isinstance(other, ir.Ref):
+                        var = gradient_lets.get(other.name)
                     if (
                         isinstance(factor, ir.Ref)
-                        and gradient
+                        and var is not None
                         and names[factor.name].role == "hyper"
                         and names[factor.name].storage in ("buffer", "parameter", "parameter_list")
-                        and factor.name not in steps
+                        and (factor.name, var) not in steps
                     ):
-                        steps.append(factor.name)
-    return tuple(steps)
+                        steps.append((factor.name, var))
+    return steps
+
+
+def _certificates(unfold: CheckedUnfold, names: dict[str, NamePlan], per_sample: frozenset[str]) -> tuple:
+    """The conditions certify checks: gradient steps, prox scales that are fixed numbers per layer, and
+    weights coupled with the data in a residual (``W.T @ (A @ x - y)``, ``W @ (y - A @ x)``)."""
+    found: list[Certificate] = []
+
+    def add(certificate: Certificate) -> None:
+        if certificate not in found:
+            found.append(certificate)
+
+    for name, var in _gradient_step_vars(unfold, names):
+        add(Certificate("step_size", ir.Ref(name, "hyper", names[name].shape), var))
+    for rule in unfold.rules:
+        for node in ir.walk(rule.value):
+            if isinstance(node, ir.Prox) and not ir.depends_on(node.scale, per_sample):
+                add(Certificate("nonnegative_scale", node.scale))
+            if isinstance(node, ir.Binary) and node.op == "@":
+                coupled = _coupled_weight(node, names)
+                if coupled is not None:
+                    factor, product = coupled
+                    if factor is not None:
+                        add(Certificate("positive_step", factor))
+                    add(Certificate("coupled_weight", product))
+    return tuple(found)
+
+
+def _coupled_weight(node: ir.Binary, names: dict[str, NamePlan]) -> tuple[ir.Expr | None, ir.Expr] | None:
+    """``[s *] W[.T] @ (A @ x - y)`` (or ``y - A @ x``) with W a weight, A fixed, x a variable, y an
+    input: the factor s (or None) and the product W[.T] @ A the theory of LISTA-CP/ALISTA constrains."""
+    factor, weight = None, node.left
+    if isinstance(weight, ir.Binary) and weight.op == "*" and ir.is_scalar(weight.left.shape):
+        factor, weight = weight.left, weight.right
+    base = weight.operand if isinstance(weight, ir.Transpose) else weight
+    residual = node.right
+    if not (isinstance(base, ir.Ref) and names[base.name].role == "weight"):
+        return None
+    if not (isinstance(residual, ir.Binary) and residual.op == "-"):
+        return None
+    for model, measured in ((residual.left, residual.right), (residual.right, residual.left)):
+        if (
+            isinstance(measured, ir.Ref)
+            and names[measured.name].role == "input"
+            and isinstance(model, ir.Binary)
+            and model.op == "@"
+            and isinstance(model.left, ir.Ref)
+            and names[model.left.name].role in ("data", "param", "weight")
+            and model.left.name != base.name
+            and isinstance(model.right, ir.Ref)
+            and names[model.right.name].role == "var"
+        ):
+            shape = (weight.shape[0], model.left.shape[1])
+            return factor, ir.Binary("@", weight, model.left, shape)
+    return None
 
 
 def lower(unfold: CheckedUnfold) -> LoweredUnfold:
@@ -333,6 +411,10 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
             if isinstance(node, ir.Lipschitz) and node.var not in lipschitz_vars:
                 lipschitz_vars.append(node.var)
     plan = make_plan(unfold, rules, dynamic, _per_sample(unfold, rules, dynamic))
+    # certify bounds each gradient step by 2/L: the constant of every such variable with an affine gradient
+    for certificate in plan.certificates:
+        if certificate.var is not None and certificate.var in dict(hessians) and certificate.var not in lipschitz_vars:
+            lipschitz_vars.append(certificate.var)
     return LoweredUnfold(
         unfold.name,
         class_name(unfold.name),

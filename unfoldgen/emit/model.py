@@ -367,6 +367,50 @@ class _ModelEmitter:
             writer.lines.insert(0, f"{STORED_LAYER} = min(_k, self._built_layers - 1)")
         return writer.lines
 
+    def certified_values(self) -> list[str]:
+        """``certified_values(_k)``: the values certify checks, as layer _k reads them."""
+        writer = _MethodWriter(_Context("layer", self.low), self.printer)
+        values = [certificate.value for certificate in self.low.plan.certificates]
+        writer.bind_for(values)
+        writer.lines.append("return [" + ", ".join(self.printer(value) for value in values) + "]")
+        if any(f"[{STORED_LAYER}]" in line for line in writer.lines):
+            writer.lines.insert(0, f"{STORED_LAYER} = min(_k, self._built_layers - 1)")
+        return writer.lines
+
+    def certify_checks(self) -> tuple[tuple, list[str]]:
+        """The checks certify runs (kind, what, variable) and the variables whose Lipschitz constant
+        it computes when the model is built (a step on any other is checked for its sign only)."""
+        low = self.low
+        carried = {s.name for s in self.carried}
+        static = [plan.var for plan in low.lipschitz if not ir.depends_on(plan.hessian, low.per_sample - carried)]
+        math = MathPrinter()
+        what = {
+            "step_size": "step",
+            "positive_step": "step",
+            "nonnegative_scale": "prox scale",
+            "coupled_weight": "weight product",
+        }
+        checks = []
+        for certificate in low.plan.certificates:
+            kind = certificate.kind
+            if kind == "step_size" and certificate.var not in static:  # L needs the inputs: only the sign
+                kind = "positive_step"
+            var = certificate.var if kind == "step_size" else None
+            checks.append((kind, f"{what[kind]} {math(certificate.value)}", var))
+        return tuple(checks), [var for var in static if any(check[2] == var for check in checks)]
+
+    def certify_context(self) -> dict:
+        """certify's checks, the constants it computes, and the learned names no check covers."""
+        checks, constants = self.certify_checks()
+        checked = {name for certificate in self.low.plan.certificates for name in ir.refs(certificate.value)}
+        return {
+            "certify_checks": checks,
+            "certify_lipschitz": constants,
+            "certify_unchecked": tuple(name for name in self.low.plan.paradigms if name not in checked),
+            "certify_memoryless": len(self.carried) == len(self.variables),
+            "certified_lines": self.certified_values(),
+        }
+
     def objective_value(self) -> ir.Expr:
         total: ir.Expr = self.problem.smooth
         for term in self.problem.nonsmooth:
@@ -475,7 +519,9 @@ class _ModelEmitter:
         after every method is printed: the printers record the helpers they chose)."""
         low = self.low
         expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
-        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value"]
+        helpers: list[str] = ["as_data", "check_input", "size_of", "checkpoint_segment", "as_value", "certify_layers"]
+        if self.certify_checks()[1]:
+            helpers.append("build_time_constants")
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
         for entry in low.plan.learned():
@@ -522,6 +568,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_lines": emitter.layer(),
         "objective_lines": emitter.objective(),
         "lipschitz_methods": emitter.lipschitz_methods(math),
+        **emitter.certify_context(),
     }
     measure_lines, measure_arguments = emitter.measure() if low.measurements else ([], [])
     runtime_sources, op_sources, net_sources = emitter.helper_sources()
