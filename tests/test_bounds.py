@@ -162,17 +162,22 @@ def test_values_stay_inside_after_huge_perturbations_and_steps(form):
         (model(y) - 5).square().sum().backward()
         optimiser.step()
         assert inside(model.t.values(), low, high, model.t.closed)
-    with torch.no_grad():
-        for raw in model.t.raw:
-            raw.fill_(1e4)
+    for extreme in (1e4, -1e4):
+        with torch.no_grad():
+            for raw in model.t.raw:
+                raw.fill_(extreme)
         assert inside(model.t.values(), low, high, model.t.closed)
+        if form == "open_interval":  # the margin: strictly inside even where the sigmoid saturates
+            assert bool((model.t.values() > low).all() and (model.t.values() < high).all())
 
 
 def derivative(form_key: str, raw, low, high):
     """d value / d raw of each form, written out by hand."""
     sigmoid = torch.sigmoid(raw)
+    if form_key == "open_interval":
+        scaled = torch.sigmoid(4 * raw / (high - low))
+        return (1 - 2 * runtime_torch.OpenInterval.MARGIN) * 4 * scaled * (1 - scaled)
     return {
-        "open_interval": (high - low) * sigmoid * (1 - sigmoid) if high is not None and low is not None else None,
         "closed_interval": ((raw > low) & (raw < high)).to(raw.dtype) if low is not None and high is not None else None,
         "low_closed_interval": -sigmoid * (high - torch.nn.functional.softplus(raw) > low)
         if low is not None and high is not None
@@ -221,6 +226,9 @@ def test_a_start_outside_its_bound_is_refused_even_without_validation():
     on_open_side = load_class(LASSO.replace("LEARN", "learn t per layer in (0, lam / lipschitz(x))"))
     with pytest.raises(ValueError, match=r"^t = 0\.\d+ is not inside its bound \(0, lam/L_x\)"):
         on_open_side(A)
+    within_margin = load_class(LASSO.replace("LEARN", "learn t per layer in (0, 1.0001 * lam / lipschitz(x))"))
+    with pytest.raises(ValueError, match=r"^t = 0\.\d+ is too close to a side of its bound"):
+        within_margin(A)
     on_closed_side = load_class(LASSO.replace("LEARN", "learn t per layer in (0, lam / lipschitz(x)]"))
     assert float(on_closed_side(A).t[0].detach()) == pytest.approx(0.1 / L, rel=1e-15)
 

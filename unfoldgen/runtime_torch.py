@@ -181,16 +181,28 @@ def softplus_inverse(value: Tensor) -> Tensor:
 
 
 class OpenInterval:
-    """(LO, HI): value = LO + (HI − LO)·sigmoid(raw); raw₀ = logit((v₀ − LO)/(HI − LO))."""
+    """(LO, HI): value = LO + (HI − LO)·(ε + (1 − 2ε)·sigmoid(4·raw/(HI − LO))), ε = 2⁻¹¹;
+    raw₀ = (HI − LO)/4·logit(((v₀ − LO)/(HI − LO) − ε)/(1 − 2ε)).
+
+    The slope is (1 − 2ε) ≈ 1 at the middle of the interval, so an optimiser's step on the raw value
+    is a step of about the same size on the value (a plain sigmoid would scale every step by
+    (HI − LO)/4: for a step bound 2/L, a learning rate ~10× smaller than the unbounded twin's). The
+    margin ε(HI − LO) keeps the value strictly inside even where the sigmoid rounds to 0 or 1 (float32:
+    |4·raw/(HI − LO)| ≳ 17); a start within it of a bound is refused.
+    """
+
+    MARGIN = 2.0**-11
 
     @staticmethod
     def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
-        return low + (high - low) * torch.sigmoid(raw)
+        margin = OpenInterval.MARGIN
+        return low + (high - low) * (margin + (1 - 2 * margin) * torch.sigmoid(4 * raw / (high - low)))
 
     @staticmethod
     def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
-        fraction = (value - low) / (high - low)
-        return torch.log(fraction) - torch.log1p(-fraction)
+        margin = OpenInterval.MARGIN
+        fraction = ((value - low) / (high - low) - margin) / (1 - 2 * margin)
+        return (high - low) / 4 * (torch.log(fraction) - torch.log1p(-fraction))
 
 
 class ClosedInterval:
@@ -329,6 +341,12 @@ class Bounded(nn.Module):
         self.register_buffer("low", None if low is None else low.expand_as(start).clone())
         self.register_buffer("high", None if high is None else high.expand_as(start).clone())
         raw = form.start(start.detach(), self.low, self.high)
+        if not bool(torch.isfinite(raw).all()):
+            first = float(start.detach()[~torch.isfinite(raw)].flatten()[0])
+            raise ValueError(
+                f"{name} = {first:g} is too close to a side of its bound {text} to be represented (the map keeps a "
+                f"margin inside open sides); pass {name}=... further inside or widen the bound"
+            )
         if layers is None:
             self.raw = nn.Parameter(raw)
         else:

@@ -388,6 +388,12 @@ class Bounded(nn.Module):
         self.register_buffer("low", None if low is None else low.expand_as(start).clone())
         self.register_buffer("high", None if high is None else high.expand_as(start).clone())
         raw = form.start(start.detach(), self.low, self.high)
+        if not bool(torch.isfinite(raw).all()):
+            first = float(start.detach()[~torch.isfinite(raw)].flatten()[0])
+            raise ValueError(
+                f"{name} = {first:g} is too close to a side of its bound {text} to be represented (the map keeps a "
+                f"margin inside open sides); pass {name}=... further inside or widen the bound"
+            )
         if layers is None:
             self.raw = nn.Parameter(raw)
         else:
@@ -409,17 +415,22 @@ class Bounded(nn.Module):
         return self.value()
 
 
-class OpenInterval:
-    """(LO, HI): value = LO + (HI − LO)·sigmoid(raw); raw₀ = logit((v₀ − LO)/(HI − LO))."""
+def softplus_inverse(value: Tensor) -> Tensor:
+    """raw with softplus(raw) = value > 0: value + log(−expm1(−value)), stable for tiny and large values
+    (above 20, torch's softplus is the identity, so the inverse is too)."""
+    return torch.where(value > 20, value, value + torch.log(-torch.expm1(-value.clamp(max=20))))
+
+
+class Above:
+    """> LO: value = LO + softplus(raw); raw₀ = softplus⁻¹(v₀ − LO)."""
 
     @staticmethod
-    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
-        return low + (high - low) * torch.sigmoid(raw)
+    def value(raw: Tensor, low: Tensor, high: None) -> Tensor:
+        return low + torch.nn.functional.softplus(raw)
 
     @staticmethod
-    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
-        fraction = (value - low) / (high - low)
-        return torch.log(fraction) - torch.log1p(-fraction)
+    def start(value: Tensor, low: Tensor, high: None) -> Tensor:
+        return softplus_inverse(value - low)
 
 
 class AtLeast:
@@ -544,12 +555,7 @@ class AlistaSafe(nn.Module):
         self.register_buffer("mu", mu)
         self.register_buffer("W", W)
         _lower = as_value("the lower bound of gamma", 0.0, (), _dtype, _device, True)
-        _upper = as_value(
-            "the upper bound of gamma", 2.0 / self.lipschitz_x({}), (), _dtype, _device, True
-        )
-        self.gamma = Bounded(
-            "gamma", OpenInterval, gamma, _lower, _upper, (False, False), layers, "(0, 2/L_x)"
-        )
+        self.gamma = Bounded("gamma", Above, gamma, _lower, None, (False, False), layers, "> 0")
         _lower = as_value("the lower bound of theta", 0.0, (), _dtype, _device, True)
         self.theta = Bounded("theta", AtLeast, theta, _lower, None, (True, False), layers, ">= 0")
 
