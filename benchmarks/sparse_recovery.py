@@ -127,6 +127,7 @@ class Network:
     overrides: tuple[tuple[str, Any], ...] = ()
     beats_fista: bool = False  # claimed: at layer K it also beats FISTA-K
     claim: bool = True  # claimed: at layer K it beats ISTA-K (the quick test checks the claims)
+    warmup_share: float = 0.0  # share of the steps spent in a layer-wise warm-up before end-to-end training
 
 
 NETWORKS = (
@@ -147,6 +148,35 @@ NETWORKS = (
         150,
         1,
     ),
+    # support selection (LISTA-CPSS, ALISTA-SS): p_k = min(1.2 % · (k+1), 13 %) of the entries pass the
+    # threshold unchanged; as in the papers, a layer-wise warm-up (here a fifth of the steps) comes first
+    Network(
+        "lista_cpss",
+        "LISTA-CPSS",
+        "2",
+        "lasso.unf",
+        "lista_cpss",
+        1e-3,
+        20.0,
+        200,
+        1,
+        beats_fista=True,
+        warmup_share=0.2,
+    ),
+    Network(
+        "alista_ss",
+        "ALISTA-SS",
+        "1+2",
+        "alista.unf",
+        "alista_ss",
+        1e-2,
+        10.0,
+        200,
+        1,
+        (("W", "analytic"),),
+        beats_fista=True,
+        warmup_share=0.2,
+    ),
     # a shared mlp in place of the prox: its 128-unit last hidden layer confines every output to a
     # 128-dimensional affine subspace of R^n, so for n=500 it cannot get below about -1.3 dB (see the study)
     Network(
@@ -162,6 +192,8 @@ GPU_MINUTES = {
     "ista_corrected": 0.4,
     "ista_learned_shrink": 0.4,
     "ista_learned_prox": 0.25,
+    "lista_cpss": 1.6,
+    "alista_ss": 0.6,
 }
 CLASSICAL = {"ista": "ISTA", "fista": "FISTA"}
 
@@ -457,11 +489,38 @@ def fit_network(
         steps = max(2 * setting.layers, int(budget * 60 / per_step_total))
         mode = "time budget"
         log(f"  {net.key} seed {seed}: {per_step * 1e3:.1f} ms/step measured → {steps} steps for {budget:g} min")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     segment = steps if options.scheme == "layerwise" or not options.segment else options.segment
-    milestones = (steps // 2, (3 * steps) // 4)
+    history, done = [], 0
+    warmup = int(steps * net.warmup_share) if options.scheme == "supervised" else 0
+    if warmup >= 2 * setting.layers:  # layer-wise warm-up: layer k trained alone, then layers 1..k
+        result = fit(
+            model,
+            binding,
+            Config(
+                scheme="layerwise",
+                steps=warmup,
+                batch=setting.batch,
+                lr=net.lr,
+                val_size=setting.val_size,
+                val_every=setting.val_every,
+                checkpoint_every=10**9,
+            ),
+            out=None,
+            progress=options.progress,
+        )
+        history += [
+            {"step": h["step"], "lr": h["lr"], "val_nmse_db": h["val_nmse_db"], "phase": "warm-up"}
+            for h in result.history
+            if "val_nmse_db" in h
+        ]
+        done = warmup
+        log(f"  {net.key} seed {seed}: layer-wise warm-up, {warmup} steps: validation {result.nmse_db[-1]:.2f} dB")
+    else:
+        warmup = 0
+    milestones = (warmup + (steps - warmup) // 2, warmup + (3 * (steps - warmup)) // 4)
     best_state, best_score = copy.deepcopy(model.state_dict()), math.inf
-    lr_scale, attempts, history, done, rollbacks = 1.0, [], [], 0, 0
+    lr_scale, attempts, rollbacks = 1.0, [], 0
     while done < steps:
         count = min(segment, steps - done)
         if steps - done - count < segment // 4:
@@ -512,6 +571,8 @@ def fit_network(
         "steps_mode": mode,
         "budget_minutes": budget,
         "train_minutes": (time.perf_counter() - started) / 60,
+        # the process's CPU time: the budget that counts on a shared machine (wall time grows with its load)
+        "train_cpu_minutes": (time.process_time() - cpu_started) / 60,
         "lr": net.lr,
         "lr_scale_after_divergence": lr_scale,
         "segment_steps": segment,
@@ -519,6 +580,7 @@ def fit_network(
         "diverged": attempts,
         "batch": setting.batch,
         "scheme": options.scheme,
+        "warmup_steps": warmup,
         "val_nmse_db_at_K": best_score,
         "history": history,
     }
@@ -829,6 +891,25 @@ def acceptance(results: dict) -> dict[str, Any]:
     return report
 
 
+def merge_match_reports(earlier: dict, new: dict) -> dict:
+    """Iterations to match of an earlier run with those of networks trained now (λ grids and limits
+    may differ: each network's entry keeps its own λ and limit)."""
+    merged = {
+        "targets_db": {**earlier["targets_db"], **new["targets_db"]},
+        "lam_grid": sorted({*earlier["lam_grid"], *new["lam_grid"]}),
+    }
+    for solver in CLASSICAL:
+        old, now = earlier[solver], new[solver]
+        merged[solver] = {
+            "per_network": {**old["per_network"], **now["per_network"]},
+            "test_curves": {**old["test_curves"], **now["test_curves"]},
+            "validation_final_db": {**old["validation_final_db"], **now["validation_final_db"]},
+            "validation_iterations": {**old["validation_iterations"], **now["validation_iterations"]},
+            "seconds": old["seconds"] + now["seconds"],
+        }
+    return merged
+
+
 def parse_per_network(text: str | None, flag: str, kind: type = float) -> dict[str, Any]:
     """``NAME=VALUE,...`` (a bare ``VALUE`` applies to every network, key ``*``)."""
     values: dict[str, Any] = {}
@@ -878,6 +959,19 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: all for the full CPU run, else torch",
     )
     parser.add_argument("--no-match", action="store_true", help="skip iterations to match")
+    parser.add_argument(
+        "--match-lams", default=None, help="λ grid for iterations to match, e.g. 0.0005,0.001 (default: the setting's)"
+    )
+    parser.add_argument(
+        "--max-iterations", default=None, help="iteration limits for iterations to match, e.g. ista=10000,fista=2000"
+    )
+    parser.add_argument(
+        "--merge",
+        metavar="JSON",
+        default=None,
+        help="add the networks trained now to an earlier results JSON (its classical solvers, networks and\n"
+        "iterations to match are kept; a network trained again replaces its entry); writes --out or that JSON",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--tables", metavar="JSON", default=None, help="print the markdown tables of a results JSON")
     parser.add_argument("--replot", metavar="JSON", default=None, help="draw the plots of a results JSON (--plot-dir)")
@@ -904,6 +998,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     options.argv = list(sys.argv[1:] if argv is None else argv)
     options.budget = parse_per_network(options.budget, "--budget")
     options.steps = parse_per_network(options.steps, "--steps", int)
+    options.match_lams = tuple(float(v) for v in options.match_lams.split(",")) if options.match_lams else None
+    limits = dict(item.split("=") for item in options.max_iterations.split(",")) if options.max_iterations else {}
+    unknown = set(limits) - set(CLASSICAL)
+    if unknown:
+        raise SystemExit(f"--max-iterations: unknown solver {sorted(unknown)[0]!r}; expected ista or fista")
+    options.max_iterations = {solver: int(value) for solver, value in limits.items()}
     if options.segment is None:
         options.segment = 0 if options.quick else 1000
     if options.latency is None:
@@ -941,13 +1041,20 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
     setting = QUICK if options.quick else FULL
     if options.batch is not None:
         setting = dataclasses.replace(setting, batch=options.batch)
+    if options.match_lams:
+        setting = dataclasses.replace(setting, match_lam_grid=options.match_lams)
+    if options.max_iterations:
+        setting = dataclasses.replace(setting, max_iterations={**setting.max_iterations, **options.max_iterations})
     tag = default_tag(options)
     options.tag = tag or "full"
     out = (
         Path(options.out)
         if options.out
+        else Path(options.merge)
+        if options.merge
         else ROOT / "benchmarks" / "results" / f"sparse_recovery{'_' + tag if tag else ''}.json"
     )
+    earlier = json.loads(Path(options.merge).read_text()) if options.merge else None
     if options.plot_dir:
         plot_dir = Path(options.plot_dir)
     elif options.quick:
@@ -985,10 +1092,19 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
             "load_average_start": load_start,
         },
     }
-    results["classical"] = tune_classical(study, log)
+    if earlier is not None:
+        for key in ("classical", "networks", "iterations_to_match", "latency", "setting", "machine"):
+            if key in earlier:
+                results[key] = earlier[key]
+        results["runs_merged"] = [*earlier.get("runs_merged", [earlier["command"]]), results["command"]]
+        results["command"] = earlier["command"]
+        log(f"merging into {options.merge}: classical λ and {len(earlier['networks'])} networks kept")
+    else:
+        results["classical"] = tune_classical(study, log)
     ista_lam = results["classical"]["ista"]["best_lam"]
 
-    results["networks"] = {}
+    results.setdefault("networks", {})
+    trained_now = []
     models = {}
     for net in wanted:
         seeds = (
@@ -1006,6 +1122,7 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
         curves = np.array([r["test"]["nmse_db"] for r in runs])
         se = np.array([r["test"]["se_db"] for r in runs])
         spread = curves.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(curves.shape[1])
+        trained_now.append(net.key)
         results["networks"][net.key] = {
             "label": net.label,
             "paradigm": net.paradigm,
@@ -1021,15 +1138,18 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
             "test_error_db": np.sqrt(se.mean(axis=0) ** 2 + spread**2).tolist(),
         }
 
-    if not options.no_match and results["networks"]:
-        targets = {name: e["test_mean_nmse_db"][-1] for name, e in results["networks"].items()}
+    if not options.no_match and trained_now:
+        targets = {name: results["networks"][name]["test_mean_nmse_db"][-1] for name in trained_now}
         log("iterations to match (test set):")
-        results["iterations_to_match"] = iterations_to_match(study, targets, log)
+        report = iterations_to_match(study, targets, log)
+        if "iterations_to_match" in results:  # merged: the earlier networks keep their counts
+            report = merge_match_reports(results["iterations_to_match"], report)
+        results["iterations_to_match"] = report
 
     if options.latency != "none":
         log("latency per sample at layer K:")
-        lat = {}
-        for solver in CLASSICAL:
+        lat = dict(results.get("latency", {}))
+        for solver in CLASSICAL if earlier is None else ():
             model = study.build("lasso.unf", solver, setting.layers, {"lam": results["classical"][solver]["best_lam"]})
             lat[solver] = latency(study, "lasso.unf", solver, model, options.latency == "all")
         for net in wanted:

@@ -202,6 +202,33 @@ NEAR_MISSES = {
     "nonsmooth_coefficient_product": _lasso(("+ lam * norm1(x)\n", "+ lam * 2 * norm1(x)\n")),
     "nonsmooth_coefficient_parenthesised": _lasso(("+ lam * norm1(x)\n", "+ 2 * (lam * norm1(x))\n")),
     "nonsmooth_coefficient_divided": _lasso(("+ lam * norm1(x)\n", "+ lam * norm1(x) / 2\n")),
+    # k is the layer index only where a spec does not declare k itself
+    "k_as_a_dim_and_a_variable": """problem p {
+    dim m, k
+    data A : real[m, k]
+    input y : real[m]
+    var k2 : real[k] = 0
+    minimize 0.5 * sumsq(A @ k2 - y)
+}
+unfold gd from p {
+    layers 3
+    hyper mu : real = 1 / lipschitz(k2)
+    iterate { k2 = k2 - mu * grad(k2) }
+}
+problem q {
+    dim n
+    input y : real[n]
+    var k : real[n] = 0
+    minimize 0.5 * sumsq(k - y)
+}
+unfold gd2 from q {
+    layers 3
+    iterate { k = k - 0.5 * grad(k) }
+}
+""",
+    "k_as_a_let": LASSO
+    + "unfold with_k from lasso {\n    layers 3\n    hyper mu : real = 1 / lipschitz(x)\n"
+    + "    iterate {\n        let k = x - mu * grad(x)\n        x = prox[mu * lam * norm1](k)\n    }\n}\n",
 }
 
 

@@ -480,7 +480,24 @@ PROX_REFERENCES = {
     "nuclear": ref_svt,  # takes the matrix itself
     "norm0": ref_hard_threshold,
     "norm21": lambda v, t: ref_prox_norm21(v if v.ndim == 2 else v[:, None], t).reshape(v.shape),  # the block
+    "norm1 keep": lambda v, t, fraction: _soft_threshold_keep(v, t, fraction),  # the block
 }
+OPTION_VALUES = {"keep": 0.4}  # the value a test gives each prox option
+
+
+def _soft_threshold_keep(v: np.ndarray, t: float, fraction: float) -> np.ndarray:
+    """Support selection: the ⌊p·N + ½⌋ entries of largest magnitude, ranked by np.argsort (not by the
+    implementations' count-th-magnitude rule), pass unchanged where |v| > t; the rest go through the
+    argmin of t|u| + ½(u − v)²."""
+    flat = v.ravel()
+    kept = np.zeros(flat.size, dtype=bool)
+    kept[np.argsort(-np.abs(flat), kind="stable")[: int(np.floor(fraction * flat.size + 0.5))]] = True
+    kept &= np.abs(flat) > t
+    out = ref_soft_threshold(flat, t)
+    out[kept] = flat[kept]
+    return out.reshape(v.shape)
+
+
 # set -> (reference projection, its parameters from a positive number p)
 SET_REFERENCES = {
     "box": (ref_proj_box, lambda p: (-p, 2 * p)),
@@ -490,7 +507,7 @@ SET_REFERENCES = {
     "simplex": (ref_proj_simplex, lambda p: (p,)),
     "ball21": (lambda v, r: _proj_ball21(v, r), lambda p: (p,)),
 }
-GROUPED = ("nuclear", "norm21", "ball21")  # references that take the whole block, not its entries
+GROUPED = ("nuclear", "norm21", "ball21", "norm1 keep")  # references that take the whole block, not its entries
 
 
 def _proj_ball21(v: np.ndarray, r: float) -> np.ndarray:
@@ -532,9 +549,10 @@ def run_operator(entry, backend: str, v: np.ndarray, params: tuple[float, ...]) 
 def test_prox(key, backend, shape, seed):
     entry = PROX_TABLE[key]
     v, t = draw(shape, seed)
-    ours = run_operator(entry, backend, v, (t,))
+    options = tuple(OPTION_VALUES[option] for option in entry.options)
+    ours = run_operator(entry, backend, v, (t, *options))
     reference = PROX_REFERENCES[key]
-    expected = reference(v, t) if key in GROUPED else reference(v.ravel(), t).reshape(shape)
+    expected = reference(v, t, *options) if key in GROUPED else reference(v.ravel(), t).reshape(shape)
     # the references are good to ~2e-8, so 1e-6 still catches a 1e-5 relative slip in t
     np.testing.assert_allclose(ours, expected, atol=1e-6, rtol=0)
 
@@ -744,7 +762,8 @@ def test_smooth_function_in_a_spec(name):
 
 
 def prox_bracket(entry) -> str:
-    return f"mu * 0.4 * {entry.func}" + (f" + {entry.set}" if entry.set else "")
+    options = "".join(f", {option} {OPTION_VALUES[option]}" for option in entry.options)
+    return f"mu * 0.4 * {entry.func}" + (f" + {entry.set}" if entry.set else "") + options
 
 
 @pytest.mark.slow  # compiles kernels: numba takes seconds per spec
@@ -759,7 +778,8 @@ def test_prox_in_a_spec(key):
     x = np.zeros_like(inputs)
     for _ in range(SPEC_LAYERS):
         v = x - 0.25 * (x - inputs)
-        x = np.stack([PROX_REFERENCES[key](sample, 0.1) for sample in v])
+        options = [OPTION_VALUES[option] for option in entry.options]
+        x = np.stack([PROX_REFERENCES[key](sample, 0.1, *options) for sample in v])
     np.testing.assert_allclose(ours, x, atol=1e-6, rtol=0)
     if entry.numba is None:
         assert kernels is None, f"{key}: kernels emitted for an entry without a numba function"

@@ -191,6 +191,7 @@ def test_projection_matches_numerical_argmin(name, shape, seed):
 OPS = {
     "soft_threshold": ops_torch.soft_threshold,
     "soft_threshold_nonneg": ops_torch.soft_threshold_nonneg,
+    "soft_threshold_keep": lambda v, p: ops_torch.soft_threshold_keep(v, p, 0.4),
     "block_soft_threshold": ops_torch.block_soft_threshold,
     "block_soft_threshold_nonneg": ops_torch.block_soft_threshold_nonneg,
     "prox_norminf": ops_torch.prox_norminf,
@@ -408,6 +409,7 @@ def test_function_runs_when_copied_alone(name):
         # Executing our own source is exactly what the generated module does.
         exec(source, namespace)
     v, p = batch((3, 2))
-    # Call with the function's own parameter list: (v), (v, t) or (v, lo, hi).
-    args = {1: (v,), 2: (v, p), 3: (v, -p, 2 * p)}[len(inspect.signature(fn).parameters)]
+    # Call with the function's own parameter list: (v), (v, t), (v, lo, hi) or (v, t, fraction).
+    three = (v, p, 0.4) if name == "soft_threshold_keep" else (v, -p, 2 * p)
+    args = {1: (v,), 2: (v, p), 3: three}[len(inspect.signature(fn).parameters)]
     torch.testing.assert_close(namespace[name](*args), fn(*args), rtol=0, atol=0)

@@ -32,13 +32,14 @@ unfold step from p {
     hyper mu : real = 1 / lipschitz(x)
     hyper nu : real = 1 / lipschitz(x)
     hyper t : real = 0.5
+    hyper s : real = 0.1 / (k + 1)
     weight W : real[n, m] = 0.1 * A.T
     state z : real[n] = x
     net c : mlp(hidden 4)
     net d : mlp(hidden 4)
     iterate {
         let g = x - mu * grad(x) + W @ (y - A @ x)
-        z = prox[t * lam * norm1](g) + c(x)
+        z = prox[t * lam * norm1, keep s](g) + c(x)
         x = d(z + 0 * nu)
     }
     learn mu, W per layer
@@ -71,6 +72,8 @@ def test_every_storage_kind_is_planned():
         "c": "net",
         "d": "net_list",
         "g": "let",
+        "s": "layer_buffer",
+        "k": "layer",
     }
     assert set(storage.values()) == set(STORAGES)
     assert plan["A"].problem_key == "_problem_A" and plan["A"].attribute == "_problem_A"
@@ -79,7 +82,8 @@ def test_every_storage_kind_is_planned():
     assert plan.paradigms == {"mu": 1, "W": 2, "t": 1, "A": 2, "c": 3, "d": 4}
     assert plan.layer_lists == ("mu", "W")
     assert {name for name, entry in plan.names.items() if entry.per_sample} == {"y", "H", "x", "z", "mu", "nu", "g"}
-    assert plan.prox_ops == ("norm1",) and plan.net_kinds == ("mlp",)
+    assert plan.prox_ops == ("norm1 keep",) and plan.net_kinds == ("mlp",)
+    assert plan["s"].layer_values and not plan["t"].layer_values
 
 
 def state_keys(plan, layers: int) -> set[str]:

@@ -27,6 +27,7 @@ IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 MAX_IDENTIFIER = 64
 MAX_LAYERS = 10_000
 MAX_DIM = 10_000_000
+LAYER_INDEX = "k"  # the layer index (0-based) in an unfold's hypers, weights and rules, unless a spec declares k
 
 RESERVED = (
     frozenset(keyword.kwlist)
@@ -50,6 +51,7 @@ ROLE_WORDS = {
     "state": "state",
     "let": "temporary",
     "net": "net",
+    "layer": "layer index",
 }
 
 
@@ -64,6 +66,7 @@ class Symbol:
     init: ir.Expr | None
     span: Span
     depends_on_inputs: bool = False
+    depends_on_layer: bool = False  # a hyper or weight computed from the layer index k: one value per layer
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,14 @@ class CheckedUnfold:
     learns: tuple[Learn, ...]
     outputs: tuple[str, ...]
     span: Span
+    layer_index: Symbol | None = None  # k, where the unfold uses it
+
+    def symbol(self, name: str) -> Symbol:
+        return next(sym for sym in self.problem.symbols + self.symbols + self.layer_symbols if sym.name == name)
+
+    @property
+    def layer_symbols(self) -> tuple[Symbol, ...]:
+        return (self.layer_index,) if self.layer_index is not None else ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,8 @@ class _Scope:
     problem: CheckedProblem | None = None
     lipschitz_vars: set[str] = field(default_factory=set)
     hidden: dict[str, str] = field(default_factory=dict)  # declared, but out of reach here: why
+    # prox option values (`keep p`) with their spans: checked against the learned names later
+    option_values: list[tuple[str, ir.Expr, Span]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- expressions
@@ -273,6 +286,12 @@ class _Elaborator:
             )
         if symbol is None and name in self.scope.hidden:
             raise SpecError(f"{name!r} cannot be used here: {self.scope.hidden[name]}", span)
+        if symbol is None and name == LAYER_INDEX:
+            raise SpecError(
+                f"{name!r} is the layer index, which exists only in an unfold's hypers, weights and rules "
+                f"(declare {name} to use the name here)",
+                span,
+            )
         if symbol is None:
             if name in FUNCTIONS or name in SPECIAL_CALLS:
                 raise SpecError(f"{name!r} is a function; call it with arguments, e.g. {name}(x)", span)
@@ -335,6 +354,12 @@ class _Elaborator:
 
     def call(self, expr: s.Call) -> ir.Expr:
         name = expr.func.id
+        if expr.options and name != "prox":
+            option = expr.options[0]
+            raise SpecError(
+                f"only prox takes options after its function (prox[t * norm1, keep p]); {name}[...] does not",
+                option.span,
+            )
         if name in ("grad", "prox", "proj") or name in self.scope.nets:
             if not self.scope.allow_iteration_calls:
                 raise SpecError(f"{name}() can only be used inside 'iterate'", expr.span)
@@ -536,13 +561,53 @@ class _Elaborator:
         func, scale, set_name, fspan = self._scaled_function(expr.bracket)
         key = prox_key(func, set_name)
         if key not in PROX_TABLE:
-            known = ", ".join(sorted(PROX_TABLE))
+            known = ", ".join(sorted(k for k, entry in PROX_TABLE.items() if not entry.options))
             what = f"{func} + {set_name}" if set_name else func
             raise SpecError(f"no closed-form proximal operator is known for {what} (known: {known})", fspan)
+        options = self._prox_options(expr, func, set_name)
+        key = prox_key(func, set_name, tuple(options))
         arg = self.expr(expr.args[0])
         if ir.is_scalar(arg.shape):
             raise SpecError("prox[...](v) needs a vector or matrix argument", expr.args[0].span)
-        return ir.Prox(key, scale if scale is not None else ir.Const(1.0), arg, arg.shape)
+        params = tuple(options.values())
+        return ir.Prox(key, scale if scale is not None else ir.Const(1.0), arg, arg.shape, params)
+
+    def _prox_options(self, expr: s.Call, func: str, set_name: str | None) -> dict[str, ir.Expr]:
+        """The options after a prox's function (``keep p``), checked against the entries of PROX_TABLE
+        for that function, in the entry's order."""
+        offered = {
+            option: entry
+            for entry in PROX_TABLE.values()
+            if entry.func == func and entry.set == set_name
+            for option in entry.options
+        }
+        what = f"{func} + {set_name}" if set_name else func
+        given: dict[str, tuple[ir.Expr, Span]] = {}
+        for option in expr.options:
+            name = option.name.id
+            if name not in offered:
+                takes = f"takes the options {', '.join(sorted(offered))}" if offered else "takes no options"
+                raise SpecError(f"prox[... {what}] has no option {name!r}; it {takes}", option.name.span)
+            if name in given:
+                raise SpecError(f"option {name!r} is given twice", option.name.span)
+            value = self._scalar(option.value, f"the {name} option")
+            if isinstance(value, ir.Const) and not 0 <= value.value <= 1:
+                raise SpecError(f"{name} is a fraction of the entries, from 0 to 1; got {value.value:g}", option.span)
+            varying = [n for n in ir.refs(value) if self.scope.symbols[n].role in ("input", "var", "state", "let")]
+            varying += [n for n in ir.refs(value) if self.scope.symbols[n].depends_on_inputs]
+            if varying:
+                raise SpecError(
+                    f"{name} must be the same for every sample; it depends on {varying[0]!r}", option.value.span
+                )
+            given[name] = (value, option.value.span)
+            self.scope.option_values.append((name, value, option.value.span))
+        if not given:
+            return {}
+        entry = offered[next(iter(given))]
+        missing = [option for option in entry.options if option not in given]
+        if missing:
+            raise SpecError(f"prox[... {what}, ...] also needs the option {missing[0]!r}", expr.span)
+        return {option: given[option][0] for option in entry.options}
 
     def proj(self, expr: s.Call) -> ir.Expr:
         if len(expr.args) != 1:
@@ -1014,6 +1079,13 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
                 raise SpecError(f"{kind.name} option {option.id} {refusal}", option.span)
         nets[net.name.id] = net
 
+    declared = set(table) | set(nets) | {decl.name.id for decl in unfold.decls}
+    declared |= {rule.target.id for rule in unfold.iterate if rule.is_let}
+    layer_index = None
+    if LAYER_INDEX not in declared:  # a spec that declares k keeps its own k
+        layer_index = Symbol(LAYER_INDEX, "layer", ir.SCALAR, None, unfold.span)
+        table[LAYER_INDEX] = layer_index
+
     lipschitz_vars: set[str] = set()
     symbols: list[Symbol] = []
     for decl in unfold.decls:
@@ -1025,8 +1097,31 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             scope.symbols = {n: sym for n, sym in table.items() if sym.role not in ("var", "state")}
             reason = f"{a_role(decl.kind)} is fixed before the iterations start, so it cannot depend on the iterates"
             scope.hidden = {n: reason for n, sym in table.items() if sym.role in ("var", "state")}
+        else:
+            before = "a state's start value is computed before the first layer"
+            per_layer = {n for n, sym in table.items() if sym.role == "layer" or sym.depends_on_layer}
+            scope.symbols = {n: sym for n, sym in table.items() if n not in per_layer}
+            scope.hidden = {
+                n: ("it is the layer index" if table[n].role == "layer" else "it depends on the layer index k")
+                + f", and {before}"
+                for n in per_layer
+            }
         init = _check_init(decl, shape, scope, ROLE_WORDS[decl.kind])
-        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table, problem))
+        per_sample = _uses_inputs(init, table, problem)
+        per_layer = any(table[name].role == "layer" or table[name].depends_on_layer for name in ir.refs(init))
+        if per_sample and per_layer:
+            raise SpecError(
+                f"{ROLE_WORDS[decl.kind]} {decl.name.id!r} depends on a per-sample input and on the layer index k; "
+                "it can depend on one of them",
+                decl.init.span,
+            )
+        if per_layer and not ir.is_scalar(shape):
+            raise SpecError(
+                f"{ROLE_WORDS[decl.kind]} {decl.name.id!r} depends on the layer index k, so it must be a scalar "
+                f"(a schedule); it is declared {fmt_shape(shape)}",
+                decl.init.span,
+            )
+        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, per_sample, per_layer)
         _declare(table, symbol, decl.name)
         symbols.append(symbol)
     for name, net in nets.items():
@@ -1035,6 +1130,7 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     rules: list[Rule] = []
     net_uses: dict[str, list[tuple[ir.Shape, ...]]] = {}
     grad_vars: set[str] = set()
+    option_values: list[tuple[str, ir.Expr, Span]] = []
     for rule in unfold.iterate:
         target = rule.target.id
         existing = table.get(target)
@@ -1065,6 +1161,7 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
             net_uses=net_uses,
             grad_vars=grad_vars,
             problem=problem,
+            option_values=option_values,
         )
         value = _Elaborator(scope)(rule.value)
         if rule.is_let:
@@ -1082,6 +1179,18 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     corrections = _zero_start_nets([rule.value for rule in rules])
     _check_residual_nets(nets, corrections)
     learns = _check_learns(unfold.learns, table, nets, problem, lipschitz_vars)
+    learned = {learn.name for learn in learns}
+    for option, value, span in option_values:
+        if learned & set(ir.refs(value)):
+            name = next(n for n in ir.refs(value) if n in learned)
+            raise SpecError(
+                f"{option} depends on the learned {name!r}, but it has no gradient (it chooses how many entries to "
+                f"keep); fix {name} or give {option} its own hyper",
+                span,
+            )
+    uses_layer = layer_index is not None and any(
+        ir.depends_on(value, {LAYER_INDEX}) for value in [rule.value for rule in rules] + [s.init for s in symbols]
+    )
     outputs = tuple(o.id for o in unfold.outputs) or tuple(sym.name for sym in problem.of_role("var"))
     for output in unfold.outputs:
         symbol = table.get(output.id)
@@ -1098,7 +1207,16 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
         for name, net in nets.items()
     )
     return CheckedUnfold(
-        unfold.name.id, problem, layers, tuple(symbols), net_infos, tuple(rules), learns, outputs, unfold.span
+        unfold.name.id,
+        problem,
+        layers,
+        tuple(symbols),
+        net_infos,
+        tuple(rules),
+        learns,
+        outputs,
+        unfold.span,
+        layer_index if uses_layer else None,
     )
 
 
@@ -1180,6 +1298,12 @@ def _check_learns(
                     f"shared: write 'learn {name.id} shared'",
                     name.span,
                 )
+            if symbol.depends_on_layer and not statement.per_layer:
+                raise SpecError(
+                    f"{name.id!r} depends on the layer index k, so it has a value per layer: "
+                    f"write 'learn {name.id} per layer'",
+                    name.span,
+                )
             if symbol.depends_on_inputs and not ir.is_scalar(symbol.shape):
                 raise SpecError(
                     f"{name.id!r} depends on a per-sample input, so it cannot be learned as a tensor "
@@ -1215,10 +1339,12 @@ def _check_bounds(
             f"{name!r} depends on a per-sample input, so it is learned as a factor and cannot have bounds", bounds.span
         )
     visible = {
-        n: sym for n, sym in table.items() if sym.role not in ("var", "state", "let", "net") and n not in learned
+        n: sym
+        for n, sym in table.items()
+        if sym.role not in ("var", "state", "let", "net", "layer") and not sym.depends_on_layer and n not in learned
     }
     scope = _Scope(visible, allow_build_calls=True, problem=problem, lipschitz_vars=lipschitz_vars)
-    reason = "bounds are fixed when the model is built"
+    reason = "bounds are fixed when the model is built, one range for every layer"
     scope.hidden = {
         n: f"{reason}, so they cannot use the {'learned ' if n in learned else ''}{ROLE_WORDS[sym.role]} {n!r}"
         for n, sym in table.items()

@@ -63,7 +63,11 @@ def explain_lowered(lowered: Sequence[LoweredUnfold]) -> str:
             for node in ir.walk(rule.value):
                 if isinstance(node, ir.Prox):
                     entry = PROX_TABLE[node.op]
-                    out.append(f"  prox          {node.op} scaled by {math(node.scale)}: {entry.math} ({entry.helper})")
+                    options = "".join(
+                        f", {name} {math(value)}" for name, value in zip(entry.options, node.params, strict=True)
+                    )
+                    scaled = f"scaled by {math(node.scale)}{options}"
+                    out.append(f"  prox          {node.op} {scaled}: {entry.math} ({entry.helper})")
                 elif isinstance(node, ir.Proj):
                     entry = SET_TABLE[node.set]
                     out.append(f"  projection    {node.set}: {entry.math} ({entry.helper})")

@@ -207,11 +207,13 @@ class _LayerDrawer:
                 for arg in args:
                     self._edge(self.expr(arg), node)
                 return node
-            case ir.Prox(op=op, scale=scale, arg=arg):
+            case ir.Prox(op=op, scale=scale, arg=arg, params=params):
                 entry = PROX_TABLE[op]
                 node = self.node(f"prox  {op.replace('+', ' + ')}\n{entry.math}\n→ {shape}", "prox")
                 self._edge(self.expr(arg), node, "v")
                 self._edge(self.expr(scale), node, "scale")
+                for name, param in zip(entry.options, params, strict=True):
+                    self._edge(self.expr(param), node, name)
                 return node
             case ir.Proj(set=set_name, params=params, arg=arg):
                 entry = SET_TABLE[set_name]

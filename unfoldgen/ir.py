@@ -165,12 +165,14 @@ class Apply:
 
 @dataclass(frozen=True)
 class Prox:
-    """``prox[scale * func (+ set)](arg)``, resolved against the operator table."""
+    """``prox[scale * func (+ set), option value …](arg)``, resolved against the operator table;
+    ``params`` are the option values, in the order of the entry's ``options``."""
 
     op: str  # key of unfoldgen.prox.PROX_TABLE
     scale: Expr
     arg: Expr
     shape: Shape
+    params: tuple[Expr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,8 +263,9 @@ def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
             return transpose(substitute(operand, mapping))
         case Apply(func=func, args=args, shape=shape):
             return Apply(func, tuple(substitute(a, mapping) for a in args), shape)
-        case Prox(op=op, scale=scale, arg=arg, shape=shape):
-            return Prox(op, substitute(scale, mapping), substitute(arg, mapping), shape)
+        case Prox(op=op, scale=scale, arg=arg, shape=shape, params=params):
+            params = tuple(substitute(p, mapping) for p in params)
+            return Prox(op, substitute(scale, mapping), substitute(arg, mapping), shape, params)
         case Proj(set=set_name, params=params, arg=arg, shape=shape):
             return Proj(set_name, tuple(substitute(p, mapping) for p in params), substitute(arg, mapping), shape)
         case Grad(var=var, substitutions=subs, shape=shape):

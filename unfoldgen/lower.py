@@ -24,6 +24,8 @@ STORAGES = {
     "input": "a per-sample input: an argument of forward and run, with a leading batch axis",
     "carried": "a variable or state, carried from one layer to the next",
     "buffer": "a fixed tensor (a buffer of the module; not learned)",
+    "layer_buffer": "a fixed tensor per layer (it depends on the layer index k): a buffer of shape (K, …)",
+    "layer": "the layer index k (0-based), a number of the model's dtype",
     "per_sample": "a value computed per sample from the inputs (not learned)",
     "parameter": "one learned tensor shared by all layers (nn.Parameter; bounded: a Bounded module, keys "
     "NAME.raw, NAME.low, NAME.high)",
@@ -55,6 +57,7 @@ class NamePlan:
     starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
     net_options: dict[str, int | str] | None = None  # nets: every option of the kind, defaults filled in
     bounds: LearnBounds | None = None  # a bounded learned value: learned through a reparametrisation
+    layer_values: bool = False  # computed from the layer index k: its start differs per layer
 
     @property
     def attribute(self) -> str:
@@ -147,7 +150,7 @@ class LoweredUnfold:
         return frozenset(entry.name for entry in self.plan.names.values() if entry.per_sample)
 
     def symbol(self, name: str) -> Symbol:
-        for symbol in self.problem.symbols + self.unfold.symbols:
+        for symbol in self.problem.symbols + self.unfold.symbols + self.unfold.layer_symbols:
             if symbol.name == name:
                 return symbol
         raise KeyError(name)
@@ -186,8 +189,10 @@ def expand_gradients(expr: ir.Expr, gradients: dict[str, ir.Expr]) -> ir.Expr:
             return ir.Power(expand_gradients(base, gradients), expand_gradients(exponent, gradients), expr.shape)
         case ir.Apply(func=func, args=args):
             return ir.Apply(func, tuple(expand_gradients(a, gradients) for a in args), expr.shape)
-        case ir.Prox(op=op, scale=scale, arg=arg):
-            return ir.Prox(op, expand_gradients(scale, gradients), expand_gradients(arg, gradients), expr.shape)
+        case ir.Prox(op=op, scale=scale, arg=arg, params=params):
+            params = tuple(expand_gradients(p, gradients) for p in params)
+            scale, arg = expand_gradients(scale, gradients), expand_gradients(arg, gradients)
+            return ir.Prox(op, scale, arg, expr.shape, params)
         case ir.Proj(set=set_name, params=params, arg=arg):
             params = tuple(expand_gradients(p, gradients) for p in params)
             return ir.Proj(set_name, params, expand_gradients(arg, gradients), expr.shape)
@@ -197,7 +202,7 @@ def expand_gradients(expr: ir.Expr, gradients: dict[str, ir.Expr]) -> ir.Expr:
 
 
 def _storage(symbol: Symbol, learn: Learn | None, dynamic: bool) -> str:
-    if symbol.role in ("dim", "input", "let"):
+    if symbol.role in ("dim", "input", "let", "layer"):
         return symbol.role
     if symbol.role in ("var", "state"):
         return "carried"
@@ -206,7 +211,7 @@ def _storage(symbol: Symbol, learn: Learn | None, dynamic: bool) -> str:
     if dynamic:
         return "per_sample" if learn is None else "per_sample_factor"
     if learn is None:
-        return "buffer"
+        return "layer_buffer" if symbol.depends_on_layer else "buffer"
     return "parameter_list" if learn.per_layer else "parameter"
 
 
@@ -240,7 +245,7 @@ def make_plan(
     nets = {net.name: net for net in unfold.nets}
     sources = {source.dim: source for source in problem.dim_sources}
     dynamic_names = {symbol.name for symbol in dynamic}
-    symbols = list(problem.symbols + unfold.symbols)
+    symbols = list(problem.symbols + unfold.symbols + unfold.layer_symbols)
     symbols += [Symbol(net.name, "net", ir.SCALAR, None, unfold.span) for net in unfold.nets]
     symbols += [Symbol(rule.target, "let", rule.value.shape, None, unfold.span) for rule in rules if rule.is_let]
     names: dict[str, NamePlan] = {}
@@ -254,7 +259,7 @@ def make_plan(
             paradigm = 3 if net.correction else 4
         else:
             paradigm = PARADIGM_BY_ROLE[learn.role]
-        stored = storage not in ("dim", "input", "carried", "per_sample", "let")
+        stored = storage not in ("dim", "input", "carried", "per_sample", "let", "layer")
         names[symbol.name] = NamePlan(
             name=symbol.name,
             role=symbol.role,
@@ -272,6 +277,7 @@ def make_plan(
             starts_at_zero=net.correction and not NET_KINDS[net.kind].external if net is not None else None,
             net_options=_net_options(net) if net is not None else None,
             bounds=learn.bounds if learn is not None else None,
+            layer_values=symbol.depends_on_layer,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
     expressions += [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]
@@ -337,7 +343,7 @@ def _gradient_step_vars(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> li
                         isinstance(factor, ir.Ref)
                         and var is not None
                         and names[factor.name].role == "hyper"
-                        and names[factor.name].storage in ("buffer", "parameter", "parameter_list")
+                        and names[factor.name].storage in ("buffer", "layer_buffer", "parameter", "parameter_list")
                         and (factor.name, var) not in steps
                     ):
                         steps.append((factor.name, var))

@@ -65,6 +65,22 @@ def soft_threshold(v, t):
     return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
 
 
+def soft_threshold_keep(v, t, fraction):
+    """Soft threshold with support selection, per column: the ⌊p·n + ½⌋ entries of largest
+    magnitude (ties included) pass unchanged where |v| > t, the rest are soft-thresholded."""
+    rows = v.shape[0]
+    count = min(max(int(np.floor(fraction * rows + 0.5)), 0), rows)
+    shrunk = soft_threshold(v, t)
+    if count == 0:
+        return shrunk
+    magnitude = np.abs(v)
+    kth = np.empty((1, v.shape[1]), v.dtype)
+    for j in range(v.shape[1]):
+        kth[0, j] = np.partition(magnitude[:, j], rows - count)[rows - count]
+    keep = (magnitude >= kth) & (magnitude > t)
+    return np.where(keep, v, shrunk)
+
+
 def soft_threshold_nonneg(v, t):
     """prox of t‖·‖₁ + ι(v ≥ 0): max(v − t, 0)."""
     return np.maximum(v - t, v.dtype.type(0))

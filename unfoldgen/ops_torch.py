@@ -18,6 +18,34 @@ def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     return torch.sign(v) * torch.relu(v.abs() - t)
 
 
+def soft_threshold_keep(v: Tensor, t: Tensor | float, fraction: Tensor | float) -> Tensor:
+    """Soft threshold with support selection (LISTA-CPSS, Chen et al. 2018; ALISTA, Liu et al. 2019).
+
+    Per block of N entries, the count = ⌊p·N + ½⌋ entries of largest magnitude (p = ``fraction``;
+    ties at the count-th magnitude all count) pass unchanged when |v_i| > t; every other entry is
+    soft-thresholded: ``sign(v_i) max(|v_i| - t, 0)``. p = 0 is the plain soft threshold.
+    Gradients: 1 on the kept entries, the soft threshold's elsewhere; which entries are kept, and
+    so p, get none (the selection is piecewise constant).
+    """
+    magnitude = v.abs()
+    flat = magnitude.detach().flatten(-2)
+    entries = flat.shape[-1]
+    if torch.compiler.is_compiling():  # torch.compile / export: a count known only at run time, so sort
+        count = torch.as_tensor(fraction, dtype=v.dtype, device=v.device).mul(entries).add(0.5).floor()
+        count = count.clamp(0, entries).long()
+        ranked = flat.sort(dim=-1, descending=True).values
+        index = (count - 1).clamp_min(0).reshape((1,) * ranked.dim()).expand(*ranked.shape[:-1], 1)
+        kth = ranked.gather(-1, index)
+        keep = (magnitude >= kth.unsqueeze(-1)) & (magnitude > t) & (count > 0)
+        return torch.where(keep, v, soft_threshold(v, t))
+    count = min(max(int(float(fraction) * entries + 0.5), 0), entries)
+    if count == 0:
+        return soft_threshold(v, t)
+    kth = flat.topk(count, dim=-1).values[..., -1:]  # the count-th largest magnitude of each block (4x a sort)
+    keep = (magnitude >= kth.unsqueeze(-1)) & (magnitude > t)
+    return torch.where(keep, v, soft_threshold(v, t))
+
+
 def soft_threshold_nonneg(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_1 + indicator(u >= 0): ``prox(v)_i = max(v_i - t, 0)``."""
     return torch.relu(v - t)

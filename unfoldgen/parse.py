@@ -96,8 +96,12 @@ class _Builder(Transformer):
         return s.Call(_name(children[0]), args, None, _span(meta))
 
     def bracket_call(self, meta: Meta, children: list) -> s.Call:
-        args = tuple(c for c in children[2:] if c is not None)
-        return s.Call(_name(children[0]), args, children[1], _span(meta))
+        options = tuple(c for c in children[2:] if isinstance(c, s.BracketOption))
+        args = tuple(c for c in children[2:] if c is not None and not isinstance(c, s.BracketOption))
+        return s.Call(_name(children[0]), args, children[1], _span(meta), options)
+
+    def bracket_option(self, meta: Meta, children: list) -> s.BracketOption:
+        return s.BracketOption(_name(children[0]), children[1], _span(meta))
 
     # types and declarations
     def type(self, meta: Meta, children: list) -> s.TypeSpec:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from unfoldgen import ir
 from unfoldgen.functions import FUNCTIONS
-from unfoldgen.prox import PROX_TABLE, SET_TABLE, ProxOp, SetOp
+from unfoldgen.prox import PROX_TABLE, SET_TABLE, ProxOp, SetOp, prox_key
 
 ATOM, POWER, UNARY, PRODUCT, SUM = 100, 90, 80, 70, 60
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
@@ -60,8 +60,9 @@ class _PythonPrinter:
                 return f"{self.wrap(base, ATOM)} ** {int(value)}", POWER
             case ir.Power(base=base, exponent=exponent):
                 return f"{self.wrap(base, ATOM)} ** {self.wrap(exponent, UNARY)}", POWER
-            case ir.Prox(op=op, scale=scale, arg=arg):
-                return f"{self.operator(PROX_TABLE[op])}({self(arg)}, {self(scale)})", ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg, params=params):
+                printed = ", ".join(self(value) for value in (arg, scale, *params))
+                return f"{self.operator(PROX_TABLE[op])}({printed})", ATOM
             case ir.Proj(set=set_name, params=params, arg=arg):
                 printed = ", ".join([self(arg)] + [self(p) for p in params])
                 return f"{self.operator(SET_TABLE[set_name])}({printed})", ATOM
@@ -113,8 +114,8 @@ class TorchPrinter(_PythonPrinter):
                 left_text = self._lifted(left, prec)
                 right_text = self._lifted(right, prec + 1)
                 return f"{left_text} {op} {right_text}", prec
-            case ir.Prox(op=op, scale=scale, arg=arg) if ir.is_stack(arg.shape):
-                return self._on_stack(PROX_TABLE[op].torch, arg, (scale,)), ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg, params=params) if ir.is_stack(arg.shape):
+                return self._on_stack(PROX_TABLE[op].torch, arg, (scale, *params)), ATOM
             case ir.Proj(set=set_name, params=params, arg=arg) if ir.is_stack(arg.shape):
                 return self._on_stack(SET_TABLE[set_name].torch, arg, params), ATOM
             case ir.Apply(func=func, args=args):
@@ -211,8 +212,11 @@ class MathPrinter:
                 return FUNCTIONS[func].math.format(*(self.wrap(a, ATOM) for a in args)), PRODUCT
             case ir.Apply(func=func, args=args):
                 return FUNCTIONS[func].math.format(*(self(a) for a in args)), ATOM
-            case ir.Prox(op=op, scale=scale, arg=arg):
-                return f"prox[{self(scale)}·{op}]({self(arg)})", ATOM
+            case ir.Prox(op=op, scale=scale, arg=arg, params=params):
+                entry = PROX_TABLE[op]
+                options = "".join(f", {name} {self(value)}" for name, value in zip(entry.options, params, strict=True))
+                function = prox_key(entry.func, entry.set)
+                return f"prox[{self(scale)}·{function}{options}]({self(arg)})", ATOM
             case ir.Proj(set=set_name, params=params, arg=arg):
                 inner = f"({', '.join(self(p) for p in params)})" if params else ""
                 return f"proj[{set_name}{inner}]({self(arg)})", ATOM

@@ -19,6 +19,8 @@ class ProxOp:
 
     per_column: the numba function treats each column of its argument as one block, which is
     right for a batch of vectors (one sample per column) but wrong for one sample's matrix.
+    options: names of the bracket options it takes (``keep`` in ``prox[t * norm1, keep p]``), each a
+    scalar passed to both implementations after ``t``, in this order.
     """
 
     func: str
@@ -27,10 +29,11 @@ class ProxOp:
     numba: str | None
     per_column: bool
     math: str
+    options: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return prox_key(self.func, self.set)
+        return prox_key(self.func, self.set, self.options)
 
     @property
     def helper(self) -> str:
@@ -61,14 +64,24 @@ class SetOp:
         return self.torch
 
 
-def prox_key(func: str, set_name: str | None) -> str:
-    return func + (f"+{set_name}" if set_name else "")
+def prox_key(func: str, set_name: str | None, options: tuple[str, ...] = ()) -> str:
+    """``norm1``, ``norm1+nonneg``, ``norm1 keep``: the function, its set, its options."""
+    return func + (f"+{set_name}" if set_name else "") + "".join(f" {option}" for option in options)
 
 
 PROX_TABLE: dict[str, ProxOp] = {
     op.key: op
     for op in [
         ProxOp("norm1", None, "soft_threshold", "soft_threshold", False, "soft threshold"),
+        ProxOp(
+            "norm1",
+            None,
+            "soft_threshold_keep",
+            "soft_threshold_keep",
+            True,
+            "soft threshold, except the largest p fraction of entries per sample (support selection)",
+            ("keep",),
+        ),
         ProxOp("norm1", "nonneg", "soft_threshold_nonneg", "soft_threshold_nonneg", False, "one-sided soft threshold"),
         ProxOp("norm2", None, "block_soft_threshold", "block_soft_threshold", True, "block soft threshold"),
         ProxOp(

@@ -50,6 +50,16 @@ class Call:
     args: tuple[Expr, ...]
     bracket: Expr | None
     span: Span
+    options: tuple[BracketOption, ...] = ()  # `, NAME value` after the bracket's function
+
+
+@dataclass(frozen=True)
+class BracketOption:
+    """`keep p` in `prox[theta * norm1, keep p](v)`."""
+
+    name: Name
+    value: Expr
+    span: Span
 
 
 Expr = Number | Name | BinOp | Neg | Transpose | Call

@@ -380,6 +380,7 @@ class Bounded(nn.Module):
         closed: tuple[bool, bool],
         layers: int | None,
         text: str,
+        starts_per_layer: bool = False,
     ) -> None:
         super().__init__()
         self.form = form
@@ -397,8 +398,10 @@ class Bounded(nn.Module):
                 f"{name} = {first:g} is not inside its bound {text} ({', '.join(sides)}): the reparametrised "
                 f"value cannot start there; pass {name}=... inside the bound or change the bound"
             )
-        self.register_buffer("low", None if low is None else low.expand_as(start).clone())
-        self.register_buffer("high", None if high is None else high.expand_as(start).clone())
+        # starts_per_layer: start holds one value per layer (K, ...), computed from the layer index
+        shape = start.shape[1:] if starts_per_layer else start.shape
+        self.register_buffer("low", None if low is None else low.expand(shape).clone())
+        self.register_buffer("high", None if high is None else high.expand(shape).clone())
         raw = form.start(start.detach(), self.low, self.high)
         if not bool(torch.isfinite(raw).all()):
             first = float(start.detach()[~torch.isfinite(raw)].flatten()[0])
@@ -409,7 +412,8 @@ class Bounded(nn.Module):
         if layers is None:
             self.raw = nn.Parameter(raw)
         else:
-            self.raw = nn.ParameterList([nn.Parameter(raw.clone()) for _ in range(layers)])
+            starts = list(raw) if starts_per_layer else [raw] * layers
+            self.raw = nn.ParameterList([nn.Parameter(value.clone()) for value in starts])
 
     def __getitem__(self, k: int) -> Tensor:
         return self.form.value(self.raw[k], self.low, self.high)

@@ -138,6 +138,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         symbol = low.symbol(name)
         if symbol.role == "input":
             value_at_layer[name] = name
+        elif symbol.role == "layer":  # the layer index, a number of the kernel's float type
+            value_at_layer[name] = "_dtype.type(_k)"
         elif symbol.depends_on_inputs:
             factor = ""
             if low.plan[name].learned:
@@ -146,7 +148,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             value_at_layer[name] = f"{factor}_sample_{name}"
         else:
             key = param_arg(name)
-            value_at_layer[name] = f"{key}[{STORED_LAYER}]" if low.plan[name].per_layer else key
+            value_at_layer[name] = f"{key}[{STORED_LAYER}]" if _one_per_layer(low.plan[name]) else key
 
     # dynamic (per-sample) hyperparameters: only in the per-sample layout
     lipschitz_functions = []
@@ -169,7 +171,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             at_start[name] = ir.Ref(f"{factor}_sample_{name}", entry.role, entry.shape)
         elif entry.role in ("data", "param", "hyper", "weight"):
             key = param_arg(name, problem_value=True)
-            value = f"{key}[0]" if entry.per_layer and entry.problem_key is None else key
+            value = f"{key}[0]" if _one_per_layer(entry) and entry.problem_key is None else key
             if value != name:
                 at_start[name] = ir.Ref(value, entry.role, entry.shape)
     init_lines = []
@@ -199,7 +201,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     if not batched:  # one output array per state, filled sample by sample
         shapes = {s.name: ", ".join(_axes(s.shape)) for s in states}
         setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
-    setup = _typing_lines(reference, setup + dynamic_lines + init_lines) + setup
+    loop_call = f"layer({', '.join(call_args)})"
+    setup = _typing_lines(reference, setup + dynamic_lines + init_lines + [loop_call]) + setup
     # layers past the stored ones reuse the last stored layer's values: one clamped index
     stored = [f"{key}.shape[0]" for key in array_args if _param_axes(low, key)[:1] == ("layers",)]
     stored += [f"_{net}_weights[0].shape[0]" for net in nets if low.plan[net].per_layer]
@@ -301,7 +304,12 @@ def _param_axes(low: LoweredUnfold, key: str) -> tuple:
     if key == entry.problem_key:
         return tuple(entry.shape)
     axes = () if entry.storage == "per_sample_factor" else tuple(entry.shape)
-    return ("layers", *axes) if entry.per_layer else axes
+    return ("layers", *axes) if _one_per_layer(entry) else axes
+
+
+def _one_per_layer(entry) -> bool:
+    """A parameter array with a leading per-layer axis: learned per layer, or computed from k."""
+    return entry.per_layer or entry.storage == "layer_buffer"
 
 
 def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> str:

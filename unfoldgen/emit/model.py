@@ -55,6 +55,12 @@ class _Context:
                 return _dim_binding(plan, name, build=self.mode == "build" or self.without_inputs)
             case "buffer":
                 return f"self.{entry.attribute}"
+            case "layer":  # in the constructor: every layer's index at once, for the per-layer values
+                if self.mode == "build":
+                    return "torch.arange(layers, dtype=_dtype, device=_device)"
+                return "torch.as_tensor(float(_k), dtype=_dtype, device=_device)"
+            case "layer_buffer":  # outside a layer (a start value): the first layer's value
+                return f"self.{name}{self.layer_index()}"
             case "per_sample_factor":  # outside a layer (a start value): the first layer's factor
                 factor = f"self.{name}" + (self.layer_index() if entry.per_layer else "")
                 return f'{factor} * inputs["{name}"]'
@@ -95,6 +101,8 @@ class _MethodWriter:
     def bind_for(self, exprs: list[ir.Expr], reference: str | None = None) -> None:
         names, tensors = referenced_names(exprs)
         low = self.context.lowered
+        if any(low.plan[name].storage == "layer" for name in names if name not in self.bound):
+            self._bind_dtype(reference)  # the layer index is a tensor of the model's dtype
         for name in names:
             if name in self.bound:
                 continue
@@ -105,7 +113,11 @@ class _MethodWriter:
         for name in names:
             if name not in self.bound and low.symbol(name).role == "dim":
                 self._bind(name)
-        if tensors and not self.dtype_bound:
+        if tensors:
+            self._bind_dtype(reference)
+
+    def _bind_dtype(self, reference: str | None) -> None:
+        if not self.dtype_bound:
             ref = reference or self._reference()
             self.lines.append(f"_dtype, _device = {ref}.dtype, {ref}.device")
             self.dtype_bound = True
@@ -185,7 +197,7 @@ class _ModelEmitter:
             self.static_lines(symbol, writer)
         writer.lines += self.sign_checks(writer)
         for symbol in low.static:
-            if low.plan[symbol.name].storage == "buffer":
+            if low.plan[symbol.name].storage in ("buffer", "layer_buffer"):
                 writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
         for entry in low.plan.learned():
             if entry.bounds is not None:
@@ -209,8 +221,9 @@ class _ModelEmitter:
 
     @staticmethod
     def value_line(symbol: Symbol) -> str:
-        """``NAME`` as a real tensor of its shape (one number fills it), finite unless validate=False."""
-        shape = f"({dims_code(symbol.shape)})"
+        """``NAME`` as a real tensor of its shape (one number fills it), finite unless validate=False;
+        a value per layer (it depends on the layer index k) as ``(layers,)``."""
+        shape = "(layers,)" if symbol.depends_on_layer else f"({dims_code(symbol.shape)})"
         return f'{symbol.name} = as_value("{symbol.name}", {symbol.name}, {shape}, _dtype, _device, validate)'
 
     def sign_checks(self, writer: _MethodWriter) -> list[str]:
@@ -242,6 +255,8 @@ class _ModelEmitter:
         start = entry.name
         if entry.storage == "per_sample_factor":
             start = f"torch.ones(({dims_code(entry.shape)}), dtype=_dtype, device=_device)"
+        if entry.per_layer and entry.layer_values:
+            return f"self.{entry.name} = nn.ParameterList([nn.Parameter({start}[_k].clone()) for _k in range(layers)])"
         if entry.per_layer:
             return f"self.{entry.name} = nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
         return f"self.{entry.name} = nn.Parameter({start}.clone())"
@@ -265,9 +280,10 @@ class _ModelEmitter:
         text = form.notation(*(None if expr is None else math(expr) for expr in (bounds.low, bounds.high)))
         closed = (bounds.low_closed, bounds.high_closed)
         layers = "layers" if entry.per_layer else "None"
+        varying = ", starts_per_layer=True" if entry.per_layer and entry.layer_values else ""
         lines.append(
             f'self.{entry.name} = Bounded("{entry.name}", {form.helper}, {entry.name}, {sides[0]}, {sides[1]}, '
-            f"{closed}, {layers}, {text!r})"
+            f"{closed}, {layers}, {text!r}{varying})"
         )
         return lines
 
