@@ -50,6 +50,8 @@ EXAMPLES = {
     "ista_tied": ("IstaTied", "IstaTied(A=A)", "model(y=y)", [[3, 10]]),
     "ista_safe": ("IstaSafe", "IstaSafe(A=A)", "model(y=y)", [[3, 10]]),
     "alista_safe": ("AlistaSafe", "AlistaSafe(A=A)", "model(y=y)", [[3, 10]]),
+    "alista_ss": ("AlistaSs", "AlistaSs(A=A)", "model(y=y)", [[3, 10]]),
+    "lista_cpss": ("ListaCpss", "ListaCpss(A=A)", "model(y=y)", [[3, 10]]),
     "ista_learned_operator": ("IstaLearnedOperator", "IstaLearnedOperator(A=A)", "model(y=y)", [[3, 10]]),
     "ista_conv_corrected": ("IstaConvCorrected", "IstaConvCorrected(A=A)", "model(y=y)", [[3, 10]]),
     "ista_learned_shrink": ("IstaLearnedShrink", "IstaLearnedShrink(A=A)", "model(y=y)", [[3, 10]]),
