@@ -297,3 +297,37 @@ def test_state_dict_round_trip_and_trainer_readers():
     assert report["mu"]["value"] == pytest.approx(model.mu.values().tolist(), rel=1e-15)
     assert model.parameter_counts() == {1: 4, 2: 4, 3: 0, 4: 0}
     assert math.isclose(float(model._problem_lam), 0.1)
+
+
+def k_schedule_model():
+    """ISTA whose threshold scale c = 1/(k + 1) is computed from the layer index: a (K,) buffer, K = 3."""
+    from helpers import load_package
+
+    spec = LASSO.replace("layers 6", "layers 3").replace(
+        "hyper t : real = mu * lam", "hyper c : real = 1 / (k + 1)\n    hyper t : real = mu * lam"
+    )
+    spec = spec.replace("prox[t * norm1]", "prox[c * t * norm1]").replace("LEARN", "learn t per layer >= 0")
+    package = load_package(spec, "ista")
+    A, y = lasso_problem()
+    model = package.Ista(A)
+    model.layers = 7
+    return package, model, A, y
+
+
+def test_per_layer_buffers_from_k_past_the_built_layers_reuse_the_last():
+    """Past K, the last entry of a buffer computed from k is read (the rules' own k keeps counting)."""
+    _, model, A, y = k_schedule_model()
+    mu = 1 / lipschitz(A)
+    scales = [mu * 0.1 / (min(k, 2) + 1) for k in range(3)]
+    with torch.no_grad():
+        assert float((model(y) - hand_ista(A, y, [mu] * 3, scales, 7)).abs().max()) <= 1e-12
+
+
+def test_per_layer_buffers_from_k_past_the_built_layers_in_numba(tmp_path):
+    package, model, _, y = k_schedule_model()
+    model.export_npz(str(tmp_path / "params.npz"))
+    kernels = importlib.import_module(package.__name__ + ".kernels")
+    params = kernels.load_params(str(tmp_path / "params.npz"))
+    with torch.no_grad():
+        expected = model(y).numpy()
+    np.testing.assert_allclose(kernels.run(params, y.numpy()), expected, rtol=0, atol=1e-12)
