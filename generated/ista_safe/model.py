@@ -407,7 +407,7 @@ class Bounded(nn.Module):
             first = float(start.detach()[~torch.isfinite(raw)].flatten()[0])
             raise ValueError(
                 f"{name} = {first:g} is too close to a side of its bound {text} to be represented (the map keeps a "
-                f"margin inside open sides); pass {name}=... further inside or widen the bound"
+                f"margin inside excluded bounds); pass {name}=... further inside or widen the bound"
             )
         if layers is None:
             self.raw = nn.Parameter(raw)
