@@ -118,7 +118,7 @@ def learned_range(model: torch.nn.Module) -> dict[str, list[float]]:
     ranges = {}
     for name in model.PARADIGMS:
         value = getattr(model, name)
-        values = value.values() if name in model.BOUNDED else torch.stack(list(value))
+        values = (value.values() if name in model.BOUNDED else torch.stack(list(value))).detach()
         ranges[name] = [float(values.min()), float(values.max())]
     return ranges
 
