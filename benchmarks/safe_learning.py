@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +91,13 @@ def nmse_past_depth(study: Any, model: torch.nn.Module, layers: int) -> dict[str
         errors = study1.squared_errors(model, study.test_y, study.test_x, chunk=250)
     finally:
         model.layers = trained
-    curve = study1.curve(errors, study.test_x, bootstrap=1)["nmse_db"]
-    return {str(factor * layers): curve[factor * layers - 1] for factor in DEPTH_FACTORS}
+    with np.errstate(invalid="ignore", over="ignore"):  # a diverged network's errors overflow
+        curve = study1.curve(errors, study.test_x, bootstrap=1)["nmse_db"]
+    # None: diverged (the iterates overflowed to inf or NaN), kept strict-JSON
+    return {
+        str(factor * layers): curve[factor * layers - 1] if math.isfinite(curve[factor * layers - 1]) else None
+        for factor in DEPTH_FACTORS
+    }
 
 
 def certificate_summary(model: torch.nn.Module, layers: int) -> dict[str, Any]:
@@ -190,7 +197,9 @@ def markdown_table(results: dict[str, Any]) -> str:
             if entry["certify"]["satisfied"]
             else "; ".join(f"{v['what']} fails in {len(v['layers'])} layers" for v in entry["certify"]["violated"])
         )
-        cells = " | ".join(f"{entry['nmse_db'][depth]:.2f} dB" for depth in depths)
+        cells = " | ".join(
+            "diverged" if entry["nmse_db"][depth] is None else f"{entry['nmse_db'][depth]:.2f} dB" for depth in depths
+        )
         lines.append(f"| {label} | {cells} | {verdict} |")
     return "\n".join(lines)
 

@@ -7,7 +7,6 @@ About a minute and a half on a loaded 2-core machine."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from helpers import load_benchmark
@@ -27,7 +26,7 @@ def test_writes_results_for_every_network_and_depth(quick):
     assert set(stored["networks"]) == {net.key for net in study.NETWORKS}
     depths = [str(factor * 8) for factor in study.DEPTH_FACTORS]
     for entry in [stored["classical_ista"], *stored["networks"].values()]:
-        assert list(entry["nmse_db"]) == depths
+        assert list(entry["nmse_db"]) == depths  # None where the network diverged
         assert "text" in entry["certify"] and entry["certify"]["implications"]
     assert "| learned-step ISTA, bounded |" in study.markdown_table(results)
 
@@ -38,5 +37,5 @@ def test_the_bounded_ista_is_certified_and_holds_past_its_depth(quick):
     assert bounded["certify"]["satisfied"], bounded["certify"]["text"]
     assert any("classical proximal gradient (ISTA)" in line for line in bounded["certify"]["implications"])
     for value in bounded["nmse_db"].values():
-        assert math.isfinite(value) and value < 0
+        assert value is not None and value < 0  # None: diverged
     assert results["classical_ista"]["certify"]["satisfied"]
