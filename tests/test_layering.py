@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unfoldgen"
 STAGES = {
     # the foundation every stage shares: the IR, errors, the syntax tree, the library of entries
     **dict.fromkeys(
-        ["ir", "errors", "syntax", "resources", "functions", "prox", "nets", "calculus", "names", "__init__"], 0
+        ["ir", "errors", "syntax", "resources", "functions", "prox", "nets", "bounds", "calculus", "names", "__init__"],
+        0,
     ),
     "parse": 1,
     "check": 2,
