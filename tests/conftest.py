@@ -33,6 +33,8 @@ SLOW: dict[str, frozenset[str]] = {
     "test_study_fixed_point.py": EVERY_TEST,
     "test_study_rpca.py": EVERY_TEST,
     "test_study_sparse.py": EVERY_TEST,
+    "test_study_safe.py": EVERY_TEST,
+    "test_bounds.py": frozenset({"test_per_layer_buffers_from_k_past_the_built_layers_in_numba"}),
     "test_train_safety.py": frozenset({"test_nproc_ranks_stop_with_the_launching_process"}),
     "test_train.py": frozenset(
         {

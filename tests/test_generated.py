@@ -51,6 +51,8 @@ EXAMPLES = {
     "lista": ("Lista", "Lista(A=A)", "model(y=y)", [[3, 10]]),
     "lista_tied": ("ListaTied", "ListaTied(A=A)", "model(y=y)", [[3, 10]]),
     "ista_tied": ("IstaTied", "IstaTied(A=A)", "model(y=y)", [[3, 10]]),
+    "ista_safe": ("IstaSafe", "IstaSafe(A=A)", "model(y=y)", [[3, 10]]),
+    "alista_safe": ("AlistaSafe", "AlistaSafe(A=A)", "model(y=y)", [[3, 10]]),
     "ista_learned_operator": ("IstaLearnedOperator", "IstaLearnedOperator(A=A)", "model(y=y)", [[3, 10]]),
     "ista_conv_corrected": ("IstaConvCorrected", "IstaConvCorrected(A=A)", "model(y=y)", [[3, 10]]),
     "ista_learned_shrink": ("IstaLearnedShrink", "IstaLearnedShrink(A=A)", "model(y=y)", [[3, 10]]),
@@ -123,6 +125,9 @@ STANDALONE = textwrap.dedent(
                 "iterates": len(iterates),
                 "layers": namespace["model"].layers,
                 "fixed_point": getattr(namespace["model"], "FIXED_POINT", False),
+                "certified_layers": len(namespace["model"].certify()["checks"][0]["per_layer"])
+                if namespace["model"].CERTIFY
+                else namespace["model"].layers,
             }
         except BaseException:
             results[package] = {"error": traceback.format_exc()}
@@ -215,6 +220,7 @@ def test_package_runs_without_unfoldgen(standalone_run, package):
     assert result["finite"]
     # a fixed-point network returns its final outputs only; `layers` is its iteration cap
     assert result["iterates"] == (1 if result["fixed_point"] else result["layers"]) > 0
+    assert result["certified_layers"] == result["layers"]  # certify() runs without unfoldgen
 
 
 # ------------------------------------------------------------------ (b) imports

@@ -16,11 +16,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unfoldgen"
 STAGES = {
     # the foundation every stage shares: the IR, errors, the syntax tree, the library of entries
     **dict.fromkeys(
-        ["ir", "errors", "syntax", "resources", "functions", "prox", "nets", "calculus", "names", "__init__"], 0
+        [
+            "ir",
+            "errors",
+            "syntax",
+            "resources",
+            "functions",
+            "prox",
+            "nets",
+            "bounds",
+            "calculus",
+            "mathtext",
+            "spectral",
+            "names",
+            "__init__",
+        ],
+        0,
     ),
     "parse": 1,
     "check": 2,
-    **dict.fromkeys(["lower", "spectral"], 3),
+    "lower": 3,
     **dict.fromkeys(["printers", "emit", "emit.base", "emit.model", "emit.kernels"], 4),
     "compiler": 5,
 }

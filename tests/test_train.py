@@ -518,7 +518,7 @@ def test_cli_train_from_npz(tmp_path, capsys):
         (["--unfold", "ista"], "needs SPEC and --data"),
         (["--unfold", "ista", "--data", "sparse:m=20,n=40,zeta=3"], "key one of"),
         (["--unfold", "nope", "--data", DATA], "has no unfold 'nope'"),
-        (["--data", DATA], "holds 6 unfold blocks"),
+        (["--data", DATA], "holds 7 unfold blocks"),
         (["--unfold", "ista", "--data", DATA, "--set", "bogus=1"], "no constructor argument 'bogus'"),
         (["--unfold", "pgd", "--data", DATA], "has no unfold 'pgd'"),
         (["--unfold", "ista", "--data", "rpca:m=5,n=5"], "`data A : real[m, n]` needs an array shared by all"),

@@ -150,10 +150,22 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class LearnBounds:
+    """The bounds of a learned value, fixed when the model is built (``low``/``high`` None: no side)."""
+
+    low: ir.Expr | None
+    high: ir.Expr | None
+    low_closed: bool
+    high_closed: bool
+    span: Span
+
+
+@dataclass(frozen=True)
 class Learn:
     name: str
     role: str
     per_layer: bool
+    bounds: LearnBounds | None = None
 
 
 @dataclass(frozen=True)
@@ -1201,7 +1213,7 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
     _check_residual_nets(nets, corrections)
     if fixed_point is not None and layer_index is not None:  # k is not the spec's own name
         _refuse_layer_index(unfold)
-    learns = _check_learns(unfold.learns, table, nets)
+    learns = _check_learns(unfold.learns, table, nets, problem, lipschitz_vars)
     if fixed_point is not None:
         _check_fixed_point_learns(unfold.learns)
     learned = {learn.name for learn in learns}
@@ -1363,9 +1375,14 @@ LEARNABLE_ROLES = ("data", "param", "hyper", "weight", "net")
 
 
 def _check_learns(
-    learns: tuple[s.Learn, ...], table: dict[str, Symbol], nets: dict[str, s.NetDecl]
+    learns: tuple[s.Learn, ...],
+    table: dict[str, Symbol],
+    nets: dict[str, s.NetDecl],
+    problem: CheckedProblem,
+    lipschitz_vars: set[str],
 ) -> tuple[Learn, ...]:
     result: dict[str, Learn] = {}
+    learned = {name.id for statement in learns for name in statement.names}
     for statement in learns:
         for name in statement.names:
             symbol = table.get(name.id)
@@ -1398,8 +1415,68 @@ def _check_learns(
                     "(per-sample scalars are learned as a per-layer factor)",
                     name.span,
                 )
-            result[name.id] = Learn(name.id, symbol.role, statement.per_layer)
+            bounds = None
+            if statement.bounds is not None:
+                bounds = _check_bounds(statement.bounds, symbol, table, problem, lipschitz_vars, learned)
+            result[name.id] = Learn(name.id, symbol.role, statement.per_layer, bounds)
     return tuple(result.values())
+
+
+def _check_bounds(
+    bounds: s.Bounds,
+    symbol: Symbol,
+    table: dict[str, Symbol],
+    problem: CheckedProblem,
+    lipschitz_vars: set[str],
+    learned: set[str],
+) -> LearnBounds:
+    """Bounds are checked like a hyperparameter's value: fixed when the model is built, so they may use
+    params, data, dims, lipschitz(...) and fixed hypers and weights, but not iterates, per-sample
+    inputs or learned values; each side is a scalar or has the learned value's shape."""
+    name = symbol.name
+    if symbol.role == "net":
+        raise SpecError(
+            f"net {name!r} cannot have bounds: bounds keep a learned value (hyper, weight, param, data) inside a range",
+            bounds.span,
+        )
+    if symbol.depends_on_inputs:
+        raise SpecError(
+            f"{name!r} depends on a per-sample input, so it is learned as a factor and cannot have bounds", bounds.span
+        )
+    visible = {
+        n: sym
+        for n, sym in table.items()
+        if sym.role not in ("var", "state", "let", "net", "layer") and not sym.depends_on_layer and n not in learned
+    }
+    scope = _Scope(visible, allow_build_calls=True, problem=problem, lipschitz_vars=lipschitz_vars)
+    reason = "bounds are fixed when the model is built, one range for every layer"
+    scope.hidden = {
+        n: f"{reason}, so they cannot use the {'learned ' if n in learned else ''}{ROLE_WORDS[sym.role]} {n!r}"
+        for n, sym in table.items()
+        if n not in visible
+    }
+    sides = []
+    for side, expr in (("lower", bounds.low), ("upper", bounds.high)):
+        if expr is None:
+            sides.append(None)
+            continue
+        value = _Elaborator(scope)(expr)
+        if _uses_inputs(value, table, problem):
+            raise SpecError(f"the {side} bound of {name!r} depends on a per-sample input; {reason}", expr.span)
+        if value.shape != symbol.shape and not ir.is_scalar(value.shape):
+            raise SpecError(
+                f"the {side} bound of {name!r} is {fmt_shape(value.shape)}; expected a scalar or "
+                f"{fmt_shape(symbol.shape)} like {name!r}",
+                expr.span,
+            )
+        sides.append(value)
+    low, high = sides
+    if isinstance(low, ir.Const) and isinstance(high, ir.Const) and low.value >= high.value:
+        raise SpecError(
+            f"the bounds of {name!r} are empty: lower {low.value:g} >= upper {high.value:g}; expected lower < upper",
+            bounds.span,
+        )
+    return LearnBounds(low, high, bounds.low_closed, bounds.high_closed, bounds.span)
 
 
 def check_spec(spec: s.SpecFile) -> CheckedSpec:

@@ -1,4 +1,4 @@
-"""The command line: `unfoldgen check | compile | explain | train`.
+"""The command line: `unfoldgen check | compile | explain | train | certify`.
 
 Exit codes: 0 ok; 1 spec errors or a run that failed (training diverged, a write that failed:
 nothing replaced); 2 usage: a bad flag, a spec or output path that cannot be used (missing, a pipe,
@@ -17,6 +17,7 @@ from unfoldgen.compiler import check_text, compile_text, read_spec, spec_files
 from unfoldgen.errors import SpecError, UsageError, WriteError
 from unfoldgen.explain import UnfoldChoiceError, choose_unfolds, explain_lowered
 from unfoldgen.outputs import check_targets, write_files
+from unfoldgen.training.certify import add_arguments as add_certify_arguments
 from unfoldgen.training.command import add_arguments as add_train_arguments
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train = commands.add_parser("train", help="train an unfolded network (see unfoldgen.training)")
     add_train_arguments(train)
+    certify = commands.add_parser(
+        "certify", help="report which classical convergence conditions a trained network satisfies, per layer"
+    )
+    add_certify_arguments(certify)
     return parser
 
 
@@ -194,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 from unfoldgen.training.command import main as train
 
                 return train(args, argv)
+            case "certify":
+                from unfoldgen.training.certify import main as certify
+
+                return certify(args)
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_SPEC

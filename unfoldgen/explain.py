@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from unfoldgen import ir
 from unfoldgen.compiler import compile_text
 from unfoldgen.lower import LoweredUnfold
+from unfoldgen.mathtext import MathPrinter
 from unfoldgen.nets import NET_KINDS
-from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 

@@ -22,8 +22,8 @@ import sympy
 from unfoldgen import ir
 from unfoldgen.check import NetInfo
 from unfoldgen.lower import LoweredUnfold
+from unfoldgen.mathtext import MathPrinter
 from unfoldgen.nets import NET_KINDS, numel
-from unfoldgen.printers import MathPrinter
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INSTALL_DOT = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS)"

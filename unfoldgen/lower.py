@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unfoldgen import calculus, ir
-from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, NetInfo, Rule, Symbol
+from unfoldgen.check import CheckedProblem, CheckedUnfold, DimSource, Learn, LearnBounds, NetInfo, Rule, Symbol
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.spectral import LipschitzPlan
 
@@ -27,8 +27,10 @@ STORAGES = {
     "layer_buffer": "a fixed tensor per layer (it depends on the layer index k): a buffer of shape (K, …)",
     "layer": "the layer index k (0-based), a number of the model's dtype",
     "per_sample": "a value computed per sample from the inputs (not learned)",
-    "parameter": "one learned tensor shared by all layers (nn.Parameter)",
-    "parameter_list": "one learned tensor per layer (nn.ParameterList: keys NAME.0 … NAME.{K-1})",
+    "parameter": "one learned tensor shared by all layers (nn.Parameter; bounded: a Bounded module, keys "
+    "NAME.raw, NAME.low, NAME.high)",
+    "parameter_list": "one learned tensor per layer (nn.ParameterList: keys NAME.0 … NAME.{K-1}; bounded: a "
+    "Bounded module, keys NAME.raw.0 …, NAME.low, NAME.high)",
     "per_sample_factor": "a learned factor (shared or per layer) on a value computed per sample",
     "net": "a net shared by all layers (nn.Module)",
     "net_list": "a net per layer (nn.ModuleList: keys NAME.0. … NAME.{K-1}.)",
@@ -54,6 +56,7 @@ class NamePlan:
     dim_source: DimSource | None = None  # dims: where the size is read
     starts_at_zero: bool | None = None  # nets: output zero at the start (a correction term)
     net_options: dict[str, int | str] | None = None  # nets: every option of the kind, defaults filled in
+    bounds: LearnBounds | None = None  # a bounded learned value: learned through a reparametrisation
     layer_values: bool = False  # computed from the layer index k: its start differs per layer
 
     @property
@@ -72,6 +75,21 @@ class FixedPointPlan:
 
     tolerance: float
     iterations: int
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A classical convergence condition that ``certify`` checks in every layer.
+
+    kind: ``step_size`` (a gradient step s on the smooth part: 0 < s < 2/L, L = lipschitz(var)),
+    ``positive_step`` (a step whose bound is not known: s > 0), ``nonnegative_scale`` (a prox
+    scale, e.g. a threshold: ≥ 0) or ``coupled_weight`` (LISTA-CP/ALISTA: ``value`` is the
+    matrix W A the weight meets the data with, normalised diag = 1 with generalized coherence < 1).
+    """
+
+    kind: str
+    value: ir.Expr  # evaluated per layer
+    var: str | None = None  # step_size: the variable whose Lipschitz constant bounds the step
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,7 @@ class UnfoldPlan:
     gradient_steps: tuple[str, ...] = ()
     thresholds: tuple[tuple[str, ir.Expr], ...] = ()  # (the non-smooth function, its coefficient)
     fixed_point: FixedPointPlan | None = None  # None: an unrolled network of `layers` layers
+    certificates: tuple[Certificate, ...] = ()  # the conditions certify checks per layer
 
     def __getitem__(self, name: str) -> NamePlan:
         return self.names[name]
@@ -272,9 +291,11 @@ def make_plan(
             # an external net is the caller's module: it starts as given, even as a correction
             starts_at_zero=net.correction and not NET_KINDS[net.kind].external if net is not None else None,
             net_options=_net_options(net) if net is not None else None,
+            bounds=learn.bounds if learn is not None else None,
             layer_values=symbol.depends_on_layer,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
+    expressions += [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]
     expressions.append(problem.smooth)
     expressions += [ir.Apply(term.func, (term.arg,), ir.SCALAR) for term in problem.nonsmooth]
     entries = _library_entries(expressions)
@@ -289,12 +310,18 @@ def make_plan(
         # one parameter per layer, not one stacked (K, ...) parameter indexed per layer: that made
         # every layer's backward write a zero-filled (K, ...) gradient (for matrices it tripled a
         # LISTA-CP training step; for scalars it cost 2-3% of the step)
-        layer_lists=tuple(name for name in learned if names[name].per_layer and names[name].role != "net"),
+        # a bounded value is a Bounded module (its raw tensors are NAME.raw.k), not a list
+        layer_lists=tuple(
+            name
+            for name in learned
+            if names[name].per_layer and names[name].role != "net" and names[name].bounds is None
+        ),
         functions=tuple(entries["functions"]),
         prox_ops=tuple(entries["prox_ops"]),
         sets=tuple(entries["sets"]),
         net_kinds=tuple(dict.fromkeys(net.kind for net in unfold.nets)),
         gradient_steps=_gradient_steps(unfold, names),
+        certificates=_certificates(unfold, names, per_sample),
         thresholds=tuple(
             (term.func, term.coef)
             for term in problem.nonsmooth
@@ -306,27 +333,93 @@ def make_plan(
     )
 
 
+def _sides(bounds: LearnBounds) -> list[ir.Expr]:
+    """The bound expressions given (one or two)."""
+    return [side for side in (bounds.low, bounds.high) if side is not None]
+
+
 def _gradient_steps(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> tuple[str, ...]:
     """Hypers fixed at build time that multiply a gradient in a rule (``x - mu * grad(x)``, or a
     ``let g = grad(x)`` then ``x - mu * g``)."""
-    steps: list[str] = []
-    gradient_lets: set[str] = set()
+    return tuple(dict.fromkeys(name for name, _ in _gradient_step_vars(unfold, names)))
+
+
+def _gradient_step_vars(unfold: CheckedUnfold, names: dict[str, NamePlan]) -> list[tuple[str, str]]:
+    """(step, variable) for every hyper fixed at build time that multiplies the gradient of a variable."""
+    steps: list[tuple[str, str]] = []
+    gradient_lets: dict[str, str] = {}  # let g = grad(x): g → x
     for rule in unfold.rules:
         if rule.is_let and isinstance(rule.value, ir.Grad):
-            gradient_lets.add(rule.target)
+            gradient_lets[rule.target] = rule.value.var
         for node in ir.walk(rule.value):
             if isinstance(node, ir.Binary) and node.op == "*":
                 for factor, other in ((node.left, node.right), (node.right, node.left)):
-                    gradient = isinstance(other, ir.Grad) or (isinstance(other, ir.Ref) and other.name in gradient_lets)
+                    var = other.var if isinstance(other, ir.Grad) else None
+                    if isinstance(other, ir.Ref):
+                        var = gradient_lets.get(other.name)
                     if (
                         isinstance(factor, ir.Ref)
-                        and gradient
+                        and var is not None
                         and names[factor.name].role == "hyper"
                         and names[factor.name].storage in ("buffer", "layer_buffer", "parameter", "parameter_list")
-                        and factor.name not in steps
+                        and (factor.name, var) not in steps
                     ):
-                        steps.append(factor.name)
-    return tuple(steps)
+                        steps.append((factor.name, var))
+    return steps
+
+
+def _certificates(unfold: CheckedUnfold, names: dict[str, NamePlan], per_sample: frozenset[str]) -> tuple:
+    """The conditions certify checks: gradient steps, prox scales that are fixed numbers per layer, and
+    weights coupled with the data in a residual (``W.T @ (A @ x - y)``, ``W @ (y - A @ x)``)."""
+    found: list[Certificate] = []
+
+    def add(certificate: Certificate) -> None:
+        if certificate not in found:
+            found.append(certificate)
+
+    for name, var in _gradient_step_vars(unfold, names):
+        add(Certificate("step_size", ir.Ref(name, "hyper", names[name].shape), var))
+    for rule in unfold.rules:
+        for node in ir.walk(rule.value):
+            if isinstance(node, ir.Prox) and not ir.depends_on(node.scale, per_sample):
+                add(Certificate("nonnegative_scale", node.scale))
+            if isinstance(node, ir.Binary) and node.op == "@":
+                coupled = _coupled_weight(node, names)
+                if coupled is not None:
+                    factor, product = coupled
+                    if factor is not None:
+                        add(Certificate("positive_step", factor))
+                    add(Certificate("coupled_weight", product))
+    return tuple(found)
+
+
+def _coupled_weight(node: ir.Binary, names: dict[str, NamePlan]) -> tuple[ir.Expr | None, ir.Expr] | None:
+    """``[s *] W[.T] @ (A @ x - y)`` (or ``y - A @ x``) with W a weight, A fixed, x a variable, y an
+    input: the factor s (or None) and the product W[.T] @ A the theory of LISTA-CP/ALISTA constrains."""
+    factor, weight = None, node.left
+    if isinstance(weight, ir.Binary) and weight.op == "*" and ir.is_scalar(weight.left.shape):
+        factor, weight = weight.left, weight.right
+    base = weight.operand if isinstance(weight, ir.Transpose) else weight
+    residual = node.right
+    if not (isinstance(base, ir.Ref) and names[base.name].role == "weight"):
+        return None
+    if not (isinstance(residual, ir.Binary) and residual.op == "-"):
+        return None
+    for model, measured in ((residual.left, residual.right), (residual.right, residual.left)):
+        if (
+            isinstance(measured, ir.Ref)
+            and names[measured.name].role == "input"
+            and isinstance(model, ir.Binary)
+            and model.op == "@"
+            and isinstance(model.left, ir.Ref)
+            and names[model.left.name].role in ("data", "param", "weight")
+            and model.left.name != base.name
+            and isinstance(model.right, ir.Ref)
+            and names[model.right.name].role == "var"
+        ):
+            shape = (weight.shape[0], model.left.shape[1])
+            return factor, ir.Binary("@", weight, model.left, shape)
+    return None
 
 
 def lower(unfold: CheckedUnfold) -> LoweredUnfold:
@@ -336,11 +429,17 @@ def lower(unfold: CheckedUnfold) -> LoweredUnfold:
     static = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and not sym.depends_on_inputs)
     dynamic = tuple(sym for sym in unfold.symbols if sym.role in ("hyper", "weight") and sym.depends_on_inputs)
     lipschitz_vars: list[tuple[str, ...]] = []
-    for symbol in unfold.symbols:
-        for node in ir.walk(symbol.init):
+    bound_exprs = [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]
+    for expr in [symbol.init for symbol in unfold.symbols] + bound_exprs:
+        for node in ir.walk(expr):
             if isinstance(node, ir.Lipschitz) and node.variables not in lipschitz_vars:
                 lipschitz_vars.append(node.variables)
     plan = make_plan(unfold, rules, dynamic, _per_sample(unfold, rules, dynamic))
+    # certify bounds each gradient step by 2/L: the constant of every such variable with an affine gradient
+    for certificate in plan.certificates:
+        wanted = (certificate.var,)
+        if certificate.var is not None and certificate.var in dict(hessians) and wanted not in lipschitz_vars:
+            lipschitz_vars.append(wanted)
     return LoweredUnfold(
         unfold.name,
         class_name(unfold.name),

@@ -30,6 +30,7 @@ TERMINAL_WORDS = {
     "COMPARE": "a comparison ('<=', '>=' or '==')",
     "PER_LAYER": "'per layer'",
     "FIXED_POINT": "'fixed point'",
+    "ONE_SIDED": "a bound ('>=', '>', '<=' or '<')",
     "REAL": "'real'",
     "$END": "the end of the file",
 }
@@ -218,15 +219,30 @@ class _Builder(Transformer):
     def tying(self, meta: Meta, children: list) -> bool:
         return children[0].type == "PER_LAYER"
 
+    def interval(self, meta: Meta, children: list) -> s.Bounds:
+        low_bracket, low, high, high_bracket = children
+        low_closed, high_closed = str(low_bracket.children[0]) == "[", str(high_bracket.children[0]) == "]"
+        return s.Bounds(low, high, low_closed, high_closed, _span(meta))
+
+    def one_sided(self, meta: Meta, children: list) -> s.Bounds:
+        side, value = str(children[0]), children[1]
+        closed = side.endswith("=")
+        if side.startswith(">"):
+            return s.Bounds(value, None, closed, False, _span(meta))
+        return s.Bounds(None, value, False, closed, _span(meta))
+
     def learn(self, meta: Meta, children: list) -> s.Learn:
         per_layer = True
         names = []
+        bounds = None
         for child in children:
             if isinstance(child, bool):
                 per_layer = child
+            elif isinstance(child, s.Bounds):
+                bounds = child
             elif child is not None:
                 names.append(_name(child))
-        return s.Learn(tuple(names), per_layer, _span(meta))
+        return s.Learn(tuple(names), per_layer, _span(meta), bounds)
 
     def output(self, meta: Meta, children: list) -> tuple[str, tuple[s.Name, ...], Span]:
         return ("output", tuple(_name(tok) for tok in children), _span(meta))

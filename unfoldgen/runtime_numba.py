@@ -42,15 +42,16 @@ def checked_array(what: str, value: object, axes: tuple, sizes: dict, dtype, bat
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 

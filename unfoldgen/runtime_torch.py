@@ -5,7 +5,7 @@ gradient; the generated file must not import unfoldgen.
 """
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
@@ -266,3 +266,389 @@ def implicit_layer(
         return solution
 
     return dict(zip(names, ImplicitGradient.apply(solve_adjoint, *outputs), strict=True))
+
+
+# ---------------------------------------------------------------- bounded learned values
+# One class per bound form (unfoldgen.bounds.BOUND_FORMS): value maps an unconstrained raw tensor
+# into the bounds, start is its inverse (raw₀ with value(raw₀) = v₀, so an untrained network is
+# classical). A strict side (an excluded bound) is a smooth map; a closed side clamps (the raw
+# value is the value there).
+
+
+def softplus_inverse(value: Tensor) -> Tensor:
+    """raw with softplus(raw) = value > 0: value + log(−expm1(−value)), stable for tiny and large values
+    (above 20, torch's softplus is the identity, so the inverse is too)."""
+    return torch.where(value > 20, value, value + torch.log(-torch.expm1(-value.clamp(max=20))))
+
+
+class OpenInterval:
+    """(LO, HI): value = LO + (HI − LO)·(ε + (1 − 2ε)·sigmoid(4·raw/(HI − LO))), ε = 2⁻¹¹;
+    raw₀ = (HI − LO)/4·logit(((v₀ − LO)/(HI − LO) − ε)/(1 − 2ε)).
+
+    The slope is (1 − 2ε) ≈ 1 at the middle of the interval, so an optimiser's step on the raw value
+    is a step of about the same size on the value (a plain sigmoid would scale every step by
+    (HI − LO)/4: for a step bound 2/L, a learning rate ~10× smaller than the unbounded twin's). The
+    margin ε(HI − LO) keeps the value strictly inside even where the sigmoid rounds to 0 or 1 (float32:
+    |4·raw/(HI − LO)| ≳ 17); a start within it of a bound is refused.
+    """
+
+    MARGIN = 2.0**-11
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        margin = OpenInterval.MARGIN
+        return low + (high - low) * (margin + (1 - 2 * margin) * torch.sigmoid(4 * raw / (high - low)))
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        margin = OpenInterval.MARGIN
+        fraction = ((value - low) / (high - low) - margin) / (1 - 2 * margin)
+        return (high - low) / 4 * (torch.log(fraction) - torch.log1p(-fraction))
+
+
+class ClosedInterval:
+    """[LO, HI]: value = clamp(raw, LO, HI); raw₀ = v₀ (a start on either bound is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.minimum(torch.maximum(raw, low), high)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return value.clone()
+
+
+class LowClosedInterval:
+    """[LO, HI): value = max(LO, HI − softplus(raw)); raw₀ = softplus⁻¹(HI − v₀)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.maximum(high - torch.nn.functional.softplus(raw), low)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return softplus_inverse(high - value)
+
+
+class HighClosedInterval:
+    """(LO, HI]: value = min(HI, LO + softplus(raw)); raw₀ = softplus⁻¹(v₀ − LO)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return torch.minimum(low + torch.nn.functional.softplus(raw), high)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        return softplus_inverse(value - low)
+
+
+class Above:
+    """> LO: value = LO + softplus(raw); raw₀ = softplus⁻¹(v₀ − LO)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: None) -> Tensor:
+        return low + torch.nn.functional.softplus(raw)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: None) -> Tensor:
+        return softplus_inverse(value - low)
+
+
+class AtLeast:
+    """>= LO: value = max(raw, LO); raw₀ = v₀ (a start on LO is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: Tensor, high: None) -> Tensor:
+        return torch.maximum(raw, low)
+
+    @staticmethod
+    def start(value: Tensor, low: Tensor, high: None) -> Tensor:
+        return value.clone()
+
+
+class Below:
+    """< HI: value = HI − softplus(raw); raw₀ = softplus⁻¹(HI − v₀)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: None, high: Tensor) -> Tensor:
+        return high - torch.nn.functional.softplus(raw)
+
+    @staticmethod
+    def start(value: Tensor, low: None, high: Tensor) -> Tensor:
+        return softplus_inverse(high - value)
+
+
+class AtMost:
+    """<= HI: value = min(raw, HI); raw₀ = v₀ (a start on HI is kept exactly)."""
+
+    @staticmethod
+    def value(raw: Tensor, low: None, high: Tensor) -> Tensor:
+        return torch.minimum(raw, high)
+
+    @staticmethod
+    def start(value: Tensor, low: None, high: Tensor) -> Tensor:
+        return value.clone()
+
+
+def outside_bounds(
+    value: Tensor, low: Tensor | None, high: Tensor | None, low_closed: bool, high_closed: bool
+) -> Tensor:
+    """Where ``value`` lies outside the bounds (elementwise)."""
+    outside = torch.zeros_like(value, dtype=torch.bool)
+    if low is not None:
+        outside |= value < low if low_closed else value <= low
+    if high is not None:
+        outside |= value > high if high_closed else value >= high
+    return outside | ~torch.isfinite(value)
+
+
+class Bounded(nn.Module):
+    """A learned value kept inside its bounds by the map ``form`` (one of the classes above).
+
+    The state dict holds the unconstrained raw tensors (``NAME.raw.0`` … per layer, ``NAME.raw``
+    shared) and the bounds (``NAME.low``, ``NAME.high``); ``self[k]`` (per layer) or ``value()``
+    (shared) is the constrained value, and ``values()`` all of them (per layer stacked as (K, ...)).
+    It starts at exactly ``start``; a start outside the bounds (or on an excluded bound) cannot be
+    represented and is refused, whatever ``validate`` says.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        form: type,
+        start: Tensor,
+        low: Tensor | None,
+        high: Tensor | None,
+        closed: tuple[bool, bool],
+        layers: int | None,
+        text: str,
+        starts_per_layer: bool = False,
+    ) -> None:
+        super().__init__()
+        self.form = form
+        self.closed = closed
+        self.text = text
+        outside = outside_bounds(start, low, high, *closed)
+        if bool(outside.any()):
+            first = float(start.detach()[outside].flatten()[0])
+            sides = [
+                f"{side} = {float(bound.min() if side == 'low' else bound.max()):g}"
+                for side, bound in (("low", low), ("high", high))
+                if bound is not None
+            ]
+            raise ValueError(
+                f"{name} = {first:g} is not inside its bound {text} ({', '.join(sides)}): the reparametrised "
+                f"value cannot start there; pass {name}=... inside the bound or change the bound"
+            )
+        # starts_per_layer: start holds one value per layer (K, ...), computed from the layer index
+        shape = start.shape[1:] if starts_per_layer else start.shape
+        self.register_buffer("low", None if low is None else low.expand(shape).clone())
+        self.register_buffer("high", None if high is None else high.expand(shape).clone())
+        raw = form.start(start.detach(), self.low, self.high)
+        if not bool(torch.isfinite(raw).all()):
+            first = float(start.detach()[~torch.isfinite(raw)].flatten()[0])
+            raise ValueError(
+                f"{name} = {first:g} is too close to a side of its bound {text} to be represented (the map keeps a "
+                f"margin inside excluded bounds); pass {name}=... further inside or widen the bound"
+            )
+        if layers is None:
+            self.raw = nn.Parameter(raw)
+        else:
+            starts = list(raw) if starts_per_layer else [raw] * layers
+            self.raw = nn.ParameterList([nn.Parameter(value.clone()) for value in starts])
+
+    def __getitem__(self, k: int) -> Tensor:
+        return self.form.value(self.raw[k], self.low, self.high)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def value(self) -> Tensor:
+        return self.form.value(self.raw, self.low, self.high)
+
+    def values(self) -> Tensor:
+        """The constrained values: per layer stacked as (K, ...), or the shared value."""
+        if isinstance(self.raw, nn.ParameterList):
+            return torch.stack([self[k] for k in range(len(self.raw))])
+        return self.value()
+
+
+# ---------------------------------------------------------------- certify
+# One function per condition kind (unfoldgen.lower.Certificate): (satisfied, measured, required).
+
+
+def step_size_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """0 < s < 2/L for a gradient step s on an L-smooth part: a proximal gradient step with it does
+    not increase the objective, F(x⁺) ≤ F(x) − (1/s − L/2)‖x⁺ − x‖² (the descent lemma)."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    limit = 2 / lipschitz
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 < low and high < limit, measured, f"in (0, 2/L = {limit:.4g})"
+
+
+def positive_step_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """s > 0 for a step whose upper bound is not known symbolically (ALISTA's γ_k, a step on a
+    smooth part whose Lipschitz constant depends on the inputs)."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 < low, measured, "> 0"
+
+
+def nonnegative_scale_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """t ≥ 0 for a prox scale (a threshold): prox[t·g] of a convex g is a proximal map only for t ≥ 0."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 <= low, measured, ">= 0"
+
+
+def coupled_weight_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """M = WᵀA (ALISTA, Liu et al. 2019) or W A (LISTA-CP, Chen et al. 2018) normalised, diag(M) = 1
+    (to 1e-3), with generalized mutual coherence μ̃ = max_{i≠j} |M_ij| < 1: the weight lies in the set
+    the theorems need; supports of size s < (1 + 1/μ̃)/2 are within their scope."""
+    matrix = value.detach().double()
+    diagonal = torch.diagonal(matrix)
+    off_diagonal = matrix - torch.diag_embed(diagonal)
+    deviation = float((diagonal - 1).abs().max())
+    coherence = float(off_diagonal.abs().max())
+    measured = f"max|diag − 1| = {deviation:.2g}, μ̃ = {coherence:.4g}"
+    if coherence < 1:
+        measured += f" (supports < {(1 + 1 / coherence) / 2:.3g})" if coherence > 0 else ""
+    return deviation <= 1e-3 and coherence < 1, measured, "diag = 1, μ̃ < 1"
+
+
+CONDITIONS = {
+    "step_size": step_size_condition,
+    "positive_step": positive_step_condition,
+    "nonnegative_scale": nonnegative_scale_condition,
+    "coupled_weight": coupled_weight_condition,
+}
+
+
+def build_time_constants(constants: dict) -> dict:
+    """``{var: L}`` for the Lipschitz constants computable without inputs; one that needs a dim only
+    the inputs fix is left out (certify then checks that step for its sign only)."""
+    known = {}
+    for var, constant in constants.items():
+        try:
+            known[var] = float(constant({}).max())
+        except ValueError:  # size_of: pass the dim to the constructor to have it checked
+            continue
+    return known
+
+
+def certify_layers(
+    checks: tuple,
+    values: list,
+    lipschitz: dict,
+    unchecked: tuple,
+    memoryless: bool,
+    built: int,
+    layers: int,
+) -> dict:
+    """The certificate of a model: ``checks`` (kind, what, variable) evaluated on ``values[k]`` (one
+    list per built layer), and what the results imply, as a dict with a readable ``text``."""
+    results = []
+    for index, (kind, what, var) in enumerate(checks):
+        if kind == "step_size" and var not in lipschitz:  # L unknown without inputs: the sign only
+            kind = "positive_step"
+        per_layer = []
+        for k, layer_values in enumerate(values):
+            satisfied, measured, required = CONDITIONS[kind](layer_values[index], lipschitz.get(var))
+            per_layer.append({"layer": k, "satisfied": satisfied, "value": measured})
+        results.append(
+            {
+                "condition": kind,
+                "what": what,
+                "required": required,
+                "satisfied": all(entry["satisfied"] for entry in per_layer),
+                "violated_layers": [entry["layer"] for entry in per_layer if not entry["satisfied"]],
+                "per_layer": per_layer,
+            }
+        )
+    implications = certify_implications(results, unchecked, memoryless, built, layers)
+    certificate = {
+        "trained_layers": built,
+        "layers": layers,
+        "lipschitz": dict(lipschitz),
+        "checks": results,
+        "unchecked": list(unchecked),
+        "satisfied": all(result["satisfied"] for result in results) and not unchecked,
+        "implications": implications,
+    }
+    certificate["text"] = certificate_text(certificate)
+    return certificate
+
+
+def certify_implications(results: list, unchecked: tuple, memoryless: bool, built: int, layers: int) -> list:
+    """What the checked conditions imply, in plain words."""
+    kinds = {result["condition"] for result in results}
+    violated = [result for result in results if not result["satisfied"]]
+    last_ok = all(result["per_layer"][-1]["satisfied"] for result in results)
+    lines = []
+    for result in violated:
+        lines.append(
+            f"{result['what']} {result['required']} fails in layers {result['violated_layers']}: "
+            "no classical guarantee covers those layers."
+        )
+    if unchecked:
+        lines.append(f"No classical condition is known for {', '.join(unchecked)}: nothing is implied where they act.")
+    if not results:
+        lines.append("No condition is checkable for this unfold.")
+        return lines
+    if "step_size" in kinds and "coupled_weight" not in kinds and not violated and not unchecked:
+        if memoryless:
+            lines.append(
+                "Every layer is a proximal gradient step with step in (0, 2/L) and a nonnegative prox scale: "
+                "no layer increases the objective (with that layer's coefficients)."
+            )
+        else:
+            lines.append(
+                "Every gradient step is in (0, 2/L) and every prox scale nonnegative; the unfold carries states "
+                "besides its variables (momentum), so the monotone-descent guarantee of a plain proximal "
+                "gradient step does not apply."
+            )
+    if "coupled_weight" in kinds and not violated and not unchecked:
+        lines.append(
+            "The checkable conditions of LISTA-CP/ALISTA hold in every layer (normalised weight with generalized "
+            "coherence μ̃ < 1, positive steps, nonnegative thresholds); their linear convergence also needs "
+            "the thresholds to follow the theorems' schedule, which depends on the unknown signal and is not "
+            "checked."
+        )
+    beyond = f"layers = {layers}" if layers > built else f"layers > {built}"
+    if "step_size" in kinds and "coupled_weight" not in kinds and memoryless and last_ok and not unchecked:
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}: classical proximal "
+            "gradient (ISTA) with a fixed step in (0, 2/L) and a fixed nonnegative prox scale, which converges "
+            f"to a minimiser of the problem with layer {built - 1}'s coefficients."
+        )
+    elif last_ok and not unchecked:
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}, whose checked conditions "
+            "hold; they do not by themselves imply that the repeated iteration converges."
+        )
+    else:
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}, which is not certified: "
+            "running longer may diverge."
+        )
+    return lines
+
+
+def certificate_text(certificate: dict) -> str:
+    """A certificate as a readable report: one line per condition and layer, then the implications."""
+    lines = [
+        f"certify: {certificate['trained_layers']} trained layers, running {certificate['layers']}"
+        + "".join(f"; L({var}) = {value:.4g}" for var, value in certificate["lipschitz"].items())
+    ]
+    for result in certificate["checks"]:
+        mark = "ok" if result["satisfied"] else "VIOLATED"
+        lines.append(f"  {result['condition']}: {result['what']} {result['required']}: {mark}")
+        for entry in result["per_layer"]:
+            lines.append(
+                f"    layer {entry['layer']:>3}: {entry['value']}{'' if entry['satisfied'] else '  (violated)'}"
+            )
+    if certificate["unchecked"]:
+        lines.append(f"  unchecked: {', '.join(certificate['unchecked'])}")
+    lines.append("implies:")
+    lines += [f"  - {line}" for line in certificate["implications"]]
+    return "\n".join(lines)

@@ -38,7 +38,7 @@ import sympy
 
 from unfoldgen import calculus, ir
 from unfoldgen.functions import FUNCTIONS, curvature_bound
-from unfoldgen.printers import MathPrinter
+from unfoldgen.mathtext import MathPrinter
 
 # AᵀA of each gram class, as a norm: ‖A‖² (None: not known in closed form)
 _UNIT_NORM = frozenset({"unitary", "isometry", "coisometry"})

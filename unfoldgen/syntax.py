@@ -123,10 +123,22 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """`in (LO, HI)` (each side open or closed), or one side: `>= LO`, `> LO`, `<= HI`, `< HI`."""
+
+    low: Expr | None
+    high: Expr | None
+    low_closed: bool
+    high_closed: bool
+    span: Span
+
+
+@dataclass(frozen=True)
 class Learn:
     names: tuple[Name, ...]
     per_layer: bool
     span: Span
+    bounds: Bounds | None = None
 
 
 @dataclass(frozen=True)

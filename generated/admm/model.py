@@ -149,6 +149,185 @@ def as_value(
     return tensor.reshape(shape)
 
 
+def coupled_weight_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """M = WᵀA (ALISTA, Liu et al. 2019) or W A (LISTA-CP, Chen et al. 2018) normalised, diag(M) = 1
+    (to 1e-3), with generalized mutual coherence μ̃ = max_{i≠j} |M_ij| < 1: the weight lies in the set
+    the theorems need; supports of size s < (1 + 1/μ̃)/2 are within their scope."""
+    matrix = value.detach().double()
+    diagonal = torch.diagonal(matrix)
+    off_diagonal = matrix - torch.diag_embed(diagonal)
+    deviation = float((diagonal - 1).abs().max())
+    coherence = float(off_diagonal.abs().max())
+    measured = f"max|diag − 1| = {deviation:.2g}, μ̃ = {coherence:.4g}"
+    if coherence < 1:
+        measured += f" (supports < {(1 + 1 / coherence) / 2:.3g})" if coherence > 0 else ""
+    return deviation <= 1e-3 and coherence < 1, measured, "diag = 1, μ̃ < 1"
+
+
+def nonnegative_scale_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """t ≥ 0 for a prox scale (a threshold): prox[t·g] of a convex g is a proximal map only for t ≥ 0."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 <= low, measured, ">= 0"
+
+
+def positive_step_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """s > 0 for a step whose upper bound is not known symbolically (ALISTA's γ_k, a step on a
+    smooth part whose Lipschitz constant depends on the inputs)."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 < low, measured, "> 0"
+
+
+def step_size_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
+    """0 < s < 2/L for a gradient step s on an L-smooth part: a proximal gradient step with it does
+    not increase the objective, F(x⁺) ≤ F(x) − (1/s − L/2)‖x⁺ − x‖² (the descent lemma)."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    limit = 2 / lipschitz
+    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    return 0 < low and high < limit, measured, f"in (0, 2/L = {limit:.4g})"
+
+
+CONDITIONS = {
+    "step_size": step_size_condition,
+    "positive_step": positive_step_condition,
+    "nonnegative_scale": nonnegative_scale_condition,
+    "coupled_weight": coupled_weight_condition,
+}
+
+
+def certificate_text(certificate: dict) -> str:
+    """A certificate as a readable report: one line per condition and layer, then the implications."""
+    lines = [
+        f"certify: {certificate['trained_layers']} trained layers, running {certificate['layers']}"
+        + "".join(f"; L({var}) = {value:.4g}" for var, value in certificate["lipschitz"].items())
+    ]
+    for result in certificate["checks"]:
+        mark = "ok" if result["satisfied"] else "VIOLATED"
+        lines.append(f"  {result['condition']}: {result['what']} {result['required']}: {mark}")
+        for entry in result["per_layer"]:
+            lines.append(
+                f"    layer {entry['layer']:>3}: {entry['value']}{'' if entry['satisfied'] else '  (violated)'}"
+            )
+    if certificate["unchecked"]:
+        lines.append(f"  unchecked: {', '.join(certificate['unchecked'])}")
+    lines.append("implies:")
+    lines += [f"  - {line}" for line in certificate["implications"]]
+    return "\n".join(lines)
+
+
+def certify_implications(
+    results: list, unchecked: tuple, memoryless: bool, built: int, layers: int
+) -> list:
+    """What the checked conditions imply, in plain words."""
+    kinds = {result["condition"] for result in results}
+    violated = [result for result in results if not result["satisfied"]]
+    last_ok = all(result["per_layer"][-1]["satisfied"] for result in results)
+    lines = []
+    for result in violated:
+        lines.append(
+            f"{result['what']} {result['required']} fails in layers {result['violated_layers']}: "
+            "no classical guarantee covers those layers."
+        )
+    if unchecked:
+        lines.append(
+            f"No classical condition is known for {', '.join(unchecked)}: nothing is implied where they act."
+        )
+    if not results:
+        lines.append("No condition is checkable for this unfold.")
+        return lines
+    if "step_size" in kinds and "coupled_weight" not in kinds and not violated and not unchecked:
+        if memoryless:
+            lines.append(
+                "Every layer is a proximal gradient step with step in (0, 2/L) and a nonnegative prox scale: "
+                "no layer increases the objective (with that layer's coefficients)."
+            )
+        else:
+            lines.append(
+                "Every gradient step is in (0, 2/L) and every prox scale nonnegative; the unfold carries states "
+                "besides its variables (momentum), so the monotone-descent guarantee of a plain proximal "
+                "gradient step does not apply."
+            )
+    if "coupled_weight" in kinds and not violated and not unchecked:
+        lines.append(
+            "The checkable conditions of LISTA-CP/ALISTA hold in every layer (normalised weight with generalized "
+            "coherence μ̃ < 1, positive steps, nonnegative thresholds); their linear convergence also needs "
+            "the thresholds to follow the theorems' schedule, which depends on the unknown signal and is not "
+            "checked."
+        )
+    beyond = f"layers = {layers}" if layers > built else f"layers > {built}"
+    if (
+        "step_size" in kinds
+        and "coupled_weight" not in kinds
+        and memoryless
+        and last_ok
+        and not unchecked
+    ):
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}: classical proximal "
+            "gradient (ISTA) with a fixed step in (0, 2/L) and a fixed nonnegative prox scale, which converges "
+            f"to a minimiser of the problem with layer {built - 1}'s coefficients."
+        )
+    elif last_ok and not unchecked:
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}, whose checked conditions "
+            "hold; they do not by themselves imply that the repeated iteration converges."
+        )
+    else:
+        lines.append(
+            f"Past the trained depth ({beyond}) every layer repeats layer {built - 1}, which is not certified: "
+            "running longer may diverge."
+        )
+    return lines
+
+
+def certify_layers(
+    checks: tuple,
+    values: list,
+    lipschitz: dict,
+    unchecked: tuple,
+    memoryless: bool,
+    built: int,
+    layers: int,
+) -> dict:
+    """The certificate of a model: ``checks`` (kind, what, variable) evaluated on ``values[k]`` (one
+    list per built layer), and what the results imply, as a dict with a readable ``text``."""
+    results = []
+    for index, (kind, what, var) in enumerate(checks):
+        if kind == "step_size" and var not in lipschitz:  # L unknown without inputs: the sign only
+            kind = "positive_step"
+        per_layer = []
+        for k, layer_values in enumerate(values):
+            satisfied, measured, required = CONDITIONS[kind](
+                layer_values[index], lipschitz.get(var)
+            )
+            per_layer.append({"layer": k, "satisfied": satisfied, "value": measured})
+        results.append(
+            {
+                "condition": kind,
+                "what": what,
+                "required": required,
+                "satisfied": all(entry["satisfied"] for entry in per_layer),
+                "violated_layers": [
+                    entry["layer"] for entry in per_layer if not entry["satisfied"]
+                ],
+                "per_layer": per_layer,
+            }
+        )
+    implications = certify_implications(results, unchecked, memoryless, built, layers)
+    certificate = {
+        "trained_layers": built,
+        "layers": layers,
+        "lipschitz": dict(lipschitz),
+        "checks": results,
+        "unchecked": list(unchecked),
+        "satisfied": all(result["satisfied"] for result in results) and not unchecked,
+        "implications": implications,
+    }
+    certificate["text"] = certificate_text(certificate)
+    return certificate
+
+
 def require_sign(what: str, value: Tensor, positive: bool) -> None:
     """Refuse a gradient step that is not positive, or a threshold (a non-smooth term's coefficient) below zero."""
     low = float(value.detach().min())
@@ -192,6 +371,12 @@ class Admm(nn.Module):
     PARADIGMS: dict[str, int] = {"rho": 1}
     # per-layer tensors held as one nn.Parameter per layer (state-dict keys NAME.0 … NAME.{K-1})
     LAYER_LISTS: tuple[str, ...] = ("rho",)
+    # bounded learned values (Bounded modules: raw tensors NAME.raw…, bounds NAME.low/NAME.high), per layer?
+    BOUNDED: dict[str, bool] = {}
+    # the classical convergence conditions certify checks in every layer: (kind, what, variable)
+    CERTIFY: tuple[tuple[str, str, str | None], ...] = (
+        ("nonnegative_scale", "prox scale lam/rho", None),
+    )
 
     def __init__(
         self,
@@ -248,17 +433,19 @@ class Admm(nn.Module):
 
     @property
     def layers(self) -> int:
-        """The number of layers forward runs (1 … the layers built: each has its own parameters)."""
+        """The number of layers forward runs (any positive number).
+
+        Past the layers built (the constructor's ``layers``), every layer reuses the last built
+        layer's per-layer values: layer k ≥ K runs the rules with layer K−1's learned values (the
+        layer index passed to the rules stays k). With bounded values whose last layer is a
+        classical step (see certify), this continues the classical iteration.
+        """
         return self._layers
 
     @layers.setter
     def layers(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"layers must be a positive integer, got {value!r}")
-        if value > self._built_layers:
-            raise ValueError(
-                f"layers = {value}: this model has parameters for {self._built_layers} layers; expected 1 … {self._built_layers}"
-            )
         self._layers = value
 
     def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -275,8 +462,9 @@ class Admm(nn.Module):
         self, _k: int, state: dict[str, Tensor], inputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         """Layer _k (0-based): one iteration of the update rules."""
+        _stored_k = min(_k, self._built_layers - 1)
         A = self.A
-        rho = self.rho[_k]
+        rho = self.rho[_stored_k]
         y = inputs["y"]
         z = state["z"]
         u = state["u"]
@@ -354,13 +542,40 @@ class Admm(nn.Module):
         _batch = inputs["y"].shape[0]
         return torch.as_tensor(_value).expand(_batch, 1, 1).reshape(_batch)
 
+    def certified_values(self, _k: int) -> list[Tensor]:
+        """The values certify checks in layer _k, in the order of CERTIFY."""
+        _stored_k = min(_k, self._built_layers - 1)
+        lam = self.lam
+        rho = self.rho[_stored_k]
+        return [lam / rho]
+
+    def certify(self) -> dict:
+        """Which classical convergence conditions the learned values satisfy, per built layer, and what
+        that implies, also past the trained depth (``layers`` larger than built: see the layers property).
+
+        Returns a dict: ``checks`` (per condition: what, required, satisfied, violated_layers,
+        per_layer), ``unchecked`` (learned names no condition covers), ``implications`` (plain
+        words) and ``text`` (all of it, readable). The checks are in CERTIFY: (kind, what, variable).
+        """
+        with torch.no_grad():
+            _lipschitz = {}
+            _values = [self.certified_values(_k) for _k in range(self._built_layers)]
+        return certify_layers(
+            self.CERTIFY, _values, _lipschitz, (), False, self._built_layers, self.layers
+        )
+
     def export_npz(self, path: str) -> None:
         """Write every learned and fixed tensor and the layer count, for kernels.load_params(path)."""
         import numpy  # only here: the module itself needs nothing but torch
 
         arrays = {name: value.detach().cpu().numpy() for name, value in self.state_dict().items()}
         for name in self.LAYER_LISTS:  # the kernels take per-layer tensors stacked as (K, ...)
-            arrays[name] = numpy.stack([arrays.pop(f"{name}.{k}") for k in range(self.layers)])
+            arrays[name] = numpy.stack(
+                [arrays.pop(f"{name}.{k}") for k in range(self._built_layers)]
+            )
+        for name in self.BOUNDED:  # the kernels take the constrained values, not the raw tensors
+            arrays = {key: value for key, value in arrays.items() if not key.startswith(f"{name}.")}
+            arrays[name] = getattr(self, name).values().detach().cpu().numpy()
         numpy.savez(path, layers=numpy.array(self.layers), **arrays)
 
     def parameter_counts(self) -> dict[int, int]:

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_e6175dd7079a9d15"
+_CACHE_MODULE = "_unfoldgen_kernels_885feb0e36946b61"
 
 
 def _kernel(**options):
@@ -72,9 +72,11 @@ def network(_layers, theta, W2, W1, y):
     _dtype = y.dtype
     _batch = y.shape[1]
     n = W2.shape[1]
+    _stored_layers = min(theta.shape[0], W2.shape[0], W1.shape[0])
     x = np.full((n, _batch), 0.0, _dtype)
     for _k in range(_layers):
-        (x,) = layer(theta[_k], W2[_k], W1[_k], y, x)
+        _stored_k = min(_k, _stored_layers - 1)
+        (x,) = layer(theta[_stored_k], W2[_stored_k], W1[_stored_k], y, x)
     return (x,)
 
 
@@ -113,15 +115,16 @@ def checked_array(
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 
@@ -282,9 +285,14 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, y):
-    """Run the network on a batch (leading axis B, like the torch module); returns x."""
+def run(params: dict, y, layers: int | None = None):
+    """Run the network on a batch (leading axis B, like the torch module); returns x.
+
+    ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
+    the last stored layer's values, as the torch module does."""
     _sizes: dict = {}
+    if layers is not None:
+        params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)

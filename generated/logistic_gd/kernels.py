@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_9cd1c08b700d0402"
+_CACHE_MODULE = "_unfoldgen_kernels_1171f780f151ee10"
 
 
 def _kernel(**options):
@@ -102,12 +102,14 @@ def network(_layers, s, X, mu, _b_batch):
     _batch = _b_batch.shape[0]
     n = X.shape[1]
     _out_w = np.empty((_batch, n, 1), _dtype)
+    _stored_layers = s.shape[0]
     for _b in numba.prange(_batch):
         b = _b_batch[_b]
         _sample_s = _F(1.0) / lipschitz_w(mu, X, b, n)
         w = np.full((n, 1), 0.0, _dtype)
         for _k in range(_layers):
-            (w,) = layer(s[_k] * _sample_s, X, b, mu, w)
+            _stored_k = min(_k, _stored_layers - 1)
+            (w,) = layer(s[_stored_k] * _sample_s, X, b, mu, w)
         _out_w[_b] = w
     return (_out_w,)
 
@@ -147,15 +149,16 @@ def checked_array(
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 
@@ -316,9 +319,14 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, b):
-    """Run the network on a batch (leading axis B, like the torch module); returns w."""
+def run(params: dict, b, layers: int | None = None):
+    """Run the network on a batch (leading axis B, like the torch module); returns w.
+
+    ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
+    the last stored layer's values, as the torch module does."""
     _sizes: dict = {}
+    if layers is not None:
+        params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(b=b)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)

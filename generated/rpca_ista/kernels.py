@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_73b10c44f2d02697"
+_CACHE_MODULE = "_unfoldgen_kernels_a71f6a48d666ff2f"
 
 
 def _kernel(**options):
@@ -81,12 +81,14 @@ def network(_layers, mu, lam1, lam2, _D_batch):
     n = _D_batch.shape[2]
     _out_L = np.empty((_batch, m, n), _dtype)
     _out_S = np.empty((_batch, m, n), _dtype)
+    _stored_layers = min(mu.shape[0], lam1.shape[0], lam2.shape[0])
     for _b in numba.prange(_batch):
         D = _D_batch[_b]
         L = np.full((m, n), 0.0, _dtype)
         S = np.full((m, n), 0.0, _dtype)
         for _k in range(_layers):
-            L, S = layer(D, mu[_k], lam1[_k], lam2[_k], L, S)
+            _stored_k = min(_k, _stored_layers - 1)
+            L, S = layer(D, mu[_stored_k], lam1[_stored_k], lam2[_stored_k], L, S)
         _out_L[_b] = L
         _out_S[_b] = S
     return _out_L, _out_S
@@ -127,15 +129,16 @@ def checked_array(
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 
@@ -296,9 +299,14 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, D):
-    """Run the network on a batch (leading axis B, like the torch module); returns L, S."""
+def run(params: dict, D, layers: int | None = None):
+    """Run the network on a batch (leading axis B, like the torch module); returns L, S.
+
+    ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
+    the last stored layer's values, as the torch module does."""
     _sizes: dict = {}
+    if layers is not None:
+        params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(D=D)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)

@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_2fd8dd1106652f9e"
+_CACHE_MODULE = "_unfoldgen_kernels_dd0ed9d6a44587ae"
 
 
 def _kernel(**options):
@@ -85,12 +85,14 @@ def network(_layers, tL, muL, tS, muS, _D_batch):
     n = _D_batch.shape[2]
     _out_L = np.empty((_batch, m, n), _dtype)
     _out_S = np.empty((_batch, m, n), _dtype)
+    _stored_layers = min(tL.shape[0], muL.shape[0], tS.shape[0], muS.shape[0])
     for _b in numba.prange(_batch):
         D = _D_batch[_b]
         L = np.full((m, n), 0.0, _dtype)
         S = np.full((m, n), 0.0, _dtype)
         for _k in range(_layers):
-            L, S = layer(D, tL[_k], muL[_k], tS[_k], muS[_k], L, S)
+            _stored_k = min(_k, _stored_layers - 1)
+            L, S = layer(D, tL[_stored_k], muL[_stored_k], tS[_stored_k], muS[_stored_k], L, S)
         _out_L[_b] = L
         _out_S[_b] = S
     return _out_L, _out_S
@@ -131,15 +133,16 @@ def checked_array(
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 
@@ -300,9 +303,14 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, D):
-    """Run the network on a batch (leading axis B, like the torch module); returns L, S."""
+def run(params: dict, D, layers: int | None = None):
+    """Run the network on a batch (leading axis B, like the torch module); returns L, S.
+
+    ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
+    the last stored layer's values, as the torch module does."""
     _sizes: dict = {}
+    if layers is not None:
+        params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(D=D)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)

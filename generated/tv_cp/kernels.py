@@ -21,7 +21,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_bb8c0c991864d306"
+_CACHE_MODULE = "_unfoldgen_kernels_c77c321fae61d4b4"
 
 
 def _kernel(**options):
@@ -108,13 +108,15 @@ def network(_layers, lam, sigma, tau, _y_batch):
     _out_x = np.empty((_batch, h, w), _dtype)
     _out_p = np.empty((_batch, 2, h, w), _dtype)
     _out_xbar = np.empty((_batch, h, w), _dtype)
+    _stored_layers = min(lam.shape[0], sigma.shape[0], tau.shape[0])
     for _b in numba.prange(_batch):
         y = _y_batch[_b]
         x = np.full((h, w), 0.0, _dtype)
         p = np.full((2, h, w), 0.0, _dtype)
         xbar = x + np.zeros((h, w), _dtype)
         for _k in range(_layers):
-            x, p, xbar = layer(lam[_k], sigma[_k], tau[_k], y, x, p, xbar)
+            _stored_k = min(_k, _stored_layers - 1)
+            x, p, xbar = layer(lam[_stored_k], sigma[_stored_k], tau[_stored_k], y, x, p, xbar)
         _out_x[_b] = x
         _out_p[_b] = p
         _out_xbar[_b] = xbar
@@ -156,15 +158,16 @@ def checked_array(
 
 
 def checked_layers(value: object, stored: int | None) -> int:
-    """The number of layers to run: a positive integer, at most the ``stored`` per-layer entries."""
+    """The number of layers to run: a positive integer. Layers past the ``stored`` per-layer
+    entries reuse the last stored layer's values (the kernels clamp the layer index)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"layers must be a positive integer, got {value}")
     if value < 1:
         raise ValueError(f"layers must be a positive integer, got {value}")
-    if stored is not None and value > stored:
-        raise ValueError(f"layers is {value} but the per-layer parameters hold {stored} layers")
+    if stored is not None and stored < 1:
+        raise ValueError("the per-layer parameters hold 0 layers; expected at least 1")
     return int(value)
 
 
@@ -325,9 +328,14 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, y):
-    """Run the network on a batch (leading axis B, like the torch module); returns x."""
+def run(params: dict, y, layers: int | None = None):
+    """Run the network on a batch (leading axis B, like the torch module); returns x.
+
+    ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
+    the last stored layer's values, as the torch module does."""
     _sizes: dict = {}
+    if layers is not None:
+        params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)

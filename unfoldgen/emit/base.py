@@ -13,6 +13,9 @@ import jinja2
 
 from unfoldgen import __version__, ir
 
+# the built layer whose per-layer values layer _k reads: layers past the built ones reuse the last
+STORED_LAYER = "_stored_k"
+
 
 @functools.cache
 def template_environment() -> jinja2.Environment:

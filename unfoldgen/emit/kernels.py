@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from unfoldgen import ir
 from unfoldgen.emit import base
-from unfoldgen.emit.base import header, helper_sources, referenced_names
+from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold
 from unfoldgen.nets import NET_KINDS
@@ -148,11 +148,11 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             factor = ""
             if low.plan[name].learned:
                 key = param_arg(name)
-                factor = f"{key}[_k] * " if low.plan[name].per_layer else f"{key} * "
+                factor = f"{key}[{STORED_LAYER}] * " if low.plan[name].per_layer else f"{key} * "
             value_at_layer[name] = f"{factor}_sample_{name}"
         else:
             key = param_arg(name)
-            value_at_layer[name] = f"{key}[_k]" if _one_per_layer(low.plan[name]) else key
+            value_at_layer[name] = f"{key}[{STORED_LAYER}]" if _one_per_layer(low.plan[name]) else key
 
     # dynamic (per-sample) hyperparameters: only in the per-sample layout
     lipschitz_functions = []
@@ -189,7 +189,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         else:
             start = printer(ir.substitute(symbol.init, at_start))
             init_lines.append(f"{symbol.name} = {start} + np.zeros(({', '.join(axes)}), _dtype)")
-    call_args = [value_at_layer.get(n, n) for n in free] + net_args + layer_index + dims + state_names
+    stored_index = [STORED_LAYER] if layer_index else []  # a per-layer net reads the stored layer's weights
+    call_args = [value_at_layer.get(n, n) for n in free] + net_args + stored_index + dims + state_names
     # the dims the network itself uses, each read off an array it is given
     used_dims = set(dims) | {d for s in states for d in s.shape if isinstance(d, str)}
     used_dims |= set(referenced_names([s.init for s in states + low.dynamic])[0])
@@ -206,6 +207,11 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
     loop_call = f"layer({', '.join(call_args)})"
     setup = _typing_lines(reference, setup + dynamic_lines + init_lines + [loop_call]) + setup
+    # layers past the stored ones reuse the last stored layer's values: one clamped index
+    stored = [f"{key}.shape[0]" for key in array_args if _param_axes(low, key)[:1] == ("layers",)]
+    stored += [f"_{net}_weights[0].shape[0]" for net in nets if low.plan[net].per_layer]
+    if stored:
+        setup.append(f"_stored_layers = {stored[0] if len(stored) == 1 else 'min(' + ', '.join(stored) + ')'}")
     return {
         **header(low, spec_path),
         "batched": batched,
@@ -221,6 +227,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "dynamic_lines": dynamic_lines,
         "init_lines": init_lines,
         "call_args": call_args,
+        "stored_index": STORED_LAYER if stored else None,
         "state_names": state_names,
         "next_names": [f"_next_{name}" for name in state_names],  # a fixed-point iteration's new values
         "fixed_point": low.plan.fixed_point,

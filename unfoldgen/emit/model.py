@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass
 
 from unfoldgen import ir
+from unfoldgen.bounds import bound_form
 from unfoldgen.check import Symbol
 from unfoldgen.emit import base
-from unfoldgen.emit.base import header, helper_sources, referenced_names
+from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
 from unfoldgen.nets import NET_KINDS, image_axes
@@ -59,17 +60,21 @@ class _Context:
                     return "torch.arange(layers, dtype=_dtype, device=_device)"
                 return "torch.as_tensor(float(_k), dtype=_dtype, device=_device)"
             case "layer_buffer":  # outside a layer (a start value): the first layer's value
-                return f"self.{name}[_k]" if self.mode == "layer" else f"self.{name}[0]"
+                return f"self.{name}{self.layer_index()}"
             case "per_sample_factor":  # outside a layer (a start value): the first layer's factor
-                factor = f"self.{name}" + (("[_k]" if self.mode == "layer" else "[0]") if entry.per_layer else "")
+                factor = f"self.{name}" + (self.layer_index() if entry.per_layer else "")
                 return f'{factor} * inputs["{name}"]'
             case "parameter" | "parameter_list":
                 if entry.problem_key is not None and self.mode in ("problem", "prepare"):
                     return f"self.{entry.problem_key}"
                 if entry.per_layer:
-                    return f"self.{name}[_k]" if self.mode == "layer" else f"self.{name}[0]"
-                return f"self.{name}"
+                    return f"self.{name}{self.layer_index()}"
+                return f"self.{name}.value()" if entry.bounds is not None else f"self.{name}"
         raise KeyError(name)
+
+    def layer_index(self) -> str:
+        """How a per-layer value is indexed: by the stored layer in a layer, else the first layer's."""
+        return f"[{STORED_LAYER}]" if self.mode == "layer" else "[0]"
 
 
 def _dim_binding(plan: UnfoldPlan, dim: str, build: bool = False) -> str:
@@ -185,7 +190,7 @@ class _ModelEmitter:
         if NET_KINDS[info.kind].external:
             layouts = tuple(_external_layout(shape) for shape in info.arg_shapes)
             return f'external_net(self.{name}, "{name}", {layouts!r})'
-        return f"self.{name}[_k]" if self.low.plan[name].per_layer else f"self.{name}"
+        return f"self.{name}[{STORED_LAYER}]" if self.low.plan[name].per_layer else f"self.{name}"
 
     def constructor(self) -> list[str]:
         """The constructor after what the template writes itself (layers, the dims passed, the
@@ -207,7 +212,9 @@ class _ModelEmitter:
             if low.plan[symbol.name].storage in ("buffer", "layer_buffer"):
                 writer.lines.append(f'self.register_buffer("{symbol.name}", {symbol.name})')
         for entry in low.plan.learned():
-            if entry.role != "net":
+            if entry.bounds is not None:
+                writer.lines += self.bounded_lines(entry, writer)
+            elif entry.role != "net":
                 writer.lines.append(self.learned_line(entry))
         for net in low.unfold.nets:
             writer.lines += self.net_lines(net, writer)
@@ -265,6 +272,32 @@ class _ModelEmitter:
         if entry.per_layer:
             return f"self.{entry.name} = nn.ParameterList([nn.Parameter({start}.clone()) for _ in range(layers)])"
         return f"self.{entry.name} = nn.Parameter({start}.clone())"
+
+    def bounded_lines(self, entry, writer: _MethodWriter) -> list[str]:
+        """A bounded learned value: its bounds computed like a hyperparameter, then a Bounded module
+        (the raw tensor of the form's map, starting exactly at the classical value)."""
+        bounds = entry.bounds
+        form = bound_form(bounds.low is not None, bounds.high is not None, bounds.low_closed, bounds.high_closed)
+        lines, sides = [], []
+        for side, local, expr in (("lower", "_lower", bounds.low), ("upper", "_upper", bounds.high)):
+            if expr is None:
+                sides.append("None")
+                continue
+            writer.bind_for([expr])
+            shape = f"({dims_code(entry.shape)})" if not ir.is_scalar(expr.shape) else "()"
+            what = f"the {side} bound of {entry.name}"
+            lines.append(f'{local} = as_value("{what}", {self.build_printer(expr)}, {shape}, _dtype, _device, True)')
+            sides.append(local)
+        math = MathPrinter()
+        text = form.notation(*(None if expr is None else math(expr) for expr in (bounds.low, bounds.high)))
+        closed = (bounds.low_closed, bounds.high_closed)
+        layers = "layers" if entry.per_layer else "None"
+        varying = ", starts_per_layer=True" if entry.per_layer and entry.layer_values else ""
+        lines.append(
+            f'self.{entry.name} = Bounded("{entry.name}", {form.helper}, {entry.name}, {sides[0]}, {sides[1]}, '
+            f"{closed}, {layers}, {text!r}{varying})"
+        )
+        return lines
 
     def net_lines(self, net, writer: _MethodWriter) -> list[str]:
         kind = NET_KINDS[net.kind]
@@ -358,7 +391,58 @@ class _ModelEmitter:
             if symbol.name not in writer.bound:
                 writer._bind(symbol.name)
         writer.lines.append(self.state_dict_line())
+        if any(f"[{STORED_LAYER}]" in line for line in writer.lines):  # one clamped index for every per-layer read
+            writer.lines.insert(0, f"{STORED_LAYER} = min(_k, self._built_layers - 1)")
         return writer.lines
+
+    def certified_values(self) -> list[str]:
+        """``certified_values(_k)``: the values certify checks, as layer _k reads them."""
+        writer = _MethodWriter(_Context("layer", self.low), self.printer)
+        values = [certificate.value for certificate in self.low.plan.certificates]
+        writer.bind_for(values)
+        writer.lines.append("return [" + ", ".join(self.printer(value) for value in values) + "]")
+        if any(f"[{STORED_LAYER}]" in line for line in writer.lines):
+            writer.lines.insert(0, f"{STORED_LAYER} = min(_k, self._built_layers - 1)")
+        return writer.lines
+
+    def certify_checks(self) -> tuple[tuple, list[str]]:
+        """The checks certify runs (kind, what, variable) and the variables whose Lipschitz constant
+        it computes when the model is built (a step on any other is checked for its sign only)."""
+        low = self.low
+        carried = {s.name for s in self.carried}
+        varying = low.per_sample - carried
+        static = [
+            plan.var
+            for plan in low.lipschitz
+            if len(plan.variables) == 1 and not any(ir.depends_on(e, varying) for e in plan.expressions())
+        ]
+        math = MathPrinter()
+        what = {
+            "step_size": "step",
+            "positive_step": "step",
+            "nonnegative_scale": "prox scale",
+            "coupled_weight": "weight product",
+        }
+        checks = []
+        for certificate in low.plan.certificates:
+            kind = certificate.kind
+            if kind == "step_size" and certificate.var not in static:  # L needs the inputs: only the sign
+                kind = "positive_step"
+            var = certificate.var if kind == "step_size" else None
+            checks.append((kind, f"{what[kind]} {math(certificate.value)}", var))
+        return tuple(checks), [var for var in static if any(check[2] == var for check in checks)]
+
+    def certify_context(self) -> dict:
+        """certify's checks, the constants it computes, and the learned names no check covers."""
+        checks, constants = self.certify_checks()
+        checked = {name for certificate in self.low.plan.certificates for name in ir.refs(certificate.value)}
+        return {
+            "certify_checks": checks,
+            "certify_lipschitz": constants,
+            "certify_unchecked": tuple(name for name in self.low.plan.paradigms if name not in checked),
+            "certify_memoryless": len(self.carried) == len(self.variables),
+            "certified_lines": self.certified_values(),
+        }
 
     def objective_value(self) -> ir.Expr:
         total: ir.Expr = self.problem.smooth
@@ -534,9 +618,18 @@ class _ModelEmitter:
         expressions = [rule.value for rule in low.rules] + [s.init for s in low.static + low.dynamic + self.carried]
         # a fixed-point network iterates one layer; an unrolled one may checkpoint its layers
         layering = ["fixed_point_iteration", "implicit_layer"] if low.plan.fixed_point else ["checkpoint_segment"]
-        helpers: list[str] = ["as_data", "check_input", "size_of", *layering, "as_value"]
+        helpers: list[str] = ["as_data", "check_input", "size_of", *layering, "as_value", "certify_layers"]
+        if self.certify_checks()[1]:
+            helpers.append("build_time_constants")
         if low.plan.gradient_steps or low.plan.thresholds:
             helpers.append("require_sign")
+        for entry in low.plan.learned():
+            if entry.bounds is not None:
+                bounds = entry.bounds
+                form = bound_form(
+                    bounds.low is not None, bounds.high is not None, bounds.low_closed, bounds.high_closed
+                )
+                helpers += [name for name in ("Bounded", form.helper) if name not in helpers]
         for plan in low.lipschitz:
             if any(term.method == "dense" for term in plan.terms):
                 joint = ["unit_basis_blocks", "stacked_columns"] if len(plan.variables) > 1 else ["unit_basis"]
@@ -576,6 +669,7 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "layer_lines": emitter.layer(),
         "objective_lines": emitter.objective(),
         "lipschitz_methods": emitter.lipschitz_methods(math),
+        **emitter.certify_context(),
     }
     measure_lines, measure_arguments = emitter.measure() if low.measurements else ([], [])
     runtime_sources, op_sources, net_sources = emitter.helper_sources()
@@ -647,8 +741,9 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         **methods,
         "paradigms": low.plan.paradigms,
         "layer_lists": low.plan.layer_lists,
-        "layers_bounded": any(entry.per_layer for entry in low.plan.learned()),
         "fixed_point": low.plan.fixed_point,
+        "bounded": {entry.name: entry.per_layer for entry in low.plan.learned() if entry.bounds is not None},
+        "has_per_layer": any(entry.per_layer for entry in low.plan.learned()),
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
@@ -697,7 +792,10 @@ def _dtype_source(low: LoweredUnfold) -> str:
         return f"self.{plan[tensors[0].name].attribute}.dtype"
     learned = plan.learned()
     if learned and learned[0].role != "net":
-        return f"self.{learned[0].name}[0].dtype" if learned[0].per_layer else f"self.{learned[0].name}.dtype"
+        first = learned[0]
+        if first.per_layer:
+            return f"self.{first.name}[0].dtype"
+        return f"self.{first.name}.value().dtype" if first.bounds is not None else f"self.{first.name}.dtype"
     return "None"
 
 

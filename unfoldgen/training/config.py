@@ -354,3 +354,31 @@ def known(cls: type, stored: Mapping[str, Any]) -> dict[str, Any]:
 def resumable(cls: type) -> tuple[str, ...]:
     """The fields of ``cls`` that a resumed run may change."""
     return tuple(spec.name for spec in fields(cls) if meta(spec).resume)
+
+
+@dataclass
+class CertifySettings:
+    """What ``unfoldgen certify`` checks: a trained run (its folder, model.pt or checkpoint.pt), or
+    an unfold of a spec built on a data source (untrained, or with a run's parameter file)."""
+
+    run: str | None = setting(
+        None, "a `unfoldgen train` output folder, or its model.pt or checkpoint.pt", flags=("run",)
+    )
+    spec: str | None = setting(None, "certify an unfold of this spec instead of a run", metavar="SPEC")
+    unfold: str | None = setting(None, "the unfold block (needed with --spec when the spec has several)")
+    data: str | None = setting(
+        None, "with --spec: the data source the model is built on (as for train)", metavar="SOURCE"
+    )
+    params: str | None = setting(
+        None, "with --spec: a model.pt or checkpoint.pt whose parameters to load", metavar="FILE"
+    )
+    overrides: list[str] = setting(
+        help="with --spec: constructor override, e.g. W=analytic", repeat=True, flags=("--set",), metavar="NAME=VALUE"
+    )
+    layers: int | None = setting(
+        None, "the depth to certify for (past the trained depth the last layer repeats)", parse=int, check=at_least(1)
+    )
+    json: bool = setting(False, "print the certificate as JSON", flags=("--json",), switch=True)
+
+    def __post_init__(self) -> None:
+        validate(self)

@@ -87,9 +87,12 @@ def describe(model: nn.Module) -> ModelInfo:
     else:  # older generated modules: outputs assumed to be the variables
         inputs, outputs = tuple(forward), variables
     learned = {}
+    bounded = getattr(model, "BOUNDED", {})  # name → per layer, for values learned through a Bounded module
     for name, paradigm in model.PARADIGMS.items():
         value = getattr(model, name)
-        if isinstance(value, (nn.ModuleList, nn.ParameterList)):
+        if name in bounded:
+            per_layer = bounded[name]
+        elif isinstance(value, (nn.ModuleList, nn.ParameterList)):
             per_layer = True
         elif isinstance(value, nn.Module):
             per_layer = False

@@ -25,9 +25,13 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
     """Every learned quantity per layer: scalars as values, tensors and nets as norms."""
     info = describe(model)
     report = {}
+    bounded = getattr(model, "BOUNDED", {})
     for name, (paradigm, per_layer) in info.learned.items():
         value = getattr(model, name)
         entry: dict[str, Any] = {"paradigm": paradigm, "per_layer": per_layer}
+        if name in bounded:  # a Bounded module: report its constrained values, not the raw ones
+            entry["bounds"] = value.text
+            value = value.values()
         if isinstance(value, nn.ParameterList) and all(p.dim() == 0 for p in value):
             entry["kind"] = "scalar"
             entry["value"] = [float(p.detach()) for p in value]

@@ -485,6 +485,8 @@ def _configure_phase(
         if not per_layer:
             continue
         value = getattr(model, name)
+        if name in getattr(model, "BOUNDED", {}):  # a Bounded module: its raw tensors, one per layer
+            value = value.raw
         if isinstance(value, (nn.ModuleList, nn.ParameterList)):
             for index, entry in enumerate(value):
                 keep = index == newest if phase.train == "new" else index <= newest
