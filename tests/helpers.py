@@ -17,6 +17,18 @@ from types import ModuleType
 from unfoldgen.compiler import compile_text
 from unfoldgen.training.loading import LoadedSpec, load_spec
 
+# The lasso of specs/lasso.unf, for tests that write their own unfold blocks after it.
+LASSO_PROBLEM = """\
+problem lasso {
+    dim m, n
+    data  A : real[m, n]
+    input y : real[m]
+    var   x : real[n] = 0
+    param lam : real = 0.1
+    minimize 0.5 * sumsq(A @ x - y) + lam * norm1(x)
+}
+"""
+
 
 @functools.cache
 def _loaded(text: str, filename: str) -> LoadedSpec:

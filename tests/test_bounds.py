@@ -19,7 +19,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import load_class
+from helpers import LASSO_PROBLEM, load_class
 
 from unfoldgen import runtime_torch
 from unfoldgen.bounds import BOUND_FORMS, bound_form
@@ -30,15 +30,9 @@ ista_safe = importlib.import_module("generated.ista_safe.model")
 ista_safe_kernels = importlib.import_module("generated.ista_safe.kernels")
 ista = importlib.import_module("generated.ista.model")
 
-LASSO = """
-problem lasso {
-    dim m, n
-    data  A : real[m, n]
-    input y : real[m]
-    var   x : real[n] = 0
-    param lam : real = 0.1
-    minimize 0.5 * sumsq(A @ x - y) + lam * norm1(x)
-}
+LASSO = (
+    LASSO_PROBLEM
+    + """
 
 unfold ista from lasso {
     layers 6
@@ -49,6 +43,7 @@ unfold ista from lasso {
     LEARN
 }
 """
+)
 
 # every bound form on the step-like weight scale mu (start 1/L) and the threshold t (start mu*lam)
 BOUNDED_LEARNS = {

@@ -22,22 +22,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import load_class
+from helpers import LASSO_PROBLEM, load_class
 from reference import ista, pgd_box
 
 from unfoldgen.compiler import compile_text
 from unfoldgen.data import sparse_source
 from unfoldgen.training import Config, ConfigError, fit, prepare
 
-LASSO = """
-problem lasso {
-    dim m, n
-    data  A : real[m, n]
-    input y : real[m]
-    var   x : real[n] = 0
-    param lam : real = 0.1
-    minimize 0.5 * sumsq(A @ x - y) + lam * norm1(x)
-}
+LASSO = (
+    LASSO_PROBLEM
+    + """
 
 unfold ista_fixed from lasso {
     fixed point (tolerance 1e-13, iterations 20000)
@@ -53,6 +47,7 @@ unfold ista_unrolled from lasso {
     learn mu, lam shared
 }
 """
+)
 
 BOX = """
 problem box_ls {

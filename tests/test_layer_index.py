@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import load_package
+from helpers import LASSO_PROBLEM, load_package
 
 from unfoldgen import ops_torch
 from unfoldgen.compiler import compile_text, read_spec
@@ -102,15 +102,9 @@ def test_the_kept_count_rounds_p_times_n(fraction, kept):
     assert torch.equal(out[out != v], v[out != v] - 0.5)
 
 
-SCHEDULES = """\
-problem lasso {
-    dim m, n
-    data  A : real[m, n]
-    input y : real[m]
-    var   x : real[n] = 0
-    param lam : real = 0.05
-    minimize 0.5 * sumsq(A @ x - y) + lam * norm1(x)
-}
+SCHEDULES = (
+    LASSO_PROBLEM.replace("lam : real = 0.1", "lam : real = 0.05")
+    + """
 
 unfold decaying from lasso {    # a threshold schedule and a step that reads k in the rule
     layers 6
@@ -128,6 +122,7 @@ unfold fixed_schedule from lasso {
     iterate { x = prox[t * norm1](x - s * grad(x)) }
 }
 """
+)
 
 
 def decaying_reference(a, y, lam, thresholds=None):
