@@ -472,6 +472,13 @@ def test_power_norm2_float32_and_edge_cases():
     assert lt.power_norm2(torch.zeros_like, example).item() == 0.0
 
 
+def test_power_iteration_over_several_tensors_is_the_joint_norm():
+    """A block-diagonal map diag(2 I, 3 I) on (x, z): the joint constant is 3, times the margin."""
+    blocks = (draw((4, 1), 0), draw((3, 2), 1))
+    value = lt.power_norm2_stacked(lambda x, z: (2 * x, 3 * z), blocks)
+    assert value.item() == pytest.approx(3 * 1.05, rel=1e-9)
+
+
 # ------------------------------------------------------------------------------- copyability
 
 
@@ -491,7 +498,7 @@ def test_module_layout_and_docstrings():
     for name in public_functions(lt):
         doc = inspect.getdoc(getattr(lt, name))
         assert doc, name
-        if name not in ("conv_circular_norm2", "power_norm2"):
+        if name not in ("conv_circular_norm2", "power_norm2", "power_norm2_stacked"):  # norms, not operators
             assert "djoint" in doc, name  # "Adjoint: ..." or "adjoint of ..."
 
 
@@ -515,6 +522,7 @@ COPY_CALLS = {
     "solve_conv_circular": lambda f: f(BLUR[:3, :3].contiguous(), 0.5, draw((2, 6, 5), 0)),
     "conv_circular_norm2": lambda f: f(BLUR, (16, 16)),
     "power_norm2": lambda f: f(lambda v: 2 * v, draw((4, 4), 0)),
+    "power_norm2_stacked": lambda f: f(lambda x, z: (2 * x, 3 * z), (draw((4, 1), 0), draw((3, 2), 1))),
 }
 
 
