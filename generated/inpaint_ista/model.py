@@ -162,27 +162,30 @@ def coupled_weight_condition(value: Tensor, lipschitz: float | None) -> tuple[bo
     return deviation <= 1e-3 and coherence < 1, measured, "diag = 1, μ̃ < 1"
 
 
+def value_range(value: Tensor) -> tuple[float, float, str]:
+    """A checked value's smallest and largest entry, and how the certificate shows them."""
+    low, high = float(value.detach().min()), float(value.detach().max())
+    return low, high, f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+
+
 def nonnegative_scale_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
     """t ≥ 0 for a prox scale (a threshold): prox[t·g] of a convex g is a proximal map only for t ≥ 0."""
-    low, high = float(value.detach().min()), float(value.detach().max())
-    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    low, _, measured = value_range(value)
     return 0 <= low, measured, ">= 0"
 
 
 def positive_step_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
     """s > 0 for a step whose upper bound is not known symbolically (ALISTA's γ_k, a step on a
     smooth part whose Lipschitz constant depends on the inputs)."""
-    low, high = float(value.detach().min()), float(value.detach().max())
-    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
+    low, _, measured = value_range(value)
     return 0 < low, measured, "> 0"
 
 
 def step_size_condition(value: Tensor, lipschitz: float | None) -> tuple[bool, str, str]:
     """0 < s < 2/L for a gradient step s on an L-smooth part: a proximal gradient step with it does
     not increase the objective, F(x⁺) ≤ F(x) − (1/s − L/2)‖x⁺ − x‖² (the descent lemma)."""
-    low, high = float(value.detach().min()), float(value.detach().max())
+    low, high, measured = value_range(value)
     limit = 2 / lipschitz
-    measured = f"{low:.4g}" if low == high else f"{low:.4g} … {high:.4g}"
     return 0 < low and high < limit, measured, f"in (0, 2/L = {limit:.4g})"
 
 
