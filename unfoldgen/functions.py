@@ -225,6 +225,13 @@ class Function:
     with a term ``c · Σ φ(a(x))``, a affine in x with linear part A, has ‖∇²‖ ≤ |c| · sup|φ''| · ‖A‖²,
     which is how ``lipschitz(x)`` bounds a smooth part that is not quadratic (unfoldgen.spectral).
     For a reduction (logsumexp) it bounds the norm of its Hessian instead.
+
+    on_complex: what the entry does with complex arguments. ``follow``: the result is complex
+    where an argument is (linear maps act on real and imaginary parts alike, ``exp`` and ``sum``
+    are the complex ones); ``real``: the result is real (``re``, ``im``, ``abs`` the modulus, the
+    norms of moduli); ``complex``: the result is complex whatever the arguments (``fft``);
+    ``refuse``: the function has no meaning on complex numbers (orderings, ``sigmoid``), and the
+    checker says so at the call.
     """
 
     name: str
@@ -255,6 +262,7 @@ class Function:
     shape_of_args: Callable[[tuple[ir.Expr, ...]], Shape] | None = None
     numba_column: str | None = None
     curvature: str | None = None
+    on_complex: str = "refuse"
 
     @property
     def over_samples(self) -> bool:
@@ -550,7 +558,17 @@ FUNCTIONS: dict[str, Function] = {
         # elementwise, smooth
         # no curvature bound: exp'' = exp is unbounded above, log'' = −1/t² and sqrt'' = −t^(−3/2)/4
         # blow up at 0 (and neither is defined on all of ℝ)
-        Function("exp", (1, 1), "elementwise", _same, "exp({0})", "torch.exp({0})", "np.exp({0})", sympy.exp),
+        Function(
+            "exp",
+            (1, 1),
+            "elementwise",
+            _same,
+            "exp({0})",
+            "torch.exp({0})",
+            "np.exp({0})",
+            sympy.exp,
+            on_complex="follow",
+        ),
         Function("log", (1, 1), "elementwise", _same, "log({0})", "torch.log({0})", "np.log({0})", sympy.log),
         Function("sqrt", (1, 1), "elementwise", _same, "√({0})", "torch.sqrt({0})", "np.sqrt({0})", sympy.sqrt),
         # tanh'' = −2 tanh (1 − tanh²): extreme where tanh² = 1/3, |tanh''| = 4/(3√3) ≈ 0.770
@@ -622,7 +640,18 @@ FUNCTIONS: dict[str, Function] = {
             smooth=False,
         ),
         # elementwise, not differentiable: in iterations only
-        Function("abs", (1, 1), "elementwise", _same, "|{0}|", "torch.abs({0})", "np.abs({0})", fold=abs, smooth=False),
+        Function(
+            "abs",
+            (1, 1),
+            "elementwise",
+            _same,
+            "|{0}|",
+            "torch.abs({0})",
+            "np.abs({0})",
+            fold=abs,
+            smooth=False,
+            on_complex="real",
+        ),
         Function(
             "sign",
             (1, 1),
@@ -670,6 +699,7 @@ FUNCTIONS: dict[str, Function] = {
             fold=lambda t: t,
             desugar=_scalar_is_itself("sum"),
             numba_helpers=("colsum",),
+            on_complex="follow",
         ),
         Function(
             "logsumexp",
@@ -753,6 +783,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="colsum(np.abs({0}))",
             smooth=False,
             numba_helpers=("colsum",),
+            on_complex="real",
         ),
         Function(
             "norm2",
@@ -764,6 +795,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="np.sqrt(colsum({0} * {0}))",
             smooth=False,
             numba_helpers=("colsum",),
+            on_complex="real",
         ),
         Function(
             "norminf",
@@ -775,6 +807,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="colmax(np.abs({0}))",
             smooth=False,
             numba_helpers=("colmax",),
+            on_complex="real",
         ),
         Function(
             "norm0",
@@ -786,6 +819,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="colsum((np.abs({0}) > 0) * np.ones_like({0}))",
             smooth=False,
             numba_helpers=("colsum",),
+            on_complex="real",
         ),
         Function(
             "norm21",
@@ -797,6 +831,7 @@ FUNCTIONS: dict[str, Function] = {
             numba=None,
             smooth=False,
             torch_helpers=("norm21",),
+            on_complex="real",
         ),
         Function(
             "nuclear",
@@ -807,6 +842,7 @@ FUNCTIONS: dict[str, Function] = {
             torch="torch.linalg.matrix_norm({0}, ord='nuc', keepdim=True)",
             numba=None,
             smooth=False,
+            on_complex="real",
         ),
         # helpers
         Function(
@@ -819,6 +855,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="np.linalg.norm({0}, 2)",
             smooth=False,
             per_column=False,
+            on_complex="real",
         ),
         Function(
             "solve",
@@ -829,6 +866,7 @@ FUNCTIONS: dict[str, Function] = {
             torch="torch.linalg.solve({0}, {1})",
             numba="np.linalg.solve({0}, {1})",
             smooth=False,
+            on_complex="follow",
         ),
         *_OPERATORS,
         # Lipschitz constants of operator problems (unfoldgen.spectral), never written in specs
@@ -843,6 +881,7 @@ FUNCTIONS: dict[str, Function] = {
             smooth=False,
             user=False,
             whole_sample=True,
+            on_complex="real",
         ),
         Function(
             "conv_norm2",

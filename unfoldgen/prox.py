@@ -21,6 +21,9 @@ class ProxOp:
     right for a batch of vectors (one sample per column) but wrong for one sample's matrix.
     options: names of the bracket options it takes (``keep`` in ``prox[t * norm1, keep p]``), each a
     scalar passed to both implementations after ``t``, in this order.
+    complex_args: both implementations accept a complex argument, with the same definition
+    (|·| the modulus: the soft threshold shrinks moduli and keeps phases); otherwise the checker
+    refuses the entry on complex values.
     """
 
     func: str
@@ -30,6 +33,7 @@ class ProxOp:
     per_column: bool
     math: str
     options: tuple[str, ...] = ()
+    complex_args: bool = False
 
     @property
     def key(self) -> str:
@@ -44,7 +48,9 @@ class ProxOp:
 @dataclass(frozen=True)
 class SetOp:
     """Projection onto a set with named scalar parameters (defaults where one is natural):
-    argmin_{u ∈ set} ‖u − v‖². ``per_column`` as for ProxOp."""
+    argmin_{u ∈ set} ‖u − v‖². ``per_column`` and ``complex_args`` as for ProxOp (a set of
+    complex values is given by its definition on them: ``box`` bounds real and imaginary parts
+    separately)."""
 
     name: str
     params: tuple[str, ...]
@@ -53,6 +59,7 @@ class SetOp:
     numba: str | None
     per_column: bool
     math: str
+    complex_args: bool = False
 
     @property
     def key(self) -> str:
