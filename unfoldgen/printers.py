@@ -21,7 +21,16 @@ __all__ = ["ATOM", "MathPrinter", "NumbaPrinter", "TorchPrinter", "dims_code", "
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
-def format_float(value: float) -> str:
+def image_layout(shape: ir.Shape) -> str:
+    """How a value is laid out for a net: "vector" (n, 1), "image" (h, w) or "channels" (c, h, w)."""
+    if ir.is_stack(shape):
+        return "channels"
+    return "image" if ir.is_matrix(shape) else "vector"
+
+
+def format_float(value: float | complex) -> str:
+    if isinstance(value, complex):
+        return repr(value)  # Python's own literal: 2j, (1+2j)
     if value == float("inf"):
         return 'float("inf")'
     if value == float("-inf"):
@@ -95,6 +104,8 @@ class TorchPrinter(_PythonPrinter):
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
+            case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
+                return self._mixed_matmul(left, right), ATOM
             case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
                 if "shared_matmul" not in self.helpers:
                     self.helpers.append("shared_matmul")
@@ -108,6 +119,8 @@ class TorchPrinter(_PythonPrinter):
                 return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
+            case ir.Apply(func="conj", args=(ir.Transpose(operand=operand),)):
+                return f"{self.wrap(operand, ATOM)}.mH", ATOM
             case ir.Binary(op=op, left=left, right=right) if op in "+-*/" and self._per_sample_scalar_on_stack(
                 left, right
             ):
@@ -128,6 +141,10 @@ class TorchPrinter(_PythonPrinter):
                 # a reduction over (B, c, h, w) reduces it as (B, c·h, w), like every per-sample matrix
                 flatten_first = entry.over_samples and ir.is_stack(args[0].shape)
                 return self.apply(entry.torch, args, entry.integer_args, flatten_first), ATOM
+            case ir.NetCall(net=net, args=args) if ir.is_complex(args[0]):
+                self._use("complex_net")
+                layouts = tuple(image_layout(arg.shape) for arg in args)
+                return f"complex_net({self.net_call(net)}, {layouts!r}, {', '.join(self(a) for a in args)})", ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
             case ir.Lipschitz():
@@ -136,6 +153,22 @@ class TorchPrinter(_PythonPrinter):
 
     def operator(self, entry: ProxOp | SetOp) -> str:
         return entry.torch
+
+    def _mixed_matmul(self, left: ir.Expr, right: ir.Expr) -> str:
+        """A real matrix times a complex one: torch multiplies matrices of one dtype only, so the real
+        side is made complex (``as_complex``)."""
+        self._use("as_complex")
+        texts = [f"as_complex({self(side)})" if not ir.is_complex(side) else self(side) for side in (left, right)]
+        if self.varies(right) and not self.varies(left):
+            self._use("shared_matmul")
+            return f"shared_matmul({texts[0]}, {texts[1]})"
+        return f"{self.wrap(left, PRODUCT) if ir.is_complex(left) else texts[0]} @ " + (
+            self.wrap(right, PRODUCT + 1) if ir.is_complex(right) else texts[1]
+        )
+
+    def _use(self, helper: str) -> None:
+        if helper not in self.helpers:
+            self.helpers.append(helper)
 
     def _on_stack(self, operator: str, arg: ir.Expr, params: tuple[ir.Expr, ...]) -> str:
         """A prox or projection of matrices on a stack (B, c, h, w), run as (B, c, h·w): groups over

@@ -432,6 +432,8 @@ CACHE_KEY_PLACEHOLDER = "CACHEKEY"
 def render_kernels(low: LoweredUnfold, spec_path: str) -> str:
     """The kernels module; its numba cache is filed under a name derived from its own text, so two
     different kernel files never share cache entries and every copy of one file does."""
+    if any(entry.complex for entry in low.plan.names.values()):
+        raise NumbaUnsupportedError("complex values (kernels are real)")
     text = base.render("kernels.py.j2", {**kernels_context(low, spec_path), "cache_key": CACHE_KEY_PLACEHOLDER})
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     return text.replace(f"_unfoldgen_kernels_{CACHE_KEY_PLACEHOLDER}", f"_unfoldgen_kernels_{key}")
