@@ -242,22 +242,27 @@ def projected_gradient_converged(
     return estimates, {"iterations": iterations, "unconverged": int(index.size), "residual": residual}
 
 
-def maximum_likelihood(H: np.ndarray, y: np.ndarray, modulation: str, chunk: int = 64) -> np.ndarray:
+def maximum_likelihood(H: np.ndarray, y: np.ndarray, modulation: str, chunk: int = 16) -> np.ndarray:
     """argmin over the constellation's n-tuples of ‖y − Hx‖²: every tuple of the first n − 1
     symbols, with the last symbol minimising the metric for it in closed form (the slicer's decision
     on hᴴr/‖h‖², r the residual of the first n − 1 symbols and h the last column)."""
     points = constellation(modulation)
-    n = H.shape[2]
+    m, n = H.shape[1:]
     heads = np.array(list(itertools.product(points, repeat=n - 1))).T  # (n − 1, K)
     estimates = np.empty((len(H), n), dtype=np.complex128)
     for start in range(0, len(H), chunk):
         part = slice(start, start + chunk)
-        residual = y[part, :, None] - H[part, :, : n - 1] @ heads  # (b, m, K)
-        last_column = H[part, :, n - 1]  # (b, m)
-        energy = np.sum(np.abs(last_column) ** 2, axis=1)[:, None]
-        projected = np.einsum("bm,bmk->bk", last_column.conj(), residual) / energy
+        leading = H[part, :, : n - 1]
+        # r = y − H₁ c for every head c: one matrix product over the chunk's rows (b·m, n − 1)
+        residual = y[part, :, None] - (leading.reshape(-1, n - 1) @ heads).reshape(len(leading), m, -1)  # (b, m, K)
+        last_column = H[part, :, n - 1]  # h (b, m)
+        energy = np.sum(last_column.real**2 + last_column.imag**2, axis=1)[:, None]
+        projected = (last_column.conj()[:, None, :] @ residual)[:, 0, :] / energy  # p = hᴴr/‖h‖² (b, K)
         last = points[slice_symbols(projected, modulation)]  # (b, K)
-        metric = np.sum(np.abs(residual - last_column[:, :, None] * last[:, None, :]) ** 2, axis=1)
+        # ‖r − h s‖² = ‖r‖² + ‖h‖² (|s − p|² − |p|²)
+        metric = np.sum(residual.real**2 + residual.imag**2, axis=1) + energy * (
+            np.abs(last - projected) ** 2 - np.abs(projected) ** 2
+        )
         best = np.argmin(metric, axis=1)
         estimates[part, : n - 1] = heads[:, best].T
         estimates[part, n - 1] = last[np.arange(len(best)), best]
@@ -267,14 +272,16 @@ def maximum_likelihood(H: np.ndarray, y: np.ndarray, modulation: str, chunk: int
 # ---------------------------------------------------------------------- unfolded detectors
 
 
-def unfolded_detector(model: torch.nn.Module, binding: Binding, chunk: int = 2000) -> Detector:
+def unfolded_detector(
+    model: torch.nn.Module, binding: Binding, dtype: torch.dtype = torch.float32, chunk: int = 2000
+) -> Detector:
     """A trained network of ``specs/mimo.unf`` as a detector: feeds the inputs its spec declares
-    (H, y and σ² where declared, by the binding's names) in the model's dtype, returns x̂."""
-    real_dtype = next((p.dtype for p in model.parameters() if not p.is_complex()), torch.float32)
-    complex_dtype = torch.complex64 if real_dtype == torch.float32 else torch.complex128
+    (H, y and σ² where declared, by the binding's names) in the model's ``dtype`` (complex arrays
+    in its complex counterpart), returns x̂."""
+    complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=complex_dtype if np.iscomplexobj(array) else real_dtype)
+        return torch.as_tensor(array, dtype=complex_dtype if np.iscomplexobj(array) else dtype)
 
     def detect(H: np.ndarray, y: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
         arrays = {"H": H, "y": y, "sigma2": sigma2}
