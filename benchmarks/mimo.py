@@ -543,6 +543,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated unfolded networks to train (empty: classical detectors only): "
         + ", ".join(n.key for n in NETWORKS),
     )
+    parser.add_argument("--layers", type=int, default=None, help="K: the networks' depth (default 10, 6 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per network (default: per network)")
     parser.add_argument("--test-symbols", type=int, default=None, help="test symbols per SNR point")
     parser.add_argument("--channel", default="rayleigh", choices=("rayleigh", "kronecker"))
@@ -560,6 +561,8 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
     torch.set_num_threads(options.threads)
     started = time.perf_counter()
     setting = QUICK if options.quick else FULL
+    if options.layers is not None:
+        setting = dataclasses.replace(setting, layers=options.layers)
     if options.test_symbols is not None:
         setting = dataclasses.replace(setting, test_symbols=options.test_symbols)
     known = {case.key: case for case in setting.cases}
