@@ -70,20 +70,37 @@ def test_masks_keep_whole_lines_a_fraction_one_over_acceleration_and_the_centre(
     assert source.draw(1, (0, 1))["y"][0, 0, 0] == pytest.approx(x.sum() / 128)
 
 
-def test_the_mask_is_fixed_by_the_seed_and_its_random_lines_are_uniform():
+def line_counts(density, seeds=400, lines=64):
+    counts = np.zeros(lines)
+    for seed in range(seeds):
+        counts += kspace.cartesian_mask(lines, 1, 4, 0.08, np.random.default_rng(seed), density)[:, 0]
+    return counts
+
+
+def test_the_mask_is_fixed_by_the_seed():
     assert np.array_equal(mri_source(size=64, seed=1).fixed["M"], mri_source(size=64, seed=1).fixed["M"])
     assert not np.array_equal(mri_source(size=64, seed=1).fixed["M"], mri_source(size=64, seed=2).fixed["M"])
-    counts = np.zeros(64)
-    seeds = 400
-    for seed in range(seeds):
-        counts += kspace.cartesian_mask(64, 1, 4, 0.08, np.random.default_rng(seed))[:, 0]
+    uniform = mri_source(size=64, seed=1, density="uniform").fixed["M"]
+    assert uniform.mean() == 0.25 and not np.array_equal(uniform, mri_source(size=64, seed=1).fixed["M"])
+
+
+def test_uniform_lines_are_equally_likely_outside_the_centre():
+    seeds, counts = 400, line_counts("uniform")
     centre = kspace.center_lines(64, 0.08)  # 5 lines; 11 more drawn among the other 59
     assert (counts[centre] == seeds).all()
     others = np.delete(counts, centre)
     expected, spread = seeds * 11 / 59, np.sqrt(seeds * (11 / 59) * (48 / 59))
     assert np.abs(others - expected).max() < 5 * spread
-    high, low = others[np.abs(np.delete(kspace.line_frequencies(64), centre)) > 16], others[: len(others) // 4]
-    assert abs(high.mean() - low.mean()) < 3 * spread  # no variable density: high rows as likely as low
+
+
+def test_variable_density_lines_favour_low_frequencies():
+    seeds, counts = 400, line_counts("variable")
+    frequency = np.abs(kspace.line_frequencies(64))
+    assert (counts[frequency <= 2] == seeds).all() and counts.sum() == seeds * 16
+    low, high = counts[(frequency > 2) & (frequency <= 12)].mean(), counts[frequency >= 20].mean()
+    assert low > 1.5 * high > 0  # the density (1 − |f|/33)² is 0.62 to 0.87 below 13, under 0.37 from 20
+    weights = kspace.line_density(64, "variable")
+    assert weights[0] == 1 and weights[32] == pytest.approx((1 - 32 / 33) ** 2) and weights[1] == weights[-1]
 
 
 # ---------------------------------------------------------------------- measurements
@@ -194,6 +211,7 @@ def test_the_test_split_is_the_held_out_images_for_evaluation_only():
         ("mri:noise=nan", "mri: noise=nan; expected a standard deviation ≥ 0"),
         ("mri:split=val", "mri: split='val'; expected one of train, test"),
         ("mri:phase=random", "mri: phase='random'; expected one of smooth, none"),
+        ("mri:density=radial", "mri: density='radial'; expected one of variable, uniform"),
         ("mri:seed=-2", "mri: seed=-2; expected an integer ≥ 0"),
         ("mri:acceleration=four", "data source mri: acceleration='four' is not a valid float"),
         ("mri:lines=4", "data source mri: expected key=value with key one of size, acceleration, center"),

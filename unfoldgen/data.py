@@ -524,7 +524,8 @@ class MriSource(Source):
     test images, centred squares resized) times a smooth random phase (``phase=smooth``) or 1
     (``phase=none``). y = M ⊙ (fft2(x) + n), the orthonormal unshifted 2-D DFT (DC at (0, 0), the
     fully sampled centre in the first and last rows) and complex Gaussian noise of σ ``noise``.
-    The mask keeps whole rows (phase-encode lines) and is drawn once from the seed.
+    The mask keeps whole rows (phase-encode lines) and is drawn once from the seed, with a
+    variable density (``density=variable``) or uniformly.
     """
 
     size: int = 128
@@ -533,6 +534,7 @@ class MriSource(Source):
     noise: float = 0.0
     split: str = "train"
     phase: str = "smooth"
+    density: str = "variable"
 
     def check_trainable(self) -> None:
         if self.split == "test":
@@ -569,6 +571,7 @@ def mri_source(
     noise: float = 0.0,
     split: str = "train",
     phase: str = "smooth",
+    density: str = "variable",
     seed: int = 0,
 ) -> MriSource:
     """Simulated Cartesian compressed-sensing MRI from scikit-image's test images
@@ -578,7 +581,8 @@ def mri_source(
     acceleration) of the size k-space rows (≥ 1; 1 samples everything); ``center``: the fraction of
     rows of lowest frequency always kept; ``noise``: σ of the complex k-space noise (images are in
     [0, 1]); ``split``: ``train`` or ``test`` (the held-out images; evaluation only); ``phase``:
-    ``smooth`` (a random low-order phase) or ``none`` (real images).
+    ``smooth`` (a random low-order phase) or ``none`` (real images); ``density``: how the lines
+    outside the centre are drawn, ``variable`` (more of them at low frequencies) or ``uniform``.
     """
     if split not in IMAGE_SPLITS:
         raise DataError(f"mri: split={split!r}; expected one of {', '.join(IMAGE_SPLITS)}")
@@ -586,6 +590,8 @@ def mri_source(
 
     if phase not in kspace.PHASES:
         raise DataError(f"mri: phase={phase!r}; expected one of {', '.join(kspace.PHASES)}")
+    if density not in kspace.DENSITIES:
+        raise DataError(f"mri: density={density!r}; expected one of {', '.join(kspace.DENSITIES)}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 4 <= size <= MAX_IMAGE_SIZE:
         raise DataError(f"mri: size={size!r}; expected an integer in [4, {MAX_IMAGE_SIZE}] (pixels per side)")
     if not (math.isfinite(acceleration) and acceleration >= 1):
@@ -604,20 +610,22 @@ def mri_source(
     from unfoldgen.images import _skimage
 
     _skimage()  # a missing scikit-image is a one-line error now, not at the first batch
-    mask = kspace.cartesian_mask(size, size, acceleration, center, np.random.default_rng([seed, FIXED_STREAM]))
+    rng = np.random.default_rng([seed, FIXED_STREAM])
+    mask = kspace.cartesian_mask(size, size, acceleration, center, rng, density)
     return MriSource(
         "mri",
         seed,
         {"M": mask},
         {"y": "input", "x": "target"},
         f"mri ({split}) {size}×{size}, acceleration {acceleration:g} ({int(mask[:, 0].sum())} of {size} lines, "
-        f"centre {center:g}), noise σ {noise:g}, phase {phase}, seed {seed}",
+        f"centre {center:g}, {density} density), noise σ {noise:g}, phase {phase}, seed {seed}",
         size=size,
         acceleration=acceleration,
         center=center,
         noise=noise,
         split=split,
         phase=phase,
+        density=density,
     )
 
 
@@ -646,6 +654,7 @@ GENERATORS = {
             "noise": float,
             "split": str,
             "phase": str,
+            "density": str,
             "seed": int,
         },
     ),
