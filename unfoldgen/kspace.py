@@ -11,11 +11,12 @@ mask) sit in the first and the last rows, at the corners of the array, not in it
 A mask keeps whole phase-encode lines (rows of k-space): the ``center`` fraction of the rows
 with the lowest frequencies, plus rows drawn at random without replacement among the others until
 ``round(h / acceleration)`` rows are kept. ``density=variable`` (the default) draws row r with a
-probability ∝ (1 − |f_r| / (h/2 + 1))², f_r its signed frequency, a polynomial variable density as
-in Lustig et al.'s sparse MRI: natural images keep most of their energy at low frequencies, and
-on the held-out test images at 128×128, acceleration 4, noise σ 0.01, the ℓ1-Haar minimiser (at
-its best λ) is 0.9 dB above zero-filling with it, and 0.75 dB below it with uniform lines. ``density=uniform`` draws the
-rows uniformly (fastMRI's random mask, with an exact count of lines instead of Bernoulli draws).
+probability ∝ (1 − |f_r| / (h/2 + 1))², f_r its signed frequency, a polynomial variable density
+as in Lustig et al.'s sparse MRI: natural images keep most of their energy at low frequencies,
+and on the held-out test images at 128×128, acceleration 4, noise σ 0.01, the ℓ1-Haar minimiser
+(at its best λ) is 0.9 dB above zero-filling with it, and 0.75 dB below it with uniform lines.
+``density=uniform`` draws the rows uniformly (fastMRI's random mask, with an exact count of
+lines instead of Bernoulli draws).
 
 The measurement is ``y = M ⊙ (fft2(x) + n)`` with complex Gaussian noise n of standard deviation
 ``noise`` (E|n|² = noise²: real and imaginary parts each of σ = noise / √2). The transform being
