@@ -657,6 +657,121 @@ def image_source(
     )
 
 
+@dataclass
+class MriSource(Source):
+    """Compressed-sensing MRI (``unfoldgen.kspace``): fixed mask M (size, size); per sample the
+    undersampled k-space y (size, size) complex input and the complex image x (size, size) target.
+
+    x is a grayscale image in [0, 1] (``split=train``: a random crop of the training images, resized
+    to size × size under a random symmetry, ``kspace.random_crops``; ``split=test``: the held-out
+    test images, centred squares resized) times a smooth random phase (``phase=smooth``) or 1
+    (``phase=none``). y = M ⊙ (fft2(x) + n), the orthonormal unshifted 2-D DFT (DC at (0, 0), the
+    fully sampled centre in the first and last rows) and complex Gaussian noise of σ ``noise``.
+    The mask keeps whole rows (phase-encode lines) and is drawn once from the seed, with a
+    variable density (``density=variable``) or uniformly.
+    """
+
+    size: int = 128
+    acceleration: float = 4.0
+    center: float = 0.08
+    noise: float = 0.0
+    split: str = "train"
+    phase: str = "smooth"
+    density: str = "variable"
+
+    def check_trainable(self) -> None:
+        if self.split == "test":
+            raise DataError("mri: split=test holds the held-out test images; expected split=train for training")
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        from unfoldgen import images, kspace
+
+        rng = np.random.default_rng(list(seed))
+        if self.split == "test":
+            pictures = [images.load_image(name, self.size) for name in images.TEST_IMAGES]
+            magnitudes = np.stack([pictures[i % len(pictures)] for i in range(count)])
+        else:
+            magnitudes = kspace.random_crops(images.TRAIN_IMAGES, count, self.size, rng)
+        x = kspace.complex_images(magnitudes, self.phase, rng)
+        return {"y": kspace.measure(x, self.fixed["M"], self.noise, rng), "x": x}
+
+    def train_batch(self, step: int, size: int) -> dict[str, np.ndarray]:
+        self.check_trainable()
+        return super().train_batch(step, size)
+
+    def validation(self, size: int) -> dict[str, np.ndarray]:
+        """``split=test``: the held-out images (at most ``size`` of them), in catalogue order."""
+        from unfoldgen.images import TEST_IMAGES
+
+        count = min(size, len(TEST_IMAGES)) if self.split == "test" else size
+        return self.draw(count, (self.seed, VALIDATION_STREAM))
+
+
+def mri_source(
+    size: int = 128,
+    acceleration: float = 4.0,
+    center: float = 0.08,
+    noise: float = 0.0,
+    split: str = "train",
+    phase: str = "smooth",
+    density: str = "variable",
+    seed: int = 0,
+) -> MriSource:
+    """Simulated Cartesian compressed-sensing MRI from scikit-image's test images
+    (``pip install unfoldgen[images]``; see ``unfoldgen.kspace`` for the conventions).
+
+    ``size``: the side of the square images; ``acceleration``: the mask keeps round(size /
+    acceleration) of the size k-space rows (≥ 1; 1 samples everything); ``center``: the fraction of
+    rows of lowest frequency always kept; ``noise``: σ of the complex k-space noise (images are in
+    [0, 1]); ``split``: ``train`` or ``test`` (the held-out images; evaluation only); ``phase``:
+    ``smooth`` (a random low-order phase) or ``none`` (real images); ``density``: how the lines
+    outside the centre are drawn, ``variable`` (more of them at low frequencies) or ``uniform``.
+    """
+    if split not in IMAGE_SPLITS:
+        raise DataError(f"mri: split={split!r}; expected one of {', '.join(IMAGE_SPLITS)}")
+    from unfoldgen import kspace
+
+    if phase not in kspace.PHASES:
+        raise DataError(f"mri: phase={phase!r}; expected one of {', '.join(kspace.PHASES)}")
+    if density not in kspace.DENSITIES:
+        raise DataError(f"mri: density={density!r}; expected one of {', '.join(kspace.DENSITIES)}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 4 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(f"mri: size={size!r}; expected an integer in [4, {MAX_IMAGE_SIZE}] (pixels per side)")
+    if not (math.isfinite(acceleration) and acceleration >= 1):
+        raise DataError(f"mri: acceleration={acceleration}; expected a factor ≥ 1 (4: keep a quarter of the lines)")
+    if not (math.isfinite(center) and 0 < center <= 1):
+        raise DataError(f"mri: center={center}; expected the fraction of fully sampled centre lines in (0, 1]")
+    if len(kspace.center_lines(size, center)) > kspace.kept_lines(size, acceleration):
+        raise DataError(
+            f"mri: center={center} keeps {len(kspace.center_lines(size, center))} of {size} lines, more than "
+            f"acceleration={acceleration:g} allows ({kspace.kept_lines(size, acceleration)}); "
+            f"expected center ≤ 1/acceleration"
+        )
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DataError(f"mri: noise={noise}; expected a standard deviation ≥ 0 (images are in [0, 1])")
+    _check_seed("mri", seed)
+    from unfoldgen.images import _skimage
+
+    _skimage()  # a missing scikit-image is a one-line error now, not at the first batch
+    rng = np.random.default_rng([seed, FIXED_STREAM])
+    mask = kspace.cartesian_mask(size, size, acceleration, center, rng, density)
+    return MriSource(
+        "mri",
+        seed,
+        {"M": mask},
+        {"y": "input", "x": "target"},
+        f"mri ({split}) {size}×{size}, acceleration {acceleration:g} ({int(mask[:, 0].sum())} of {size} lines, "
+        f"centre {center:g}, {density} density), noise σ {noise:g}, phase {phase}, seed {seed}",
+        size=size,
+        acceleration=acceleration,
+        center=center,
+        noise=noise,
+        split=split,
+        phase=phase,
+        density=density,
+    )
+
+
 # ---------------------------------------------------------------------- sources by name
 
 GENERATORS = {
@@ -680,6 +795,19 @@ GENERATORS = {
     "image": (
         image_source,
         {"size": int, "noise": float, "keep": float, "split": str, "blur": float, "kernel": int, "seed": int},
+    ),
+    "mri": (
+        mri_source,
+        {
+            "size": int,
+            "acceleration": float,
+            "center": float,
+            "noise": float,
+            "split": str,
+            "phase": str,
+            "density": str,
+            "seed": int,
+        },
     ),
 }
 
