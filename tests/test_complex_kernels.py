@@ -52,6 +52,19 @@ unfold mixed_per_sample_steps from mixed_per_sample {
         x = x - mu * g + (0.01j * (g.H @ x) + 0.001 * norm2(x)) * x
     }
 }
+
+unfold mixed_fixed_point from mixed {
+    fixed point (tolerance 1e-4, iterations 500)
+    hyper mu : real = 1 / lipschitz(x)
+    iterate { x = x - mu * grad(x) }
+    learn mu shared
+}
+
+unfold mixed_per_sample_fixed_point from mixed_per_sample {
+    fixed point (tolerance 1e-4, iterations 500)
+    hyper mu : real = 1 / lipschitz(x)
+    iterate { x = x - mu * grad(x) }
+}
 """
 COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -113,6 +126,22 @@ def test_per_sample_lipschitz_of_a_complex_variable(seed: int, dtype: torch.dtyp
     _assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("unfold", ["mixed_fixed_point", "mixed_per_sample_fixed_point"])
+def test_fixed_point_of_complex_iterates(unfold: str, tmp_path):
+    """The stopping rule measures complex changes by their moduli, as the torch module does."""
+    package, kernels = _kernels(MIXED, unfold)
+    rng = np.random.default_rng(5)
+    inputs = {"y": torch.tensor(_random_complex(rng, 3, 12))}
+    if unfold == "mixed_fixed_point":
+        model = package.MixedFixedPoint(torch.tensor(rng.normal(size=(12, 4))))
+    else:
+        inputs["A"] = torch.tensor(rng.normal(size=(3, 12, 4)))
+        model = package.MixedPerSampleFixedPoint(dtype=torch.float64)
+    got, expected = _run_both(model, kernels, inputs, tmp_path)
+    assert model.last_iterations < 500  # the tolerance stopped it, not the cap
+    _assert_close(got, expected, torch.float64)
+
+
 def test_complex64_kernels_never_promote(tmp_path):
     package, kernels = _kernels(MIXED, "mixed_steps")
     rng = np.random.default_rng(3)
@@ -125,27 +154,6 @@ def test_complex64_kernels_never_promote(tmp_path):
     assert single, signatures
     for sig in single:
         assert "float64" not in sig and "complex128" not in sig, sig
-
-
-def test_dtypes_are_checked_per_entry(tmp_path):
-    package, kernels = _kernels(MIXED, "mixed_steps")
-    rng = np.random.default_rng(4)
-    A = rng.normal(size=(6, 4))
-    model = package.MixedSteps(torch.tensor(A))
-    model.export_npz(tmp_path / "params.npz")
-    params = kernels.load_params(tmp_path / "params.npz")
-    assert kernels.COMPLEX == frozenset({"y"})
-    y = _random_complex(rng, 3, 6)
-    with pytest.raises(ValueError, match=r"parameter 'A': expected real values, got complex128 \(declare it complex"):
-        kernels.run({**params, "A": A.astype(complex)}, y=y)
-    with pytest.raises(ValueError, match="input y: dtype complex64, expected complex128 like the other arrays"):
-        kernels.run(params, y=y.astype(np.complex64))
-    with pytest.raises(ValueError, match="input y: dtype int64, expected complex64 or complex128"):
-        kernels.run(params, y=np.ones((3, 6), np.int64))
-    # real values for a complex input are complex values with no imaginary part (as in torch)
-    with torch.no_grad():
-        expected = model(y=torch.tensor(y.real, dtype=torch.complex128)).numpy()
-    np.testing.assert_allclose(kernels.run(params, y=y.real), expected, rtol=0, atol=1e-10)
 
 
 def test_nets_on_complex_values_stay_torch_only():
