@@ -150,11 +150,12 @@ class Network:
     lr: float
     steps: int  # full run
     quick_steps: int
+    start: str  # the spec's initial x, which makes the untrained network a classical detector: zero or lmmse
 
 
 NETWORKS = (
-    Network("pgd_learned", "projected gradient, learned steps", "pgd", 1e-2, 3000, 100),
-    Network("pgd_corrected", "projected gradient + learned correction", "pgd_corrected", 1e-3, 6000, 100),
+    Network("pgd_learned", "projected gradient, learned steps", "pgd", 1e-2, 3000, 100, "zero"),
+    Network("pgd_corrected", "projected gradient + learned correction", "pgd_corrected", 1e-3, 6000, 100, "zero"),
 )
 
 
@@ -192,11 +193,13 @@ def step_size(H: np.ndarray) -> np.ndarray:
     return 1.0 / np.linalg.svd(H, compute_uv=False)[:, :1] ** 2
 
 
-def projected_gradient(H: np.ndarray, y: np.ndarray, edge: float, iterations: int) -> np.ndarray:
-    """``iterations`` steps x ← proj_hull(x − μ Hᴴ(Hx − y)) from x = 0."""
+def projected_gradient(
+    H: np.ndarray, y: np.ndarray, edge: float, iterations: int, start: np.ndarray | None = None
+) -> np.ndarray:
+    """``iterations`` steps x ← proj_hull(x − μ Hᴴ(Hx − y)) from ``start`` (None: x = 0)."""
     G, c = gram(H, y)
     mu = step_size(H)
-    x = np.zeros_like(c)
+    x = np.zeros_like(c) if start is None else start
     for _ in range(iterations):
         x = project_hull(x - mu * ((G @ x[..., None])[..., 0] - c), edge)
     return x
@@ -323,7 +326,8 @@ def train_unfolded(
         options.channel,
         options.rho,
     )
-    classical = projected_gradient(sample.H, sample.y, hull_edge(case.modulation), setting.layers)
+    start = lmmse(sample.H, sample.y, sample.sigma2) if net.start == "lmmse" else None
+    classical = projected_gradient(sample.H, sample.y, hull_edge(case.modulation), setting.layers, start)
     untrained = unfolded_detector(model, binding)(sample.H, sample.y, sample.sigma2)
     steps = options.steps if options.steps is not None else net.quick_steps if options.quick else net.steps
     started = time.perf_counter()
@@ -351,6 +355,7 @@ def train_unfolded(
         "train_snr_db": list(case.train_snr),
         "train_minutes": (time.perf_counter() - started) / 60,
         "val_nmse_db": float(result.nmse_db[-1]),
+        "start": net.start,
         "untrained_vs_classical_max_difference": float(np.max(np.abs(untrained - classical))),
     }
     log(
@@ -409,6 +414,10 @@ def evaluate_case(
         "zf": ("zero-forcing", zero_forcing),
         "lmmse": ("LMMSE", lmmse),
         "pgd_k": (f"projected gradient, {K} iterations", lambda H, y, s2: projected_gradient(H, y, edge, K)),
+        "pgd_k_lmmse": (
+            f"projected gradient from LMMSE, {K} iterations",
+            lambda H, y, s2: projected_gradient(H, y, edge, K, lmmse(H, y, s2)),
+        ),
     }
     converged_runs: list[dict[str, float]] = []
 
@@ -544,6 +553,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         + ", ".join(n.key for n in NETWORKS),
     )
     parser.add_argument("--layers", type=int, default=None, help="K: the networks' depth (default 10, 6 with --quick)")
+    parser.add_argument("--spec", default=str(SPEC), help="the spec of the unfolded networks (default specs/mimo.unf)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per network (default: per network)")
     parser.add_argument("--test-symbols", type=int, default=None, help="test symbols per SNR point")
     parser.add_argument("--channel", default="rayleigh", choices=("rayleigh", "kronecker"))
@@ -574,7 +584,7 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
     networks = [net for net in NETWORKS if net.key in wanted]
     if len(networks) != len(wanted):
         raise SystemExit(f"--networks {options.networks}: expected some of {', '.join(n.key for n in NETWORKS)}")
-    loaded = load_spec(SPEC) if networks else None
+    loaded = load_spec(options.spec) if networks else None
     mode = "quick" if options.quick else "full"
     results: dict[str, Any] = {
         "study": "mimo",
