@@ -154,8 +154,8 @@ class Network:
 
 
 NETWORKS = (
-    Network("pgd_learned", "projected gradient, learned steps", "pgd", 1e-2, 3000, 100, "zero"),
-    Network("pgd_corrected", "projected gradient + learned correction", "pgd_corrected", 1e-3, 6000, 100, "zero"),
+    Network("pgd_learned", "projected gradient, learned steps", "mimo_pgd", 1e-2, 3000, 100, "zero"),
+    Network("pgd_corrected", "projected gradient + learned correction", "mimo_pgd_corrected", 1e-3, 6000, 100, "zero"),
 )
 
 
