@@ -276,15 +276,19 @@ def maximum_likelihood(H: np.ndarray, y: np.ndarray, modulation: str, chunk: int
 
 
 def unfolded_detector(
-    model: torch.nn.Module, binding: Binding, dtype: torch.dtype = torch.float32, chunk: int = 2000
+    model: torch.nn.Module,
+    binding: Binding,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    chunk: int = 2000,
 ) -> Detector:
     """A trained network of ``specs/mimo.unf`` as a detector: feeds the inputs its spec declares
     (H, y and σ² where declared, by the binding's names) in the model's ``dtype`` (complex arrays
-    in its complex counterpart), returns x̂."""
+    in its complex counterpart) on its ``device``, returns x̂."""
     complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=complex_dtype if np.iscomplexobj(array) else dtype)
+        return torch.as_tensor(array, dtype=complex_dtype if np.iscomplexobj(array) else dtype, device=device)
 
     def detect(H: np.ndarray, y: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
         arrays = {"H": H, "y": y, "sigma2": sigma2}
@@ -314,7 +318,7 @@ def untrained_differences(
         options.channel,
         options.rho,
     )
-    untrained = unfolded_detector(model, binding)(sample.H, sample.y, sample.sigma2)
+    untrained = unfolded_detector(model, binding, device=options.device)(sample.H, sample.y, sample.sigma2)
     edge = hull_edge(case.modulation)
     starts = {"pgd_k": None, "pgd_k_lmmse": lmmse(sample.H, sample.y, sample.sigma2)}
     return {
@@ -339,6 +343,7 @@ def train_unfolded(
         layers=setting.layers,
         overrides={HULL_PARAM: hull_edge(case.modulation)},
         seed=options.seed,
+        device=options.device,
     )
     untrained = untrained_differences(model, binding, case, setting, options)
     steps = options.steps if options.steps is not None else net.quick_steps if options.quick else net.steps
@@ -573,6 +578,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rho", type=float, default=None, help="the Kronecker channel's correlation (default 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the networks train and run")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/mimo[_quick].json)")
     parser.add_argument("--plot-dir", default=None, help="where the SER plot goes")
     options = parser.parse_args(argv)
@@ -582,6 +588,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
     torch.set_num_threads(options.threads)
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
     started = time.perf_counter()
     setting = QUICK if options.quick else FULL
     if options.layers is not None:
@@ -617,6 +625,7 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "threads": options.threads,
+            "device": torch.cuda.get_device_name(0) if options.device == "cuda" else "cpu",
             "torch": torch.__version__,
         },
         "cases": {},
@@ -631,7 +640,7 @@ def run(options: argparse.Namespace, log=print) -> dict[str, Any]:
         records = {}
         for net in networks:
             model, binding, records[net.key] = train_unfolded(loaded, net, case, setting, options, log)
-            trained[net.key] = (net.label, unfolded_detector(model, binding))
+            trained[net.key] = (net.label, unfolded_detector(model, binding, device=options.device))
         results["cases"][key] = evaluate_case(case, setting, options, trained, log)
         for net_key, record in records.items():
             results["cases"][key]["detectors"][net_key]["training"] = record
