@@ -83,7 +83,7 @@ def test_quick_run_writes_every_case_and_detector(quick):
     stored = json.loads(out.read_text())
     assert list(stored["cases"]) == ["4x4_qpsk", "4x4_16qam"]
     for case in stored["cases"].values():
-        assert set(case["detectors"]) == {"zf", "lmmse", "pgd_k", "pgd_converged", "ml"}
+        assert set(case["detectors"]) == {"zf", "lmmse", "pgd_k", "pgd_k_lmmse", "pgd_converged", "ml"}
         for entry in case["detectors"].values():
             assert len(entry["ser"]) == len(entry["errors"]) == len(case["snr_db"])
             assert list(entry["crossing_db"]) == ["0.01", "0.001"]
