@@ -18,8 +18,11 @@ coefficient, the approximation's too, as ``haar`` does in the specs), ‖M F‖ 
   training images at convergence, and ADMM run to the same tolerance with that λ (the same
   minimiser: a check of both solvers);
 - the unfolded networks of ``specs/mri.unf``, compiled in-process and trained with
-  ``unfoldgen.training.fit`` on the ``mri:`` source's training split, each starting from its
-  classical algorithm at K layers with the tuned λ.
+  ``unfoldgen.training.fit`` (MSE to the complex image) on the ``mri:`` source's training split,
+  each starting as classical ISTA at K layers with its tuned λ: ``mri_ista`` learns the step μ and
+  the threshold θ of every layer; ``mri_istanet`` (ISTA-Net style) learns them and two conv2d
+  corrections per layer, F of the analysis transform (haar(v) + F(v)) and G of the synthesis
+  (ihaar(z) + G(z)), both zero at the start.
 
 It writes ``mri.json`` (``--out``, default benchmarks/results), two plots (``--img``, default
 docs/img: ``mri_examples.png``, ``mri_per_layer.png``) and keeps each training run's folder under
@@ -99,8 +102,8 @@ class Study:
 
 
 NETWORKS = (
-    Network("ista_learned", "ISTA ℓ1-Haar, learned μ, λ per layer", "mri_ista", 1e-3, "ista_layers"),
-    Network("istanet", "ISTA-Net, learned transforms", "mri_istanet", 1e-3, "ista_layers"),
+    Network("ista_learned", "ISTA ℓ1-Haar, learned μ, θ per layer", "mri_ista", 1e-3, "ista_layers"),
+    Network("istanet", "ISTA-Net-style, learned transform corrections", "mri_istanet", 1e-3, "ista_layers"),
 )
 
 
@@ -382,8 +385,9 @@ def tune_classical(setup: Setup, study: Study) -> dict[str, Any]:
 
 
 def initial_values(network: Network, tuned: Mapping[str, Any]) -> dict[str, float]:
-    """Every network starts at the λ of its classical algorithm tuned at K layers (μ stays at the
-    spec's 1 / lipschitz(x) = 1)."""
+    """Every network starts at the λ of its classical algorithm tuned at K layers: μ stays at the
+    spec's 1 / lipschitz(x) = 1, the threshold θ at its default μλ, and the nets of ISTA-Net's
+    transform corrections start at zero, so that untrained, every network is that algorithm."""
     return {"lam": tuned[network.classical]["values"]["lam"]}
 
 
@@ -457,9 +461,9 @@ def learned_count(model: nn.Module) -> int:
 
 
 def learned_scalars(model: nn.Module) -> dict[str, list[float]]:
-    """The learned scalars per layer (μ, λ)."""
+    """The learned scalars per layer (μ, θ)."""
     out = {}
-    for name in ("mu", "lam"):
+    for name in ("mu", "theta"):
         value = getattr(model, name, None)
         if isinstance(value, nn.ParameterList):
             out[name] = [float(v.detach()) for v in value]

@@ -235,7 +235,7 @@ def test_bad_options_are_named(text, message):
 
 def test_extra_arrays_bind_by_name_or_stay_unbound():
     box = BOX.read_text()
-    assert bind(detection_source(8, 4, "qpsk"), box_slots(box)).names == {"H": "H", "y": "y", "x": "x"}
+    assert bind(detection_source(8, 4, "4pam"), box_slots(box)).names == {"H": "H", "y": "y", "x": "x"}
     text = box.replace("input y : real[m]", "input y : real[m]\n    input sigma2 : real").replace(
         "minimize sumsq(H @ x - y)", "minimize sumsq(H @ x - y) + sigma2 * sumsq(x)"
     )
@@ -262,3 +262,42 @@ def test_the_trainer_feeds_the_per_sample_noise_variance():
     assert torch.all(louder.abs().sum(1) < model(**tensors).abs().sum(1))
     result = fit(model, binding, Config(steps=2, batch=8, val_size=16, val_every=1, checkpoint_every=10**9), out=None)
     assert len(result.nmse_db) == 10
+
+
+COMPLEX_MIMO = """
+problem mimo {
+    dim m, n
+    input H : complex[m, n]
+    input y : complex[m]
+    input sigma2 : real
+    var x : complex[n] = 0
+    minimize 0.5 * sumsq(H @ x - y) + 0.5 * sigma2 * sumsq(x)
+}
+unfold gd from mimo {
+    layers 2
+    hyper mu : real = 1 / lipschitz(x)
+    iterate { x = x - mu * grad(x) }
+}
+"""
+
+
+def test_complex_arrays_bind_to_complex_declarations_only():
+    slots = box_slots(COMPLEX_MIMO)
+    assert [slot.describe() for slot in slots] == [
+        "input H : complex[m, n]",
+        "input y : complex[m]",
+        "input sigma2 : real",
+        "var x : complex[n]",
+    ]
+    binding = bind(detection_source(8, 4, "16qam", (5.0, 20.0)), slots)
+    assert binding.names == {"H": "H", "y": "y", "sigma2": "sigma2", "x": "x"}
+    assert binding.dims == {"m": 8, "n": 4}
+    # a real spec would drop the imaginary parts: refused, naming the declaration to write
+    with pytest.raises(
+        DataError,
+        match=r"detection array 'H' is complex, but `input H : real\[m, n\]` is real; expected "
+        r"`input H : complex\[m, n\]`",
+    ):
+        bind(detection_source(8, 4, "qpsk"), box_slots(BOX.read_text()))
+    # real data may feed a complex declaration
+    assert bind(detection_source(8, 4, "bpsk"), slots).names["H"] == "H"

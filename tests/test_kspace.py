@@ -6,13 +6,16 @@ held-out split, seeded batches and the binding to a spec's data, input and varia
 from __future__ import annotations
 
 import socket
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from unfoldgen import images, kspace
 from unfoldgen.data import DataError, Slot, bind, mri_source, source_from_string
+from unfoldgen.training import Config, fit
 
 SIZE = 32
 MRI_SLOTS = (
@@ -241,3 +244,48 @@ def test_the_mask_is_the_data_y_the_input_and_x_the_target():
     vector = r"the mri source has no array for `var x : real\[n\]` \(arrays of that role: x \(32, 32\)\)"
     with pytest.raises(DataError, match=vector):
         bind(source, (*MRI_SLOTS[:2], Slot("x", "var", ("n",))))
+
+
+class DataConsistency(nn.Module):
+    """A hand-written complex unfolded network with the interface generated modules have: K
+    gradient steps x ← x − μ_k Fᴴ(M ⊙ F x − y) from x = 0 (μ = 1 gives the zero-filled image)."""
+
+    INPUTS = ("y",)
+    VARIABLES = ("x",)
+    OUTPUTS = ("x",)
+    PARADIGMS: ClassVar = {"mu": 1}
+    MEASURED = ()
+
+    def __init__(self, mask: np.ndarray, layers: int = 2):
+        super().__init__()
+        self.layers = layers
+        self.register_buffer("M", torch.as_tensor(mask))
+        self.mu = nn.Parameter(torch.full((layers,), 0.3, dtype=torch.float64))
+
+    def residual(self, y, x):
+        return self.M * torch.fft.fft2(x, norm="ortho") - y
+
+    def objective(self, y, x):
+        return 0.5 * self.residual(y, x).abs().square().flatten(1).sum(1)
+
+    def forward(self, y, return_iterates=False):
+        x = torch.zeros_like(y)
+        iterates = []
+        for k in range(self.layers):
+            x = x - self.mu[k] * torch.fft.ifft2(self.residual(y, x), norm="ortho")
+            iterates.append(x)
+        return iterates if return_iterates else x
+
+    def parameter_counts(self):
+        return {1: self.layers}
+
+
+def test_the_trainer_fits_a_complex_network_on_the_source(tmp_path):
+    source = mri_source(size=16, noise=0.01, seed=1)
+    model = DataConsistency(source.fixed["M"])
+    config = Config(steps=30, batch=4, lr=0.05, val_size=4, val_every=10, checkpoint_every=30)
+    result = fit(model, bind(source, MRI_SLOTS), config, out=tmp_path / "run", progress=False)
+    losses = result.metrics["loss"]
+    assert len(losses) == 30 and np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    # the steps move towards 1, where two steps give the zero-filled image (the least-squares fit)
+    assert (model.mu.detach() > 0.3).all()

@@ -26,13 +26,22 @@ import scipy.ndimage
 import scipy.special
 import torch
 from argmin import (
+    qam_constellation,
     ref_block_soft_threshold,
     ref_block_soft_threshold_nonneg,
+    ref_complex_block_soft_threshold,
+    ref_complex_proj_ball2,
+    ref_complex_proj_ball21,
+    ref_complex_proj_box,
+    ref_complex_prox_norm21,
+    ref_complex_soft_threshold,
+    ref_complex_svt,
     ref_hard_threshold,
     ref_proj_ball1,
     ref_proj_ball2,
     ref_proj_box,
     ref_proj_nonneg,
+    ref_proj_qam,
     ref_proj_simplex,
     ref_prox_norm21,
     ref_prox_norminf,
@@ -47,7 +56,7 @@ from unfoldgen.emit import helper_sources
 from unfoldgen.functions import FUNCTIONS, elementwise_derivative
 from unfoldgen.nets import NET_KINDS
 from unfoldgen.printers import NumbaPrinter, NumbaUnsupportedError, TorchPrinter
-from unfoldgen.prox import PROX_TABLE, SET_TABLE
+from unfoldgen.prox import PROX_TABLE, SET_TABLE, SetOp
 
 BATCH = 3
 SCALES = (0.15, 0.6, 1.0, 2.5)  # small: everything thresholded / inside; large: barely touched
@@ -443,9 +452,18 @@ def test_linear_operator(name, backend, shape):
     np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", list(LINEAR_REFERENCES))
-def test_linear_operator_adjoint_entry(name):
-    """The entry's adjoint, applied by the chain rule, is the transpose: ⟨A x, y⟩ = ⟨x, Aᵀ y⟩."""
+def adjoint_entry_cases():
+    """Every operator on real values; those that take complex ones (on_complex) on complex x and y too."""
+    for name in LINEAR_REFERENCES:
+        yield pytest.param(name, "real", id=f"{name}-real")
+        if FUNCTIONS[name].on_complex in ("follow", "complex"):
+            yield pytest.param(name, "complex", id=f"{name}-complex")
+
+
+@pytest.mark.parametrize("name, values_kind", list(adjoint_entry_cases()))
+def test_linear_operator_adjoint_entry(name, values_kind):
+    """The entry's adjoint, applied by the chain rule, is the adjoint: ⟨A x, y⟩ = ⟨x, Aᴴ y⟩ with
+    ⟨u, w⟩ = Σ conj(u) w (the transpose on real values)."""
     shape = LINEAR_REFERENCES[name][2][0]
     expr, values, _ = linear_call(name, shape)
     entry = FUNCTIONS[name]
@@ -453,11 +471,14 @@ def test_linear_operator_adjoint_entry(name):
     adjoint = entry.adjoint(expr.args, seed)
     rng = np.random.default_rng(11)
     y = rng.normal(size=(BATCH, *expr.shape))
+    if values_kind == "complex":
+        values[0] = values[0] + 1j * rng.normal(size=values[0].shape)
+        y = y + 1j * rng.normal(size=y.shape)
     forward = run_torch(expr, values).numpy()
     extra = [values[1]] if len(values) > 1 else [0.0]
     backward = run_torch(adjoint, [values[0], *extra, y]).numpy()
-    left = (forward.reshape(BATCH, -1) * y.reshape(BATCH, -1)).sum(axis=1)
-    right = (values[0].reshape(BATCH, -1) * backward.reshape(BATCH, -1)).sum(axis=1)
+    left = (forward.reshape(BATCH, -1).conj() * y.reshape(BATCH, -1)).sum(axis=1)
+    right = (values[0].reshape(BATCH, -1).conj() * backward.reshape(BATCH, -1)).sum(axis=1)
     np.testing.assert_allclose(left, right, rtol=1e-12)
 
 
@@ -485,15 +506,15 @@ PROX_REFERENCES = {
 OPTION_VALUES = {"keep": 0.4}  # the value a test gives each prox option
 
 
-def _soft_threshold_keep(v: np.ndarray, t: float, fraction: float) -> np.ndarray:
+def _soft_threshold_keep(v: np.ndarray, t: float, fraction: float, shrink=ref_soft_threshold) -> np.ndarray:
     """Support selection: the ⌊p·N + ½⌋ entries of largest magnitude, ranked by np.argsort (not by the
     implementations' count-th-magnitude rule), pass unchanged where |v| > t; the rest go through the
-    argmin of t|u| + ½(u − v)²."""
+    argmin of t|u| + ½(u − v)² (``shrink``: over R^2n for complex v)."""
     flat = v.ravel()
     kept = np.zeros(flat.size, dtype=bool)
     kept[np.argsort(-np.abs(flat), kind="stable")[: int(np.floor(fraction * flat.size + 0.5))]] = True
     kept &= np.abs(flat) > t
-    out = ref_soft_threshold(flat, t)
+    out = shrink(flat, t)
     out[kept] = flat[kept]
     return out.reshape(v.shape)
 
@@ -506,6 +527,7 @@ SET_REFERENCES = {
     "ball1": (ref_proj_ball1, lambda p: (p,)),
     "simplex": (ref_proj_simplex, lambda p: (p,)),
     "ball21": (lambda v, r: _proj_ball21(v, r), lambda p: (p,)),
+    "qam": (ref_proj_qam, lambda p: (4.0 if p < 0.75 else 16.0,)),
 }
 GROUPED = ("nuclear", "norm21", "ball21", "norm1 keep")  # references that take the whole block, not its entries
 
@@ -533,16 +555,17 @@ def operator_cases(table: dict):
             yield pytest.param(key, backend, shape, seed, id=f"{key}-{backend}-{shape[0]}x{shape[1]}-{seed}")
 
 
-def run_operator(entry, backend: str, v: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
+def run_operator(entry, backend: str, v: np.ndarray, params: tuple[float, ...], real=np.float64) -> np.ndarray:
+    """The entry on v, its scalar parameters of the ``real`` dtype (as kernels pass them)."""
     if backend == "torch":
-        tensors = [torch.tensor(p, dtype=torch.float64) for p in params]
+        tensors = [torch.tensor(p, dtype=getattr(torch, np.dtype(real).name)) for p in params]
         return getattr(ops_torch, entry.torch)(torch.tensor(v), *tensors).numpy()
     if entry.numba is None:
         pytest.skip(f"{entry.key}: the entry has no numba function (compile notes it and emits no kernel)")
     if entry.per_column and v.shape[1] != 1:
         pytest.skip(f"{entry.key}: its numba function acts per column, so kernels use it on vectors only")
     function = numba_helpers((entry.numba,))[entry.numba]
-    return function(np.ascontiguousarray(v), *map(np.float64, params))
+    return function(np.ascontiguousarray(v), *map(real, params))
 
 
 @pytest.mark.parametrize("key, backend, shape, seed", list(operator_cases(PROX_TABLE)))
@@ -566,6 +589,179 @@ def test_projection(key, backend, shape, seed):
     ours = run_operator(entry, backend, v, params(p))
     given = v if key in GROUPED else v.ravel()
     np.testing.assert_allclose(ours, reference(given, *params(p)).reshape(shape), atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------- prox and projections of complex blocks
+
+# key -> reference on the whole complex block (argmin over R^2n, tests/argmin.py)
+COMPLEX_PROX_REFERENCES = {
+    "norm1": ref_complex_soft_threshold,
+    "norm1 keep": lambda v, t, fraction: _soft_threshold_keep(v, t, fraction, ref_complex_soft_threshold),
+    "norm2": ref_complex_block_soft_threshold,
+    "nuclear": ref_complex_svt,
+    "norm0": lambda v, t: ref_hard_threshold(v.ravel(), t).reshape(v.shape),
+    "norm21": lambda v, t: ref_complex_prox_norm21(v, t),
+}
+COMPLEX_SET_REFERENCES = {
+    "box": (ref_complex_proj_box, lambda p: (-p, 2 * p)),
+    "ball2": (ref_complex_proj_ball2, lambda p: (p,)),
+    "ball21": (ref_complex_proj_ball21, lambda p: (p,)),
+    "qam": (ref_proj_qam, lambda p: (4.0 if p < 0.75 else 16.0,)),
+}
+# tolerance against the references (good to ~2e-8) by precision: complex64 rounds at ~6e-8 relative
+COMPLEX_TOLERANCES = {np.complex128: 1e-6, np.complex64: 1e-5}
+COMPLEX_BLOCKS = [(3, 1), (2, 3)]
+
+
+def test_complex_args_entries_have_complex_references():
+    assert set(COMPLEX_PROX_REFERENCES) == {key for key, entry in PROX_TABLE.items() if entry.complex_args}
+    assert set(COMPLEX_SET_REFERENCES) == {key for key, entry in SET_TABLE.items() if entry.complex_args}
+
+
+def complex_draw(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, float]:
+    """A random complex block (entries of modulus ~ SCALES[seed]) and a positive scalar parameter."""
+    rng = np.random.default_rng([seed, *shape, 1])
+    v = (rng.normal(size=shape) + 1j * rng.normal(size=shape)) * SCALES[seed] / np.sqrt(2)
+    return v, float(rng.uniform(0.3, 1.2))
+
+
+@functools.cache
+def complex_expected(table: str, key: str, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """The reference result for ``complex_draw(shape, seed)``, shared by the backends and dtypes."""
+    v, p = complex_draw(shape, seed)
+    if table == "prox":
+        options = tuple(OPTION_VALUES[option] for option in PROX_TABLE[key].options)
+        return COMPLEX_PROX_REFERENCES[key](v, p, *options)
+    reference, params = COMPLEX_SET_REFERENCES[key]
+    return reference(v, *params(p))
+
+
+def complex_cases(table: dict):
+    for key, entry in table.items():
+        if not entry.complex_args:
+            continue
+        blocks = COMPLEX_BLOCKS + ([(3, 2)] if key == "nuclear" else [])
+        for backend, dtype, shape, seed in itertools.product(
+            ("torch", "numba"), COMPLEX_TOLERANCES, blocks, range(len(SCALES))
+        ):
+            label = f"{key}-{backend}-{dtype.__name__}-{shape[0]}x{shape[1]}-{seed}"
+            marks = pytest.mark.slow if backend == "numba" else ()  # numba compiles per entry and dtype
+            yield pytest.param(key, backend, dtype, shape, seed, id=label, marks=marks)
+
+
+def run_complex(entry, backend: str, v: np.ndarray, params: tuple[float, ...], dtype) -> np.ndarray:
+    """The entry on v cast to ``dtype`` (parameters of its real dtype), its result of that dtype."""
+    real = np.float32 if dtype == np.complex64 else np.float64
+    ours = np.asarray(run_operator(entry, backend, v.astype(dtype), params, real))
+    assert ours.dtype == dtype, f"{entry.key}: {ours.dtype} from a {np.dtype(dtype)} argument"
+    return ours
+
+
+@pytest.mark.parametrize("key, backend, dtype, shape, seed", list(complex_cases(PROX_TABLE)))
+def test_prox_complex(key, backend, dtype, shape, seed):
+    entry = PROX_TABLE[key]
+    v, t = complex_draw(shape, seed)
+    options = tuple(OPTION_VALUES[option] for option in entry.options)
+    ours = run_complex(entry, backend, v, (t, *options), dtype)
+    expected = complex_expected("prox", key, shape, seed)
+    np.testing.assert_allclose(ours, expected, atol=COMPLEX_TOLERANCES[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("key, backend, dtype, shape, seed", list(complex_cases(SET_TABLE)))
+def test_projection_complex(key, backend, dtype, shape, seed):
+    entry = SET_TABLE[key]
+    v, p = complex_draw(shape, seed)
+    ours = run_complex(entry, backend, v, COMPLEX_SET_REFERENCES[key][1](p), dtype)
+    expected = complex_expected("set", key, shape, seed)
+    np.testing.assert_allclose(ours, expected, atol=COMPLEX_TOLERANCES[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize(
+    "entry",
+    [entry for entry in [*PROX_TABLE.values(), *SET_TABLE.values()] if entry.complex_args],
+    ids=lambda entry: entry.key,
+)
+def test_complex_entry_on_real_values_is_the_real_entry(entry, backend):
+    """A real block passed as complex (imaginary parts 0) gives the real entry's result, and the real
+    entry's results are those of the real definition's sign form to the bit where it has one."""
+    v, p = draw((2, 3), 2)
+    if isinstance(entry, SetOp):
+        params = SET_REFERENCES[entry.name][1](p)
+    else:
+        params = (p, *(OPTION_VALUES[option] for option in entry.options))
+    real = run_operator(entry, backend, v, params)
+    assert real.dtype == np.float64
+    as_complex = run_operator(entry, backend, v.astype(np.complex128), params)
+    np.testing.assert_allclose(as_complex.real, real, rtol=1e-15, atol=1e-15)
+    np.testing.assert_array_equal(as_complex.imag, 0.0)
+
+
+def test_real_soft_threshold_is_the_sign_form_to_the_bit():
+    scales = np.array([0.0, 0.1, 1.0, 3.0, -2.0]).reshape(1, 5, 1)  # exact zeros, all shrunk, a few kept
+    v = torch.tensor(np.random.default_rng(3).normal(size=(4, 5, 1)) * scales)
+    assert torch.equal(ops_torch.soft_threshold(v, 0.5), torch.sign(v) * torch.relu(v.abs() - 0.5))
+    numba_function = numba_helpers(("soft_threshold",))["soft_threshold"]
+    column = v[0].numpy().copy()
+    np.testing.assert_array_equal(numba_function(column, 0.5), np.sign(column) * np.maximum(np.abs(column) - 0.5, 0))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [key for key, entry in [*PROX_TABLE.items(), *SET_TABLE.items()] if entry.complex_args and key != "nuclear"],
+)
+def test_complex_torch_gradient_is_finite_at_zero(key):
+    """At entries (and blocks) equal to 0 the torch forms and their gradients stay finite (nuclear is
+    excluded: torch's SVD backward is undefined at repeated singular values, as its docstring says)."""
+    entry = PROX_TABLE.get(key) or SET_TABLE[key]
+    block = np.zeros((2, 3, 2), dtype=np.complex128)
+    block[1, 0, 0] = 0.8 - 0.3j  # the second sample has one nonzero entry
+    v = torch.tensor(block, requires_grad=True)
+    if key in SET_TABLE:
+        params = COMPLEX_SET_REFERENCES[key][1](0.5)
+    else:
+        params = (0.5, *(OPTION_VALUES[option] for option in entry.options))
+    out = getattr(ops_torch, entry.torch)(v, *params)
+    (grad,) = torch.autograd.grad((out.real * 1.3 + out.imag * 0.7).sum(), v)
+    assert torch.isfinite(torch.view_as_real(out)).all() and torch.isfinite(torch.view_as_real(grad)).all()
+
+
+@pytest.mark.parametrize("order", [4, 16, 64, 256])
+def test_qam_hull_is_the_box_of_the_unit_energy_constellation(order):
+    points = qam_constellation(order)
+    assert np.mean(np.abs(points) ** 2) == pytest.approx(1.0, rel=1e-14)
+    expected = np.sqrt(3 / (2 * (order - 1)))  # half the spacing of adjacent levels
+    assert np.diff(np.unique(points.real)) == pytest.approx(2 * expected, rel=1e-12)
+    bound = float(ops_torch.qam_bound(float(order)))
+    assert bound == pytest.approx(points.real.max(), rel=1e-14)
+    # every point projects onto itself, and a far point onto the nearest corner
+    on = ops_torch.proj_qam(torch.tensor(points.reshape(-1, 1)), float(order)).numpy().ravel()
+    np.testing.assert_allclose(on, points, rtol=0, atol=1e-15)
+    corner = ops_torch.proj_qam(torch.tensor([[5.0 - 7.0j]], dtype=torch.complex128), float(order)).numpy()
+    np.testing.assert_allclose(corner, [[bound - 1j * bound]], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("order", [4.0, 16.0, 64.0, 1024.0])
+def test_qam_accepts_whole_perfect_squares(order):
+    assert SET_TABLE["qam"].validate((order,)) is None
+
+
+@pytest.mark.parametrize(
+    "order, message",
+    [
+        (8.0, "got 8"),
+        (1.0, "got 1"),
+        (0.0, "got 0"),
+        (-4.0, "got -4"),
+        (16.5, "got 16.5"),
+        (float("inf"), "got inf"),
+        (float("nan"), "got nan"),
+        (None, "known at build time"),
+    ],
+)
+def test_qam_refuses_other_orders(order, message):
+    error = SET_TABLE["qam"].validate((order,))
+    assert error is not None and message in error
 
 
 # ---------------------------------------------------------------------------- nets

@@ -204,6 +204,7 @@ OPS = {
     "proj_simplex": ops_torch.proj_simplex,
     "prox_norm21": ops_torch.prox_norm21,
     "proj_ball21": ops_torch.proj_ball21,
+    "proj_qam": lambda v, p: ops_torch.proj_qam(v, 16.0),
 }
 
 
@@ -213,7 +214,8 @@ def test_every_public_function_is_covered():
         for name, obj in vars(ops_torch).items()
         if inspect.isfunction(obj) and obj.__module__ == ops_torch.__name__
     }
-    assert public == {*OPS, "column_norms"}  # column_norms: the helper of the two norm21 operators
+    # column_norms: the helper of the two norm21 operators; qam_bound: proj_qam's clipping bound
+    assert public == {*OPS, "column_norms", "qam_bound"}
 
 
 def batch(shape, lead=(5,), dtype=torch.float64):
@@ -385,6 +387,43 @@ def test_gradcheck(name, v, p):
     assert torch.autograd.gradcheck(getattr(ops_torch, name), (v, p))
 
 
+def with_phases(v: Tensor, seed: int) -> Tensor:
+    """v's magnitudes with random phases: complex entries the same distance from every kink."""
+    g = torch.Generator().manual_seed(seed)
+    angle = 2 * torch.pi * torch.rand(v.shape, generator=g, dtype=torch.float64)
+    return v.abs() * torch.polar(torch.ones_like(angle), angle)
+
+
+COMPLEX_GRADCHECK = {
+    "soft_threshold",
+    "hard_threshold",
+    "block_soft_threshold",
+    "svt",
+    "proj_ball2",
+    "prox_norm21",
+    "proj_ball21",
+}
+
+
+@pytest.mark.parametrize(
+    "name, v, p", [case for case in gradcheck_inputs() if case[0] in COMPLEX_GRADCHECK] + [("proj_qam", None, None)]
+)
+def test_gradcheck_complex(name, v, p):
+    """The complex forms' gradients (torch's conjugate Wirtinger derivatives, checked numerically
+    by gradcheck) away from the kinks; svt with a random complex unitary rotation of its spectrum."""
+    if name == "svt":
+        rotation = torch.linalg.qr(torch.randn(2, v.shape[-2], v.shape[-2], dtype=torch.complex128))[0]
+        v = rotation @ v.to(torch.complex128)
+    elif name == "proj_qam":  # parts inside and outside [-b, b], none at ±b
+        v = torch.tensor([[0.3 - 1.4j], [-2.0 + 0.1j], [0.5 + 0.6j]], dtype=torch.complex128)
+        assert torch.autograd.gradcheck(lambda u: ops_torch.proj_qam(u, 16.0), (v.requires_grad_(True),))
+        return
+    else:
+        v = with_phases(v, 8)
+    v = v.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(getattr(ops_torch, name), (v, p.clone().requires_grad_(True)))
+
+
 # ------------------------------------------------------------------------ copyability
 
 
@@ -409,7 +448,8 @@ def test_function_runs_when_copied_alone(name):
         # Executing our own source is exactly what the generated module does.
         exec(source, namespace)
     v, p = batch((3, 2))
-    # Call with the function's own parameter list: (v), (v, t), (v, lo, hi) or (v, t, fraction).
+    # Call with the function's own parameter list: (v), (v, t), (v, lo, hi), (v, t, fraction) or (v, M).
     three = (v, p, 0.4) if name == "soft_threshold_keep" else (v, -p, 2 * p)
-    args = {1: (v,), 2: (v, p), 3: three}[len(inspect.signature(fn).parameters)]
+    two = (v, 16.0) if name == "proj_qam" else (v, p)
+    args = {1: (v,), 2: two, 3: three}[len(inspect.signature(fn).parameters)]
     torch.testing.assert_close(namespace[name](*args), fn(*args), rtol=0, atol=0)

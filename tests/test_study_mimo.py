@@ -83,7 +83,7 @@ def test_quick_run_writes_every_case_and_detector(quick):
     stored = json.loads(out.read_text())
     assert list(stored["cases"]) == ["4x4_qpsk", "4x4_16qam"]
     for case in stored["cases"].values():
-        assert set(case["detectors"]) == {"zf", "lmmse", "pgd_k", "pgd_converged", "ml"}
+        assert set(case["detectors"]) == {"zf", "lmmse", "pgd_k", "pgd_k_lmmse", "pgd_converged", "ml"}
         for entry in case["detectors"].values():
             assert len(entry["ser"]) == len(entry["errors"]) == len(case["snr_db"])
             assert list(entry["crossing_db"]) == ["0.01", "0.001"]
@@ -105,3 +105,26 @@ def test_quick_run_orders_the_detectors(quick):
         ml = case["detectors"]["ml"]
         assert ml["crossing_db"]["0.01"] < lmmse["crossing_db"]["0.01"]
         assert ml["ml_gap_closed"]["0.01"] == pytest.approx(1.0) and lmmse["ml_gap_closed"]["0.01"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def quick_networks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study_mimo_networks")
+    options = mimo.arguments(
+        ["--quick", "--cases", "4x4_qpsk", "--out", str(folder / "mimo.json"), "--plot-dir", str(folder)]
+    )
+    return mimo.run(options, log=lambda *_: None)
+
+
+def test_quick_networks_start_as_a_classical_detector_and_train(quick_networks):
+    detectors = quick_networks["cases"]["4x4_qpsk"]["detectors"]
+    for net in mimo.NETWORKS:
+        entry = detectors[net.key]
+        assert entry["kind"] == "unfolded" and entry["training"]["steps"] == net.quick_steps
+        # untrained, the network is the projected gradient it unfolds (from zero or from LMMSE)
+        start = entry["training"]["starts_as"]
+        assert start in ("pgd_k", "pgd_k_lmmse"), entry["training"]["untrained_max_difference"]
+        assert len(entry["ser"]) == len(detectors["lmmse"]["ser"])
+    learned, start = detectors["pgd_learned"], detectors["pgd_learned"]["training"]["starts_as"]
+    assert sum(learned["ser"]) <= 1.05 * sum(detectors[start]["ser"])  # 100 steps do not make it worse
+    assert "| 4×4 qpsk | projected gradient, learned steps |" in mimo.markdown_table(quick_networks)

@@ -8,6 +8,7 @@ Every problem found is a SpecError at the span of the offending node.
 from __future__ import annotations
 
 import builtins
+import cmath
 import difflib
 import keyword
 import math
@@ -327,7 +328,7 @@ class _Elaborator:
 
     def binop(self, expr: s.BinOp) -> ir.Expr:
         result = self._binop(expr)
-        if isinstance(result, ir.Const) and not math.isfinite(result.value):
+        if isinstance(result, ir.Const) and not cmath.isfinite(result.value):
             raise SpecError("this constant expression is too large to represent (it overflows)", expr.span)
         return result
 
@@ -436,7 +437,7 @@ class _Elaborator:
                 )
         for index in entry.integer_args:
             value = args[index]
-            if not (isinstance(value, ir.Const) and value.value.is_integer() and 1 <= value.value <= MAX_DIM):
+            if not (isinstance(value, ir.Const) and _whole(value.value) and 1 <= value.value <= MAX_DIM):
                 raise SpecError(f"{name}() needs a whole number from 1 to {MAX_DIM} here", expr.args[index].span)
         try:
             if entry.shape_of_args is not None:
@@ -489,7 +490,7 @@ class _Elaborator:
             raise SpecError(f"{expr.func.id}() takes {exactly or '1 or 2'} size argument(s)", expr.span)
         dims: list[ir.Dim] = []
         for arg in expr.args:
-            if isinstance(arg, s.Number) and arg.value.is_integer() and 1 <= arg.value <= MAX_DIM:
+            if isinstance(arg, s.Number) and _whole(arg.value) and 1 <= arg.value <= MAX_DIM:
                 dims.append(int(arg.value))
             elif isinstance(arg, s.Name) and arg.id in self.scope.symbols and self.scope.symbols[arg.id].role == "dim":
                 dims.append(arg.id)
@@ -529,6 +530,8 @@ class _Elaborator:
                     f"got {fmt_shape(point.shape)}",
                     expr.args[0].span,
                 )
+            if ir.is_complex(point) and not problem.symbol(var).complex:
+                raise SpecError(f"grad[{var}](z) needs a real z: {var!r} is real", expr.args[0].span)
             substitutions = ((var, point),)
         if not ir.depends_on(problem.smooth, {var}):
             raise SpecError(
@@ -556,6 +559,13 @@ class _Elaborator:
                 span = expr.span if len(expr.args) == 1 else arg.span
                 raise SpecError(f"the smooth part of the objective does not depend on {var!r}", span)
             variables.append(var)
+        complex_variables = [var for var in variables if problem.symbol(var).complex]
+        if len(variables) > 1 and complex_variables:
+            raise SpecError(
+                f"a joint lipschitz(...) of the complex variable {complex_variables[0]!r} is not supported; "
+                "give the step as an expression, or use one complex variable",
+                expr.span,
+            )
         try:
             problem.lipschitz_terms(tuple(variables))
         except spectral.NoLipschitzError as err:
@@ -758,6 +768,11 @@ class _Elaborator:
             raise SpecError(f"net {name!r} is called with differently shaped arguments than before", expr.span)
         uses.append(shapes)
         return ir.NetCall(name, args, args[0].shape)
+
+
+def _whole(value: float | complex) -> bool:
+    """A whole real number (an imaginary literal is not one)."""
+    return isinstance(value, float) and value.is_integer()
 
 
 def _real_view(value: ir.Expr) -> ir.Shape:

@@ -862,12 +862,13 @@ class Slot:
     name: str
     role: str
     axes: tuple[Axis, ...] | None  # None: not known (a model given without its spec)
+    complex: bool | None = None  # declared complex; None: not known
 
     def describe(self) -> str:
         if self.axes is None:
             return f"{self.role} {self.name}"
         shape = f"[{', '.join(str(a) for a in self.axes)}]" if self.axes else ""
-        return f"{self.role} {self.name} : real{shape}"
+        return f"{self.role} {self.name} : {'complex' if self.complex else 'real'}{shape}"
 
     def fits(self, rank: int) -> bool:
         return self.axes is None or len(self.axes) == rank
@@ -884,7 +885,7 @@ def slots_from_problem(problem: object) -> tuple[Slot, ...]:
             continue
         shape = tuple(symbol.shape)
         axes = () if not shape else (shape[0],) if shape[1] == 1 else shape
-        slots.append(Slot(symbol.name, symbol.role, axes))
+        slots.append(Slot(symbol.name, symbol.role, axes, symbol.complex))
     return tuple(slots)
 
 
@@ -1074,6 +1075,12 @@ def bind(source: Source, slots: Sequence[Slot], require_targets: bool = True) ->
             tiled.add(slot.name)
         shape = shapes[source_name] if fixed else (0, *shapes[source_name])
         _check_shape(slot, f"{source.name} array {source_name!r}", tuple(shape), not fixed, dims, origin)
+        value = source.fixed[source_name] if fixed else sample[source_name]
+        if slot.complex is False and np.iscomplexobj(value):  # its imaginary part would be dropped
+            raise DataError(
+                f"{source.name} array {source_name!r} is complex, but `{slot.describe()}` is real; "
+                f"expected `{replace(slot, complex=True).describe()}`"
+            )
     return Binding(source, tuple(slots), names, frozenset(tiled), dims)
 
 

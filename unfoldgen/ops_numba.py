@@ -6,6 +6,13 @@ of a per-sample matrix is a plain ``(m, n)`` array. Every operator here therefor
 each column of its argument, except ``svt``, which acts on one matrix. Scalars are Python
 or numpy scalars, or ``(1, B)`` rows (one value per sample). Constants are cast to the
 argument's dtype so float32 kernels stay float32. The compiler adds ``@numba.njit``.
+
+Complex arguments (complex128, complex64) reach the entries whose table row says
+``complex_args``: they take |v| the modulus (np.abs, a real array) and build constants from its
+real dtype; np.sign has no complex form to rely on. Where the real and complex forms differ,
+``isinstance(v.dtype.type(0), (complex, np.complex64))`` picks one: numba types it as a constant
+and compiles only that branch (the test must sit in the function itself, not in a helper).
+Parameters (t, bounds, radii) are real numbers.
 """
 
 import numpy as np
@@ -61,20 +68,26 @@ def huber_elementwise(v, delta):
 
 
 def soft_threshold(v, t):
-    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
-    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0); complex v: v max(0, 1 − t/|v|), the modulus shrunk
+    and the phase kept (0 at v = 0)."""
+    magnitude = np.abs(v)
+    shrunk = np.maximum(magnitude - t, magnitude.dtype.type(0))
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        return v * (shrunk / np.maximum(magnitude, magnitude.dtype.type(1e-30)))
+    return np.sign(v) * shrunk
 
 
 def soft_threshold_keep(v, t, fraction):
     """Soft threshold with support selection, per column: the ⌊p·n + ½⌋ entries of largest
-    magnitude (ties included) pass unchanged where |v| > t, the rest are soft-thresholded."""
+    magnitude (ties included; moduli for complex v) pass unchanged where |v| > t, the rest are
+    soft-thresholded."""
     rows = v.shape[0]
     count = min(max(int(np.floor(fraction * rows + 0.5)), 0), rows)
     shrunk = soft_threshold(v, t)
     if count == 0:
         return shrunk
     magnitude = np.abs(v)
-    kth = np.empty((1, v.shape[1]), v.dtype)
+    kth = np.empty((1, v.shape[1]), magnitude.dtype)
     for j in range(v.shape[1]):
         kth[0, j] = np.partition(magnitude[:, j], rows - count)[rows - count]
     keep = (magnitude >= kth) & (magnitude > t)
@@ -87,10 +100,11 @@ def soft_threshold_nonneg(v, t):
 
 
 def block_soft_threshold(v, t):
-    """prox of t‖·‖₂ per column: v max(0, 1 − t/‖v‖)."""
-    norm = np.sqrt(colsum(v * v))
-    tiny = v.dtype.type(1e-30)
-    return v * np.maximum(v.dtype.type(0), v.dtype.type(1) - t / np.maximum(norm, tiny))
+    """prox of t‖·‖₂ per column: v max(0, 1 − t/‖v‖) (‖v‖² = Σ|v_i|², complex v too)."""
+    magnitude = np.abs(v)
+    norm = np.sqrt(colsum(magnitude * magnitude))
+    real = norm.dtype.type
+    return v * np.maximum(real(0), real(1) - t / np.maximum(norm, real(1e-30)))
 
 
 def block_soft_threshold_nonneg(v, t):
@@ -99,20 +113,34 @@ def block_soft_threshold_nonneg(v, t):
 
 
 def hard_threshold(v, t):
-    """prox of t‖·‖₀: keep v where |v| > √(2t)."""
-    return np.where(np.abs(v) > np.sqrt(v.dtype.type(2) * t), v, v.dtype.type(0))
+    """prox of t‖·‖₀: keep v where |v| > √(2t) (the modulus, for complex v)."""
+    magnitude = np.abs(v)
+    return np.where(magnitude > np.sqrt(magnitude.dtype.type(2) * t), v, v.dtype.type(0))
 
 
 def svt(v, t):
-    """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᵀ."""
+    """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᴴ (the complex SVD for complex v)."""
     u, s, vh = np.linalg.svd(v, full_matrices=False)
-    shrunk = np.maximum(s - t, v.dtype.type(0))
+    shrunk = np.maximum(s - t, s.dtype.type(0))
     return np.dot(u * shrunk.reshape(1, -1), vh)
 
 
 def proj_box(v, lo, hi):
-    """Projection onto {lo ≤ u ≤ hi}."""
+    """Projection onto {lo ≤ u ≤ hi}; complex v: onto {lo ≤ Re u ≤ hi, lo ≤ Im u ≤ hi}, each part
+    clipped."""
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(v)
+        out.real[...] = np.minimum(np.maximum(v.real, lo), hi)
+        out.imag[...] = np.minimum(np.maximum(v.imag, lo), hi)
+        return out
     return np.minimum(np.maximum(v, lo), hi)
+
+
+def proj_qam(v, order):
+    """Projection onto the convex hull of square M-QAM (M = ``order``) with unit average energy:
+    real and imaginary parts clipped to [−b, b], b = (√M − 1) √(3 / (2 (M − 1))); a real v to [−b, b]."""
+    bound = (np.sqrt(order) - 1) * np.sqrt(3 / (2 * (order - 1)))
+    return proj_box(v, -bound, bound)
 
 
 def proj_nonneg(v):
@@ -121,9 +149,10 @@ def proj_nonneg(v):
 
 
 def proj_ball2(v, r):
-    """Projection of each column onto {‖u‖₂ ≤ r}."""
-    norm = np.sqrt(colsum(v * v))
-    return v * np.minimum(v.dtype.type(1), r / np.maximum(norm, v.dtype.type(1e-30)))
+    """Projection of each column onto {‖u‖₂ ≤ r} (‖u‖² = Σ|u_i|², complex v too)."""
+    magnitude = np.abs(v)
+    norm = np.sqrt(colsum(magnitude * magnitude))
+    return v * np.minimum(norm.dtype.type(1), r / np.maximum(norm, norm.dtype.type(1e-30)))
 
 
 def project_column_simplex(column, s):
@@ -197,21 +226,23 @@ def mlp_forward(weights, biases, layer, h, activation):
 
 
 def group_norms(v):
-    """The 2-norm over axis 0 of each group ``v[:, rest]``, as a (1, groups) row."""
-    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    return np.sqrt(colsum(groups * groups))
+    """The 2-norm over axis 0 of each group ``v[:, rest]`` (of moduli, complex v too), as a (1, groups) row."""
+    magnitude = np.abs(np.ascontiguousarray(v).reshape(v.shape[0], -1))
+    return np.sqrt(colsum(magnitude * magnitude))
 
 
 def prox_norm21(v, t):
     """prox of t‖·‖₂,₁ (ℓ2 over axis 0, ℓ1 over the rest): each group v[:, rest] times max(0, 1 − t/‖·‖)."""
     groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
-    scale = np.maximum(v.dtype.type(0), v.dtype.type(1) - t / norm)
+    norms = group_norms(v)
+    real = norms.dtype.type
+    scale = np.maximum(real(0), real(1) - t / np.maximum(norms, real(1e-30)))
     return (groups * scale).reshape(v.shape)
 
 
 def proj_ball21(v, r):
     """Projection of each group v[:, rest] (ℓ2 over axis 0) onto {‖u‖₂ ≤ r}."""
     groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
-    return (groups * np.minimum(v.dtype.type(1), r / norm)).reshape(v.shape)
+    norms = group_norms(v)
+    real = norms.dtype.type
+    return (groups * np.minimum(real(1), r / np.maximum(norms, real(1e-30)))).reshape(v.shape)

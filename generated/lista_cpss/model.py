@@ -412,8 +412,13 @@ def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
-    """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
-    return torch.sign(v) * torch.relu(v.abs() - t)
+    """Prox of t*||.||_1: ``prox(v)_i = sgn(v_i) max(|v_i| - t, 0)``, sgn(v) = v / |v| (0 at 0).
+
+    Complex v: |v_i| is the modulus, so the modulus shrinks by t and the phase stays,
+    ``v_i max(0, 1 - t / |v_i|)``. torch.sgn is torch.sign on real tensors (the same bits), and its
+    gradient at v = 0 is 0, so gradients stay finite there.
+    """
+    return torch.sgn(v) * torch.relu(v.abs() - t)
 
 
 def soft_threshold_keep(v: Tensor, t: Tensor | float, fraction: Tensor | float) -> Tensor:
@@ -421,7 +426,8 @@ def soft_threshold_keep(v: Tensor, t: Tensor | float, fraction: Tensor | float) 
 
     Per block of N entries, the count = ⌊p·N + ½⌋ entries of largest magnitude (p = ``fraction``;
     ties at the count-th magnitude all count) pass unchanged when |v_i| > t; every other entry is
-    soft-thresholded: ``sign(v_i) max(|v_i| - t, 0)``. p = 0 is the plain soft threshold.
+    soft-thresholded: ``sgn(v_i) max(|v_i| - t, 0)``. p = 0 is the plain soft threshold.
+    Complex v: magnitudes are moduli (the kept entries pass whole, the others keep their phase).
     Gradients: 1 on the kept entries, the soft threshold's elsewhere; which entries are kept, and
     so p, get none (the selection is piecewise constant).
     """
@@ -432,7 +438,10 @@ def soft_threshold_keep(v: Tensor, t: Tensor | float, fraction: Tensor | float) 
         torch.compiler.is_compiling()
     ):  # torch.compile / export: a count known only at run time, so sort
         count = (
-            torch.as_tensor(fraction, dtype=v.dtype, device=v.device).mul(entries).add(0.5).floor()
+            torch.as_tensor(fraction, dtype=magnitude.dtype, device=v.device)
+            .mul(entries)
+            .add(0.5)
+            .floor()
         )
         count = count.clamp(0, entries).long()
         ranked = flat.sort(dim=-1, descending=True).values

@@ -476,7 +476,13 @@ def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
 
 
 def proj_box(v: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
-    """Projection onto {lo <= u <= hi}: ``proj(v)_i = min(max(v_i, lo), hi)``."""
+    """Projection onto {lo <= u <= hi}: ``proj(v)_i = min(max(v_i, lo), hi)``.
+
+    Complex v: the set {lo <= Re u <= hi, lo <= Im u <= hi} (a square in the plane, as QAM
+    constellations fill), so real and imaginary parts are clipped separately.
+    """
+    if v.is_complex():
+        return torch.complex(proj_box(v.real, lo, hi), proj_box(v.imag, lo, hi))
     lo = torch.as_tensor(lo, dtype=v.dtype, device=v.device)
     hi = torch.as_tensor(hi, dtype=v.dtype, device=v.device)
     return torch.minimum(torch.maximum(v, lo), hi)

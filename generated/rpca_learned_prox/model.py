@@ -389,7 +389,8 @@ def require_sign(what: str, value: Tensor, positive: bool) -> None:
 
 
 def svt(v: Tensor, t: Tensor | float) -> Tensor:
-    """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^T``.
+    """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^H`` (v = U diag(s) V^H, the
+    complex SVD for complex v; V^T for real v).
 
     Gradients follow torch's SVD backward, which is undefined (NaN) when singular
     values repeat, e.g. at v = 0; the forward value is always finite.

@@ -387,7 +387,8 @@ def require_sign(what: str, value: Tensor, positive: bool) -> None:
 
 
 def svt(v: Tensor, t: Tensor | float) -> Tensor:
-    """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^T``.
+    """Prox of t*||.||_* (nuclear): ``prox(v) = U diag(max(s - t, 0)) V^H`` (v = U diag(s) V^H, the
+    complex SVD for complex v; V^T for real v).
 
     Gradients follow torch's SVD backward, which is undefined (NaN) when singular
     values repeat, e.g. at v = 0; the forward value is always finite.
@@ -399,8 +400,13 @@ def svt(v: Tensor, t: Tensor | float) -> Tensor:
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
-    """Prox of t*||.||_1: ``prox(v)_i = sign(v_i) max(|v_i| - t, 0)``."""
-    return torch.sign(v) * torch.relu(v.abs() - t)
+    """Prox of t*||.||_1: ``prox(v)_i = sgn(v_i) max(|v_i| - t, 0)``, sgn(v) = v / |v| (0 at 0).
+
+    Complex v: |v_i| is the modulus, so the modulus shrinks by t and the phase stays,
+    ``v_i max(0, 1 - t / |v_i|)``. torch.sgn is torch.sign on real tensors (the same bits), and its
+    gradient at v = 0 is 0, so gradients stay finite there.
+    """
+    return torch.sgn(v) * torch.relu(v.abs() - t)
 
 
 class RpcaSteps(nn.Module):

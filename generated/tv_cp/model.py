@@ -390,15 +390,18 @@ def norm21(v: Tensor, sample_axes: int) -> Tensor:
 
 
 def column_norms(v: Tensor) -> Tensor:
-    """The 2-norm of each column of each block, ``(..., 1, c)``, never below sqrt(tiny): its
-    gradient is finite (zero) at a zero column, where a plain norm's backward divides by 0."""
-    squares = torch.sum(v * v, dim=-2, keepdim=True)
+    """The 2-norm of each column of each block, ``(..., 1, c)`` (sum |v_i|^2: complex v too), never
+    below sqrt(tiny): its gradient is finite (zero) at a zero column, where a plain norm's backward
+    divides by 0."""
+    magnitude = v.abs()  # |v| |v| is v v to the bit for real v
+    squares = torch.sum(magnitude * magnitude, dim=-2, keepdim=True)
     return torch.sqrt(torch.clamp_min(squares, torch.finfo(v.dtype).tiny))
 
 
 def proj_ball21(v: Tensor, r: Tensor | float) -> Tensor:
     """Projection onto {||u[:, j]||_2 <= r for every column j} (the dual ball of ||.||_{2,inf} for
-    TV): ``proj(v)[:, j] = v[:, j] r / max(||v[:, j]||, r)``; the same flattening as ``prox_norm21``.
+    TV): ``proj(v)[:, j] = v[:, j] r / max(||v[:, j]||, r)``; the same flattening as ``prox_norm21``
+    (complex v: ||.|| over moduli).
     """
     return v * (r / torch.clamp_min(column_norms(v), r))
 

@@ -15,8 +15,8 @@ from unfoldgen.emit import base
 from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
-from unfoldgen.nets import NET_KINDS, image_axes
-from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float
+from unfoldgen.nets import NET_KINDS
+from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float, image_layout
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INDENT = "    "
@@ -206,7 +206,7 @@ class _ModelEmitter:
     def net_call(self, name: str) -> str:
         info = next(net for net in self.low.unfold.nets if net.name == name)
         if NET_KINDS[info.kind].external:
-            layouts = tuple(_external_layout(shape) for shape in info.arg_shapes)
+            layouts = tuple(image_layout(shape) for shape in info.arg_shapes)
             return f'external_net(self.{name}, "{name}", {layouts!r})'
         return f"self.{name}[{STORED_LAYER}]" if self.low.plan[name].per_layer else f"self.{name}"
 
@@ -788,14 +788,6 @@ def _net_start(entry, external: bool) -> str:
     if entry.starts_at_zero:
         return f"{entry.name} starts at zero (a correction term)"
     return f"{entry.name} starts random (it replaces a step)"
-
-
-def _external_layout(shape: ir.Shape) -> str:
-    """How external_net passes an argument: "vector" (B, n), "image" (B, 1, h, w), "channels"."""
-    axes = image_axes(shape)
-    if axes is None:
-        return "vector"
-    return "image" if axes[0] is None else "channels"
 
 
 def _computed_default(symbol: Symbol) -> bool:

@@ -121,7 +121,7 @@ class Task:
 
     def supervised(self, outputs: tuple[Tensor, ...], targets: Mapping[str, Tensor]) -> Tensor:
         """Σ over outputs of mean_i ||x̂_i − x_i||² / E||x||² (nmse) or / entries (mse)."""
-        total = outputs[0].new_zeros(())
+        total = outputs[0].real.new_zeros(())  # a real loss, also for complex outputs
         for name, estimate in zip(self.info.outputs, outputs, strict=True):
             variable = self.info.targets.get(name)
             if variable is None:
