@@ -19,6 +19,7 @@ SLOW: dict[str, frozenset[str]] = {
             "test_per_sample_lipschitz_of_a_complex_variable",
             "test_complex64_kernels_never_promote",
             "test_fixed_point_of_complex_iterates",
+            "test_a_real_matrix_solved_against_a_complex_vector",
         }
     ),
     "test_emitted_kernels.py": frozenset(

@@ -16,7 +16,7 @@ from helpers import load_package
 from unfoldgen.compiler import compile_text
 
 # A real matrix with complex iterates; the rule adds a complex constant, uᴴv of two per-sample
-# columns and ‖x‖₂ of a complex x. The second problem takes its matrix per sample.
+# columns and ‖x‖₂ of a complex x. The second problem takes its matrix per sample (and adds ‖x‖₀).
 MIXED = """
 problem mixed {
     dim m, n
@@ -49,7 +49,8 @@ unfold mixed_per_sample_steps from mixed_per_sample {
     hyper mu : real = 1 / lipschitz(x)
     iterate {
         let g = grad(x)
-        x = x - mu * g + (0.01j * (g.H @ x) + 0.001 * norm2(x)) * x
+        let shift = 0.01j * (g.H @ x) + 0.001 * norm2(x) + 0.0001 * norm0(x)
+        x = x - mu * g + shift * x
     }
 }
 
@@ -259,6 +260,32 @@ def test_dtypes_are_checked_per_entry(tmp_path):
         expected = model(y=torch.tensor(y.real, dtype=torch.complex128)).numpy()
     got = kernels.run({**params, "A": real_matrix}, y=y.real)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+
+
+SOLVE = """
+problem solve_mixed {
+    dim n
+    input M : real[n, n]
+    input y : complex[n]
+    var   x : complex[n] = 0
+    minimize 0.5 * sumsq(x - y)
+}
+
+unfold solved from solve_mixed {
+    layers 1
+    iterate { x = solve(M, y) }
+}
+"""
+
+
+def test_a_real_matrix_solved_against_a_complex_vector():
+    """np.linalg.solve takes one dtype: the real matrix is made complex (numpy as the reference)."""
+    _, kernels = _kernels(SOLVE, "solved")
+    rng = np.random.default_rng(6)
+    matrices = rng.normal(size=(3, 4, 4)) + 4 * np.eye(4)
+    vectors = _random_complex(rng, 3, 4)
+    got = kernels.run(kernels.params_from_state_dict({"layers": 1}), M=matrices, y=vectors)
+    np.testing.assert_allclose(got, np.linalg.solve(matrices, vectors[..., None])[..., 0], rtol=0, atol=1e-12)
 
 
 def test_nets_on_complex_values_stay_torch_only():

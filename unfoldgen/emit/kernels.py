@@ -268,13 +268,13 @@ def _typing_lines(reference: str, reference_complex: bool, lines: list[str]) -> 
     if uses_float:
         found.append("_F = _dtype.type")
     if uses_complex:
-        # numpy's promotion: float32 with complex64 is complex64, float64 with it complex128
         found.append(f"_complex = {reference}.dtype" if reference_complex else _COMPLEX_OF_DTYPE)
     if uses_complex_type:
         found.append("_C = _complex.type")
     return found
 
 
+# numpy's promotion gives the counterpart: float32 with complex64 is complex64, float64 with it complex128
 _COMPLEX_OF_DTYPE = "_complex = (np.zeros(1, _dtype) + np.complex64(0)).dtype"
 
 
