@@ -23,7 +23,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_5390febf3f411333"
+_CACHE_MODULE = "_unfoldgen_kernels_5dcf5dbdfa270853"
 
 
 def _kernel(**options):
@@ -60,21 +60,27 @@ def colsum(v):
 
 @_kernel()
 def soft_threshold(v, t):
-    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
-    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0); complex v: v max(0, 1 − t/|v|), the modulus shrunk
+    and the phase kept (0 at v = 0)."""
+    magnitude = np.abs(v)
+    shrunk = np.maximum(magnitude - t, magnitude.dtype.type(0))
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        return v * (shrunk / np.maximum(magnitude, magnitude.dtype.type(1e-30)))
+    return np.sign(v) * shrunk
 
 
 @_kernel()
 def soft_threshold_keep(v, t, fraction):
     """Soft threshold with support selection, per column: the ⌊p·n + ½⌋ entries of largest
-    magnitude (ties included) pass unchanged where |v| > t, the rest are soft-thresholded."""
+    magnitude (ties included; moduli for complex v) pass unchanged where |v| > t, the rest are
+    soft-thresholded."""
     rows = v.shape[0]
     count = min(max(int(np.floor(fraction * rows + 0.5)), 0), rows)
     shrunk = soft_threshold(v, t)
     if count == 0:
         return shrunk
     magnitude = np.abs(v)
-    kth = np.empty((1, v.shape[1]), v.dtype)
+    kth = np.empty((1, v.shape[1]), magnitude.dtype)
     for j in range(v.shape[1]):
         kth[0, j] = np.partition(magnitude[:, j], rows - count)[rows - count]
     keep = (magnitude >= kth) & (magnitude > t)

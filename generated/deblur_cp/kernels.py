@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_c5c8b2d692b52f5e"
+_CACHE_MODULE = "_unfoldgen_kernels_54c03841d80dee54"
 
 
 def _kernel(**options):
@@ -58,17 +58,18 @@ def colsum(v):
 
 @_kernel()
 def group_norms(v):
-    """The 2-norm over axis 0 of each group ``v[:, rest]``, as a (1, groups) row."""
-    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    return np.sqrt(colsum(groups * groups))
+    """The 2-norm over axis 0 of each group ``v[:, rest]`` (of moduli, complex v too), as a (1, groups) row."""
+    magnitude = np.abs(np.ascontiguousarray(v).reshape(v.shape[0], -1))
+    return np.sqrt(colsum(magnitude * magnitude))
 
 
 @_kernel()
 def proj_ball21(v, r):
     """Projection of each group v[:, rest] (ℓ2 over axis 0) onto {‖u‖₂ ≤ r}."""
     groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
-    return (groups * np.minimum(v.dtype.type(1), r / norm)).reshape(v.shape)
+    norms = group_norms(v)
+    real = norms.dtype.type
+    return (groups * np.minimum(real(1), r / np.maximum(norms, real(1e-30)))).reshape(v.shape)
 
 
 @_kernel()
@@ -96,8 +97,8 @@ def _check_circular_kernel(kernel, x):
 
 
 @_kernel()
-def solve_conv_circular_2d(kernel, mu, b):
-    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT."""
+def _solve_conv_circular_real_2d(kernel, mu, b):
+    """``solve_conv_circular_2d`` of a real b."""
     _check_circular_kernel(kernel, b)
     stack = _as_stack(b)
     c, h, w = stack.shape
@@ -113,6 +114,18 @@ def solve_conv_circular_2d(kernel, mu, b):
         solved = np.fft.irfft2(np.fft.rfft2(stack[ch].astype(np.float64)) / denominator, (h, w))
         out[ch] = solved.astype(b.dtype)
     return out.reshape(b.shape)
+
+
+@_kernel()
+def solve_conv_circular_2d(kernel, mu, b):
+    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT;
+    a complex b's real and imaginary parts alike."""
+    if isinstance(b.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(b)
+        out.real[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.real))
+        out.imag[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.imag))
+        return out
+    return _solve_conv_circular_real_2d(kernel, mu, b)
 
 
 _WRAP = 1
@@ -149,7 +162,7 @@ def _convolve_adjoint(kernel, r, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(r.dtype)
+    taps = kernel.astype(r.real.dtype)
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_c813ae7c9643f7be"
+_CACHE_MODULE = "_unfoldgen_kernels_6e8b26f819dd3dd6"
 
 
 def _kernel(**options):
@@ -53,8 +53,13 @@ def colsum(v):
 
 @_kernel()
 def soft_threshold(v, t):
-    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
-    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0); complex v: v max(0, 1 − t/|v|), the modulus shrunk
+    and the phase kept (0 at v = 0)."""
+    magnitude = np.abs(v)
+    shrunk = np.maximum(magnitude - t, magnitude.dtype.type(0))
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        return v * (shrunk / np.maximum(magnitude, magnitude.dtype.type(1e-30)))
+    return np.sign(v) * shrunk
 
 
 @_kernel()
@@ -188,7 +193,7 @@ def _convolve_adjoint(kernel, r, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(r.dtype)
+    taps = kernel.astype(r.real.dtype)
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):
@@ -220,7 +225,7 @@ def _convolve(kernel, x, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(x.dtype)
+    taps = kernel.astype(x.real.dtype)  # real taps: a complex x's parts are convolved alike
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):

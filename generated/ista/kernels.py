@@ -23,7 +23,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_d775ba7a2b8affb4"
+_CACHE_MODULE = "_unfoldgen_kernels_fc4597af00ad09bc"
 
 
 def _kernel(**options):
@@ -54,8 +54,13 @@ def colsum(v):
 
 @_kernel()
 def soft_threshold(v, t):
-    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
-    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0); complex v: v max(0, 1 − t/|v|), the modulus shrunk
+    and the phase kept (0 at v = 0)."""
+    magnitude = np.abs(v)
+    shrunk = np.maximum(magnitude - t, magnitude.dtype.type(0))
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        return v * (shrunk / np.maximum(magnitude, magnitude.dtype.type(1e-30)))
+    return np.sign(v) * shrunk
 
 
 @_kernel()

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_a33b7115ecef5229"
+_CACHE_MODULE = "_unfoldgen_kernels_9070a11d3d4ca771"
 
 
 def _kernel(**options):
@@ -53,7 +53,13 @@ def colsum(v):
 
 @_kernel()
 def proj_box(v, lo, hi):
-    """Projection onto {lo ≤ u ≤ hi}."""
+    """Projection onto {lo ≤ u ≤ hi}; complex v: onto {lo ≤ Re u ≤ hi, lo ≤ Im u ≤ hi}, each part
+    clipped."""
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(v)
+        out.real[...] = np.minimum(np.maximum(v.real, lo), hi)
+        out.imag[...] = np.minimum(np.maximum(v.imag, lo), hi)
+        return out
     return np.minimum(np.maximum(v, lo), hi)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_addfc47537e68b0c"
+_CACHE_MODULE = "_unfoldgen_kernels_b002c426aef1ee7d"
 
 
 def _kernel(**options):
@@ -53,16 +53,21 @@ def colsum(v):
 
 @_kernel()
 def svt(v, t):
-    """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᵀ."""
+    """prox of t‖·‖_* for one matrix: U diag(max(s − t, 0)) Vᴴ (the complex SVD for complex v)."""
     u, s, vh = np.linalg.svd(v, full_matrices=False)
-    shrunk = np.maximum(s - t, v.dtype.type(0))
+    shrunk = np.maximum(s - t, s.dtype.type(0))
     return np.dot(u * shrunk.reshape(1, -1), vh)
 
 
 @_kernel()
 def soft_threshold(v, t):
-    """prox of t‖·‖₁: sign(v) max(|v| − t, 0)."""
-    return np.sign(v) * np.maximum(np.abs(v) - t, v.dtype.type(0))
+    """prox of t‖·‖₁: sign(v) max(|v| − t, 0); complex v: v max(0, 1 − t/|v|), the modulus shrunk
+    and the phase kept (0 at v = 0)."""
+    magnitude = np.abs(v)
+    shrunk = np.maximum(magnitude - t, magnitude.dtype.type(0))
+    if isinstance(v.dtype.type(0), (complex, np.complex64)):
+        return v * (shrunk / np.maximum(magnitude, magnitude.dtype.type(1e-30)))
+    return np.sign(v) * shrunk
 
 
 @_kernel()

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_7475aab8885f9493"
+_CACHE_MODULE = "_unfoldgen_kernels_50d7eb9f205fdff1"
 
 
 def _kernel(**options):
@@ -53,17 +53,18 @@ def colsum(v):
 
 @_kernel()
 def group_norms(v):
-    """The 2-norm over axis 0 of each group ``v[:, rest]``, as a (1, groups) row."""
-    groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    return np.sqrt(colsum(groups * groups))
+    """The 2-norm over axis 0 of each group ``v[:, rest]`` (of moduli, complex v too), as a (1, groups) row."""
+    magnitude = np.abs(np.ascontiguousarray(v).reshape(v.shape[0], -1))
+    return np.sqrt(colsum(magnitude * magnitude))
 
 
 @_kernel()
 def proj_ball21(v, r):
     """Projection of each group v[:, rest] (ℓ2 over axis 0) onto {‖u‖₂ ≤ r}."""
     groups = np.ascontiguousarray(v).reshape(v.shape[0], -1)
-    norm = np.maximum(group_norms(v), v.dtype.type(1e-30))
-    return (groups * np.minimum(v.dtype.type(1), r / norm)).reshape(v.shape)
+    norms = group_norms(v)
+    real = norms.dtype.type
+    return (groups * np.minimum(real(1), r / np.maximum(norms, real(1e-30)))).reshape(v.shape)
 
 
 @_kernel()
