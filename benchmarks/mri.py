@@ -385,10 +385,10 @@ def tune_classical(setup: Setup, study: Study) -> dict[str, Any]:
 
 
 def initial_values(network: Network, tuned: Mapping[str, Any]) -> dict[str, float]:
-    """Every network starts at the λ of its classical algorithm tuned at K layers: μ stays at the
-    spec's 1 / lipschitz(x) = 1, the threshold θ at its default μλ, and the nets of ISTA-Net's
-    transform corrections start at zero, so that untrained, every network is that algorithm."""
-    return {"lam": tuned[network.classical]["values"]["lam"]}
+    """Every network starts as its classical algorithm at K layers: the λ tuned for it, the step
+    μ = 1/L = 1 (‖M F‖ = 1 for a 0/1 mask; the spec's power iteration gives a safe value a little
+    below it), the threshold θ at its default μλ, and ISTA-Net's transform corrections at zero."""
+    return {"lam": tuned[network.classical]["values"]["lam"], "mu": 1.0}
 
 
 def step_seconds(model: nn.Module, setup: Setup, study: Study, repeats: int = 3) -> float:
