@@ -731,6 +731,7 @@ def plots(results: Mapping[str, Any], folder: Path, image: int = 0) -> list[Path
             axes.plot(layers, row["per_layer"], style, ms=3, color=COLORS.get(row["key"]), label=row["label"])
     for key, style in (("fista_converged", ":"), ("zero_filled", "--")):
         axes.axhline(rows[key]["test"]["psnr"], color=COLORS[key], linestyle=style, label=rows[key]["label"])
+    axes.set_ylim(bottom=rows["zero_filled"]["test"]["psnr"] - 1.0)  # ADMM's first iterates lie far below
     axes.set_xlabel("layer (iteration)")
     axes.set_ylabel("mean test PSNR of |x| (dB)")
     axes.set_title(f"CS-MRI, acceleration {results['config']['acceleration']:g}: PSNR per layer")
