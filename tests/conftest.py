@@ -39,6 +39,8 @@ SLOW: dict[str, frozenset[str]] = {
     ),
     "test_library.py": frozenset({"test_function_numba", "test_prox", "test_projection"}),  # numba per entry
     "test_study_deblur.py": EVERY_TEST,
+    "test_study_mri.py": EVERY_TEST,
+    "test_kspace.py": frozenset({"test_the_trainer_fits_a_complex_network_on_the_source"}),
     "test_study_fixed_point.py": EVERY_TEST,
     "test_study_rpca.py": EVERY_TEST,
     "test_study_sparse.py": EVERY_TEST,

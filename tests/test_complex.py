@@ -203,16 +203,19 @@ MIMO = (SPECS / "mimo.unf").read_text()
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mimo_projected_gradient_equals_numpy(seed: int):
+    """From the LMMSE estimate, projected gradient steps onto the QPSK hull (per sample 1/L)."""
     rng = np.random.default_rng(seed)
     batch, m, n, a = 3, 8, 4, 1 / np.sqrt(2)
     H = _random_complex(rng, batch, m, n) / np.sqrt(m)
     x = a * (rng.choice([-1, 1], (batch, n)) + 1j * rng.choice([-1, 1], (batch, n)))
-    y = np.einsum("bmn,bn->bm", H, x) + 0.1 * _random_complex(rng, batch, m)
+    sigma2 = rng.uniform(0.01, 0.1, batch)
+    y = np.einsum("bmn,bn->bm", H, x) + np.sqrt(sigma2)[:, None] * _random_complex(rng, batch, m)
     model = load_class(MIMO, "mimo_pgd")(dtype=torch.float64)
-    out = model(torch.tensor(H), torch.tensor(y)).detach().numpy()
+    out = model(torch.tensor(H), torch.tensor(y), torch.tensor(sigma2)).detach().numpy()
     for b in range(batch):
-        step = 1 / np.linalg.eigvalsh(H[b].conj().T @ H[b]).max()
-        estimate = np.zeros(n, complex)
+        gram = H[b].conj().T @ H[b]
+        step = 1 / np.linalg.eigvalsh(gram).max()
+        estimate = np.linalg.solve(gram + sigma2[b] * np.eye(n), H[b].conj().T @ y[b])
         for _ in range(10):
             v = estimate - step * H[b].conj().T @ (H[b] @ estimate - y[b])
             estimate = np.clip(v.real, -a, a) + 1j * np.clip(v.imag, -a, a)

@@ -389,6 +389,8 @@ LINEAR_REFERENCES = {
     "up": (_up, "factor", [IMAGE, COLUMN]),
     "dct": (lambda v: scipy.fft.dctn(v, norm="ortho"), None, [IMAGE, COLUMN]),
     "idct": (lambda v: scipy.fft.idctn(v, norm="ortho"), None, [IMAGE, COLUMN]),
+    "fft": (lambda v: np.fft.fft2(v, norm="ortho"), None, [IMAGE, COLUMN]),
+    "ifft": (lambda v: np.fft.ifft2(v, norm="ortho"), None, [IMAGE, COLUMN]),
     "haar": (_haar, "levels", [IMAGE, COLUMN]),
     "ihaar": (lambda v, levels: _transposed(lambda u: _haar(u, levels), v.shape)(v), "levels", [IMAGE, COLUMN]),
     "solve_conv": (lambda k, mu, v: imaging_reference.solve_conv(k, mu, v), "kernel+weight", [IMAGE]),

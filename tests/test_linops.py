@@ -1,8 +1,11 @@
 """The linear imaging operators (unfoldgen.linops_torch, unfoldgen.linops_numba) against independent
-references: scipy.ndimage convolution and correlation, np.diff, scipy.fft's DCT, pywavelets, dense
-matrices built by applying an operator to unit vectors, and scipy's eigsh. Every operator's adjoint
-is checked by <A x, y> = <x, A^T y> (alone and in random compositions) and against torch.autograd's
-vector-Jacobian product, which is what the compiler relies on; the numba kernels equal torch.
+references: scipy.ndimage convolution and correlation, np.diff, scipy.fft's DCT, numpy's FFT,
+pywavelets, dense matrices built by applying an operator to unit vectors, and scipy's eigsh. Every
+operator's adjoint is checked by <A x, y> = <x, A^T y> (alone and in random compositions) and
+against torch.autograd's vector-Jacobian product, which is what the compiler relies on; the numba
+kernels equal torch. On complex values (complex64, complex128) every operator acts on real and
+imaginary parts alike, with <u, w> = sum conj(u) w in the adjoint identities; fft and ifft are
+unitary and each other's adjoint.
 """
 
 from __future__ import annotations
@@ -520,6 +523,8 @@ COPY_CALLS = {
     "haar": lambda f: f(draw((2, 8, 4), 0), 2),
     "ihaar": lambda f: f(draw((2, 8, 4), 0), 2),
     "solve_conv_circular": lambda f: f(BLUR[:3, :3].contiguous(), 0.5, draw((2, 6, 5), 0)),
+    "fft": lambda f: f(draw((2, 6, 5), 0)),
+    "ifft": lambda f: f(draw((2, 6, 5), 0)),
     "conv_circular_norm2": lambda f: f(BLUR, (16, 16)),
     "power_norm2": lambda f: f(lambda v: 2 * v, draw((4, 4), 0)),
     "power_norm2_stacked": lambda f: f(lambda x, z: (2 * x, 3 * z), (draw((4, 1), 0), draw((3, 2), 1))),
@@ -558,9 +563,10 @@ def as_columns(x: Tensor) -> np.ndarray:
     return x[..., 0].T.numpy()
 
 
-def numba_cases():
-    """(numba name, numba arguments, the torch value in numba's layout)."""
-    image, stack, columns = draw((10, 8), 30), draw((3, 8, 6), 31), draw((4, 16, 1), 32)
+def numba_cases(sample=draw):
+    """(numba name, numba arguments, the torch value in numba's layout); ``sample`` draws the
+    operators' arguments (kernels stay real)."""
+    image, stack, columns = sample((10, 8), 30), sample((3, 8, 6), 31), sample((4, 16, 1), 32)
     for mode in MODES:
         for kernel_shape in [(3, 3), (4, 5)]:
             kernel = draw(kernel_shape, 33)
@@ -599,12 +605,24 @@ def numba_cases():
     solved = lt.solve_conv_circular(kernel, 0.3, columns)
     yield "solve_conv_circular_1d", (kernel.numpy(), 0.3, as_columns(columns)), as_columns(solved)
     yield "ihaar_1d", (as_columns(columns), 3), as_columns(lt.ihaar(columns, 3))
+    for x in (image, stack):  # a real argument: the result is complex
+        yield "fft_2d", (x.numpy(),), lt.fft(x).numpy()
+        yield "ifft_2d", (x.numpy(),), lt.ifft(x).numpy()
+    yield "fft_1d", (as_columns(columns),), as_columns(lt.fft(columns))
+    yield "ifft_1d", (as_columns(columns),), as_columns(lt.ifft(columns))
 
 
 NUMBA_CASES = list(numba_cases())
-# A float32 run of every kernel would double the compile time; these (kernel first) cover the
-# convolution loops and the FFT solve with float32 data and a float64 kernel.
-FLOAT32_CHECKED = {"conv_reflect_adjoint_2d", "conv_zero_2d", "solve_conv_circular_2d", "solve_conv_circular_1d"}
+# A float32 run of every kernel would double the compile time; these cover the convolution loops
+# and the FFT solve with float32 data and a float64 kernel, and the DFT (complex64 from float32).
+FLOAT32_CHECKED = {
+    "conv_reflect_adjoint_2d",
+    "conv_zero_2d",
+    "solve_conv_circular_2d",
+    "solve_conv_circular_1d",
+    "fft_2d",
+    "ifft_1d",
+}
 
 
 def test_every_numba_function_is_tested():
@@ -618,15 +636,17 @@ def test_every_numba_function_is_tested():
 def test_numba_equals_torch(index):
     name, args, expected = NUMBA_CASES[index]
     ours = numba_functions("linops_numba")[name](*args)
-    assert ours.dtype == np.float64 and ours.shape == expected.shape
+    assert ours.dtype == expected.dtype and ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
     if name in FLOAT32_CHECKED:
-        # float32 data; the kernel (first argument) stays float64, as a data kernel may.
+        # float32 data; a kernel (the first argument of conv and solve) stays float64, as a data kernel may.
+        kernel_first = name.startswith(("conv_", "solve_"))
         as_float32 = tuple(
-            a.astype(np.float32) if isinstance(a, np.ndarray) and i > 0 else a for i, a in enumerate(args)
+            a.astype(np.float32) if isinstance(a, np.ndarray) and (i > 0 or not kernel_first) else a
+            for i, a in enumerate(args)
         )
         result32 = numba_functions("linops_numba")[name](*as_float32)
-        assert result32.dtype == np.float32
+        assert result32.dtype == (np.complex64 if np.iscomplexobj(expected) else np.float32)
         np.testing.assert_allclose(result32, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -650,3 +670,135 @@ def test_norm21_numba_equals_torch(name):
     expected = as_columns(getattr(ops_torch, name)(batch, t))
     ours = kernels[name](as_columns(batch), t.reshape(1, 3).numpy())
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- complex values
+
+COMPLEX_DTYPES = [torch.complex128, torch.complex64]
+
+
+def complex_tolerance(dtype) -> float:
+    return 1e-12 if dtype == torch.complex128 else 1e-5
+
+
+def draw_complex(shape, seed, dtype=torch.complex128) -> Tensor:
+    rng = np.random.default_rng([seed, *shape, 2])
+    return torch.tensor(rng.normal(size=shape) + 1j * rng.normal(size=shape)).to(dtype)
+
+
+def fft_pairs():
+    """(id, forward, adjoint, input shape) of the DFT on images, stacks and columns."""
+    for label, shape in [("image", (2, 6, 5)), ("stack", (2, 3, 4, 6)), ("column", (3, 8, 1))]:
+        yield f"fft-{label}", lt.fft, lt.ifft, shape
+        yield f"ifft-{label}", lt.ifft, lt.fft, shape
+
+
+COMPLEX_PAIRS = {**PAIRS, **{name: (forward, adjoint, shape) for name, forward, adjoint, shape in fft_pairs()}}
+
+
+@pytest.mark.parametrize("dtype", COMPLEX_DTYPES, ids=str)
+@pytest.mark.parametrize("name", COMPLEX_PAIRS)
+def test_complex_adjoint_identity(name, dtype):
+    """<A x, y> = <x, A^H y> with complex x and y; the dtype is kept."""
+    forward, adjoint, shape = COMPLEX_PAIRS[name]
+    x = draw_complex(shape, 40, dtype)
+    out = forward(x)
+    assert out.dtype == dtype
+    y = draw_complex(tuple(out.shape), 41, dtype)
+    back = adjoint(y)
+    assert back.dtype == dtype and back.shape == x.shape
+    lhs, rhs = torch.vdot(out.flatten(), y.flatten()), torch.vdot(x.flatten(), back.flatten())
+    scale = max(out.norm() * y.norm(), x.norm() * back.norm())
+    assert abs(lhs - rhs) <= complex_tolerance(dtype) * scale, (lhs.item(), rhs.item())
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_real_operators_act_on_real_and_imaginary_parts(name):
+    forward, _, shape = PAIRS[name]
+    x = draw_complex(shape, 42)
+    expected = torch.complex(forward(x.real), forward(x.imag))
+    torch.testing.assert_close(forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", COMPLEX_PAIRS)
+def test_complex_adjoint_is_the_vector_jacobian_product(name):
+    """torch.autograd's vjp of a complex-linear map with cotangent r is A^H r: what the compiler emits."""
+    forward, adjoint, shape = COMPLEX_PAIRS[name]
+    x = draw_complex(shape, 43).requires_grad_(True)
+    out = forward(x)
+    r = draw_complex(tuple(out.shape), 44)
+    (vjp,) = torch.autograd.grad(out, x, r)
+    torch.testing.assert_close(vjp, adjoint(r), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, *COMPLEX_DTYPES], ids=str)
+@pytest.mark.parametrize("shape", [*IMAGE_SHAPES, *COLUMN_SHAPES, (1, 1)])
+def test_fft_matches_numpy(shape, dtype):
+    """fft2 over an image's axes, the 1-D DFT along a column, norm="ortho"; complex for real x too."""
+    x = draw_complex(shape, 45) if dtype.is_complex else draw(shape, 45)
+    x = x.to(dtype)
+    values = x.numpy().astype(np.complex128)
+    if shape[-1] == 1:
+        forward, inverse = np.fft.fft(values, axis=-2, norm="ortho"), np.fft.ifft(values, axis=-2, norm="ortho")
+    else:
+        forward, inverse = np.fft.fft2(values, norm="ortho"), np.fft.ifft2(values, norm="ortho")
+    expected_dtype = torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
+    tol = 1e-12 if expected_dtype == torch.complex128 else 1e-5
+    ours, back = lt.fft(x), lt.ifft(x)
+    assert ours.dtype == expected_dtype and back.dtype == expected_dtype and ours.shape == x.shape
+    np.testing.assert_allclose(ours.numpy(), forward, rtol=tol, atol=tol)
+    np.testing.assert_allclose(back.numpy(), inverse, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX_DTYPES, ids=str)
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 3, 4, 6), (3, 8, 1)])
+def test_fft_is_unitary(shape, seed, dtype):
+    x = draw_complex(shape, seed, dtype)
+    tol = complex_tolerance(dtype)
+    spectrum = lt.fft(x)
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(spectrum, dim=(-2, -1)), torch.linalg.vector_norm(x, dim=(-2, -1)), rtol=tol, atol=0
+    )
+    torch.testing.assert_close(lt.ifft(spectrum), x, rtol=tol, atol=tol)
+    torch.testing.assert_close(lt.fft(lt.ifft(x)), x, rtol=tol, atol=tol)
+
+
+COMPLEX_NUMBA_CASES = list(numba_cases(draw_complex))
+# complex64 for a few (as float32 above): the convolution loops, the FFT solve and the DFT
+COMPLEX64_CHECKED = {"conv_zero_2d", "solve_conv_circular_2d", "fft_1d", "ifft_2d", "dct_2d", "haar_1d"}
+
+
+@pytest.mark.slow  # numba compiles every operator again for complex arguments
+@pytest.mark.parametrize(
+    "index", range(len(COMPLEX_NUMBA_CASES)), ids=[f"{case[0]}-{i}" for i, case in enumerate(COMPLEX_NUMBA_CASES)]
+)
+def test_numba_equals_torch_on_complex(index):
+    name, args, expected = COMPLEX_NUMBA_CASES[index]
+    ours = numba_functions("linops_numba")[name](*args)
+    assert ours.dtype == np.complex128 and ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
+    if name in COMPLEX64_CHECKED:
+        as_complex64 = tuple(a.astype(np.complex64) if np.iscomplexobj(a) else a for a in args)
+        result64 = numba_functions("linops_numba")[name](*as_complex64)
+        assert result64.dtype == np.complex64
+        np.testing.assert_allclose(result64, expected, rtol=1e-4, atol=1e-4)
+
+
+COMPLEX_COPY_CALLS = {
+    "conv_circular": lambda f: f(BLUR[:3, :3].contiguous(), draw_complex((2, 6, 5), 0)),
+    "conv_zero_adjoint": lambda f: f(BLUR, draw_complex((2, 6, 5), 0)),
+    "conv_reflect": lambda f: f(BLUR, draw_complex((2, 6, 5), 0)),
+    "solve_conv_circular": lambda f: f(BLUR[:3, :3].contiguous(), 0.5, draw_complex((2, 6, 5), 0)),
+    "fft": lambda f: f(draw_complex((2, 6, 5), 0)),
+}
+
+
+@pytest.mark.parametrize("name", COMPLEX_COPY_CALLS)
+def test_complex_path_runs_when_copied_alone(name):
+    """The complex branch's helpers (``_by_parts``) travel with the copied function."""
+    namespace = {"torch": torch, "Tensor": Tensor}
+    for source in helper_sources("linops_torch", [name]):
+        exec(source, namespace)
+    ours, expected = COMPLEX_COPY_CALLS[name](namespace[name]), COMPLEX_COPY_CALLS[name](getattr(lt, name))
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)

@@ -739,6 +739,10 @@ class _Elaborator:
             for value, name in zip(given, entry.params[: len(given)], strict=True)
         ]
         params += [ir.Const(default) for default in entry.defaults[len(given) :]]
+        if entry.validate is not None:  # e.g. qam(M): M a perfect square known when the model is built
+            problem = entry.validate(tuple(p.value if isinstance(p, ir.Const) else None for p in params))
+            if problem:
+                raise SpecError(problem, span)
         return tuple(params)
 
     def net_call(self, expr: s.Call) -> ir.Expr:

@@ -360,8 +360,11 @@ def _operator(
     adjoint_sign: float = 1.0,
     integer_args: tuple[int, ...] = (),
     shape_of_args: Callable[[tuple[ir.Expr, ...]], Shape] | None = None,
+    on_complex: str = "refuse",
 ) -> Function:
-    """A linear operator entry: torch from unfoldgen/linops_torch.py, numba from linops_numba.py."""
+    """A linear operator entry: torch from unfoldgen/linops_torch.py, numba from linops_numba.py.
+    on_complex as for Function: ``follow`` for a real operator that both forms apply to complex
+    arguments (real and imaginary parts alike), ``complex`` for one whose result is always complex."""
     helpers = tuple(dict.fromkeys(re.findall(r"(\w+)\(", torch)))
     numba_forms = [form for form in (numba, numba_column) if form]
     numba_helpers = tuple(dict.fromkeys(h for form in numba_forms for h in re.findall(r"(\w+)\(", form)))
@@ -384,6 +387,7 @@ def _operator(
         integer_args=integer_args,
         shape_of_args=shape_of_args,
         numba_column=numba_column,
+        on_complex=on_complex,
     )
 
 
@@ -400,6 +404,7 @@ _OPERATORS = [
         "conv_circular_2d({0}, {1})",
         "conv_circular_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     _operator(
         "conv_adj",
@@ -412,6 +417,7 @@ _OPERATORS = [
         "conv_circular_adjoint_2d({0}, {1})",
         "conv_circular_adjoint_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     _operator(
         "conv_zero",
@@ -424,6 +430,7 @@ _OPERATORS = [
         "conv_zero_2d({0}, {1})",
         "conv_zero_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     _operator(
         "conv_zero_adj",
@@ -436,6 +443,7 @@ _OPERATORS = [
         "conv_zero_adjoint_2d({0}, {1})",
         "conv_zero_adjoint_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     _operator(
         "conv_reflect",
@@ -448,6 +456,7 @@ _OPERATORS = [
         "conv_reflect_2d({0}, {1})",
         "conv_reflect_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     _operator(
         "conv_reflect_adj",
@@ -460,6 +469,7 @@ _OPERATORS = [
         "conv_reflect_adjoint_2d({0}, {1})",
         "conv_reflect_adjoint_2d({0}, {1})",
         linear_arg=1,
+        on_complex="follow",
     ),
     # finite differences (Neumann boundary: the last difference is zero)
     _operator(
@@ -472,6 +482,7 @@ _OPERATORS = [
         "bound:4",
         None,
         "diff_1d({0})",
+        on_complex="follow",
     ),
     _operator(
         "diff_adj",
@@ -483,12 +494,31 @@ _OPERATORS = [
         "bound:4",
         None,
         "diff_adjoint_1d({0})",
+        on_complex="follow",
     ),
     _operator(
-        "grad2", 1, _image_to_gradient, "∇ {0}", "grad2({0})", "div2", "bound:8", "grad2_2d({0})", adjoint_sign=-1.0
+        "grad2",
+        1,
+        _image_to_gradient,
+        "∇ {0}",
+        "grad2({0})",
+        "div2",
+        "bound:8",
+        "grad2_2d({0})",
+        adjoint_sign=-1.0,
+        on_complex="follow",
     ),
     _operator(
-        "div2", 1, _gradient_to_image, "div {0}", "div2({0})", "grad2", "bound:8", "div2_2d({0})", adjoint_sign=-1.0
+        "div2",
+        1,
+        _gradient_to_image,
+        "div {0}",
+        "div2({0})",
+        "grad2",
+        "bound:8",
+        "div2_2d({0})",
+        adjoint_sign=-1.0,
+        on_complex="follow",
     ),
     # resampling by a whole factor s: keep every s-th sample / put zeros between samples
     _operator(
@@ -503,6 +533,7 @@ _OPERATORS = [
         "down_1d({0}, {1})",
         integer_args=(1,),
         shape_of_args=_resampled(lambda s: (1, s)),
+        on_complex="follow",
     ),
     _operator(
         "up",
@@ -516,10 +547,40 @@ _OPERATORS = [
         "up_1d({0}, {1})",
         integer_args=(1,),
         shape_of_args=_resampled(lambda s: (s, 1)),
+        on_complex="follow",
     ),
     # orthonormal transforms
-    _operator("dct", 1, _signal, "DCT {0}", "dct({0})", "idct", "unitary", "dct_2d({0})", "dct_1d({0})"),
-    _operator("idct", 1, _signal, "DCT⁻¹ {0}", "idct({0})", "dct", "unitary", "idct_2d({0})", "idct_1d({0})"),
+    _operator(
+        "dct", 1, _signal, "DCT {0}", "dct({0})", "idct", "unitary", "dct_2d({0})", "dct_1d({0})", on_complex="follow"
+    ),
+    _operator(
+        "idct",
+        1,
+        _signal,
+        "DCT⁻¹ {0}",
+        "idct({0})",
+        "dct",
+        "unitary",
+        "idct_2d({0})",
+        "idct_1d({0})",
+        on_complex="follow",
+    ),
+    # the orthonormal DFT: complex whatever its argument, so a real x gives a complex result
+    _operator(
+        "fft", 1, _signal, "F {0}", "fft({0})", "ifft", "unitary", "fft_2d({0})", "fft_1d({0})", on_complex="complex"
+    ),
+    _operator(
+        "ifft",
+        1,
+        _signal,
+        "F⁻¹ {0}",
+        "ifft({0})",
+        "fft",
+        "unitary",
+        "ifft_2d({0})",
+        "ifft_1d({0})",
+        on_complex="complex",
+    ),
     _operator(
         "haar",
         2,
@@ -531,6 +592,7 @@ _OPERATORS = [
         "haar_2d({0}, {1})",
         "haar_1d({0}, {1})",
         integer_args=(1,),
+        on_complex="follow",
     ),
     _operator(
         "ihaar",
@@ -543,6 +605,7 @@ _OPERATORS = [
         "ihaar_2d({0}, {1})",
         "ihaar_1d({0}, {1})",
         integer_args=(1,),
+        on_complex="follow",
     ),
     # (KᵀK + μI)⁻¹ b for a circular convolution K, in the Fourier domain: symmetric, so self-adjoint
     _operator(
@@ -556,6 +619,7 @@ _OPERATORS = [
         "solve_conv_circular_2d({0}, {1}, {2})",
         None,
         linear_arg=2,
+        on_complex="follow",
     ),
 ]
 

@@ -5,8 +5,14 @@ channel alike); the ``_1d`` operators act along axis 0 of an ``(n, cols)`` array
 at once (one sample's column, or a batch laid out as columns). Kernels are 2-D, ``(kh, kw)`` for
 images and ``(kn, 1)`` for the 1-D operators, centred at ``(kh // 2, kw // 2)``; the conventions
 and formulas are those of ``linops_torch``. Convolutions loop directly over the kernel (they pay
-for small kernels); ``solve_conv_circular_2d`` uses ``np.fft`` (rocket-fft gives numba one).
+for small kernels); ``solve_conv_circular_2d`` and ``fft``/``ifft`` use ``np.fft``: rocket-fft
+registers it with numba when it is installed (an entry point: kernels import nothing for it).
 Results keep the argument's dtype. The compiler adds ``@numba.njit``.
+
+Complex arguments (complex64, complex128): the real operators act on real and imaginary parts
+alike (real kernels and matrices); ``fft_*`` and ``ifft_*`` return complex for any argument.
+Where the real and complex code differ, ``isinstance(x.dtype.type(0), (complex, np.complex64))``
+picks one; numba types it as a constant and compiles only that branch.
 """
 
 import numpy as np
@@ -48,7 +54,7 @@ def _convolve(kernel, x, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(x.dtype)
+    taps = kernel.astype(x.real.dtype)  # real taps: a complex x's parts are convolved alike
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):
@@ -73,7 +79,7 @@ def _convolve_adjoint(kernel, r, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(r.dtype)
+    taps = kernel.astype(r.real.dtype)
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):
@@ -314,8 +320,39 @@ def ihaar_1d(y, levels):
     return out.reshape(y.shape)
 
 
+def fft_2d(x):
+    """Orthonormal 2-D DFT of each image (``np.fft.fft2(x, norm="ortho")``), complex for any x."""
+    return np.fft.fft2(x, None, (-2, -1), "ortho")
+
+
+def ifft_2d(x):
+    """Inverse (and adjoint) of ``fft_2d``."""
+    return np.fft.ifft2(x, None, (-2, -1), "ortho")
+
+
+def fft_1d(x):
+    """Orthonormal DFT along axis 0 of (n, cols) (``np.fft.fft(x, axis=0, norm="ortho")``)."""
+    return np.fft.fft(x, None, 0, "ortho")
+
+
+def ifft_1d(x):
+    """Inverse (and adjoint) of ``fft_1d``."""
+    return np.fft.ifft(x, None, 0, "ortho")
+
+
 def solve_conv_circular_2d(kernel, mu, b):
-    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT."""
+    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT;
+    a complex b's real and imaginary parts alike."""
+    if isinstance(b.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(b)
+        out.real[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.real))
+        out.imag[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.imag))
+        return out
+    return _solve_conv_circular_real_2d(kernel, mu, b)
+
+
+def _solve_conv_circular_real_2d(kernel, mu, b):
+    """``solve_conv_circular_2d`` of a real b."""
     _check_circular_kernel(kernel, b)
     stack = _as_stack(b)
     c, h, w = stack.shape
@@ -334,7 +371,18 @@ def solve_conv_circular_2d(kernel, mu, b):
 
 
 def solve_conv_circular_1d(kernel, mu, b):
-    """``(K^T K + mu I)^{-1} b`` along axis 0 of (n, cols), K the circular convolution with a (kn, 1) kernel."""
+    """``(K^T K + mu I)^{-1} b`` along axis 0 of (n, cols), K the circular convolution with a (kn, 1)
+    kernel; a complex b's real and imaginary parts alike."""
+    if isinstance(b.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(b)
+        out.real[...] = _solve_conv_circular_real_1d(kernel, mu, np.ascontiguousarray(b.real))
+        out.imag[...] = _solve_conv_circular_real_1d(kernel, mu, np.ascontiguousarray(b.imag))
+        return out
+    return _solve_conv_circular_real_1d(kernel, mu, b)
+
+
+def _solve_conv_circular_real_1d(kernel, mu, b):
+    """``solve_conv_circular_1d`` of a real b."""
     _check_circular_kernel(kernel, b)
     n, kn = b.shape[0], kernel.shape[0]
     line = np.zeros(n, np.float64)

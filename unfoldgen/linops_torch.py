@@ -9,6 +9,10 @@ and even sizes): ``conv(k, x)[i, j] = sum_{a, b} k[a, b] x[i - a + kh // 2, j - 
 with x outside the image given by the boundary rule. Every operator keeps x's dtype and device
 (a kernel is cast to them) and is differentiable in all its tensor arguments.
 
+Complex x (complex64, complex128): the real operators act on real and imaginary parts alike (a
+real kernel; the result is complex), and their adjoints are their transposes; ``fft`` and ``ifft``
+are complex whatever x is, each the other's adjoint.
+
 The compiler copies each function's text (and every function or constant of this module it
 uses); the copied code needs ``torch`` and ``Tensor`` in scope.
 """
@@ -19,6 +23,11 @@ from torch import Tensor
 # Orthonormal DCT-II matrices by (n, dtype, device): built once, reused by every call.
 # Kernels with up to this many taps are applied directly (conv2d), larger ones by FFT.
 _DIRECT_CONVOLUTION_TAPS = 25
+
+
+def _by_parts(operator, x: Tensor) -> Tensor:
+    """A real linear operator on complex x: ``operator(Re x) + i operator(Im x)``."""
+    return torch.complex(operator(x.real), operator(x.imag))
 
 
 def _check_kernel(kernel: Tensor, x: Tensor) -> Tensor:
@@ -44,6 +53,8 @@ def conv_circular(kernel: Tensor, x: Tensor) -> Tensor:
     for columns). Diagonal in the Fourier basis: ``y = irfft2(rfft2(x) * k_hat)``. The kernel must
     fit in the image. Adjoint: ``conv_circular_adjoint``.
     """
+    if x.is_complex():
+        return _by_parts(lambda part: conv_circular(kernel, part), x)
     kernel = _check_kernel(kernel, x)
     h, w = x.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)
@@ -54,6 +65,8 @@ def conv_circular_adjoint(kernel: Tensor, r: Tensor) -> Tensor:
     """Adjoint of ``conv_circular``: circular correlation,
     ``x[p, q] = sum_{a, b} k[a, b] r[(p + a - ca) mod h, (q + b - cb) mod w]``, i.e. ``irfft2(rfft2(r) * conj(k_hat))``.
     """
+    if r.is_complex():
+        return _by_parts(lambda part: conv_circular_adjoint(kernel, part), r)
     kernel = _check_kernel(kernel, r)
     h, w = r.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)
@@ -104,6 +117,8 @@ def conv_zero(kernel: Tensor, x: Tensor) -> Tensor:
     Equals ``scipy.ndimage.convolve(x, k, mode="constant", cval=0)``. Computed as the valid
     correlation of the zero-padded image with the flipped kernel. Adjoint: ``conv_zero_adjoint``.
     """
+    if x.is_complex():
+        return _by_parts(lambda part: conv_zero(kernel, part), x)
     kernel = _check_kernel(kernel, x)
     kh, kw = kernel.shape
     # The flipped kernel's centre sits kh - 1 - kh // 2 rows below its top.
@@ -115,6 +130,8 @@ def conv_zero_adjoint(kernel: Tensor, r: Tensor) -> Tensor:
     """Adjoint of ``conv_zero``: correlation with zeros outside,
     ``x[p, q] = sum_{a, b} k[a, b] r[p + a - ca, q + b - cb]`` (r = 0 outside).
     """
+    if r.is_complex():
+        return _by_parts(lambda part: conv_zero_adjoint(kernel, part), r)
     kernel = _check_kernel(kernel, r)
     kh, kw = kernel.shape
     h, w = r.shape[-2:]
@@ -131,6 +148,8 @@ def conv_reflect(kernel: Tensor, x: Tensor) -> Tensor:
     valid correlation of the extension (an index gather) with the flipped kernel. Adjoint:
     ``conv_reflect_adjoint``.
     """
+    if x.is_complex():
+        return _by_parts(lambda part: conv_reflect(kernel, part), x)
     kernel = _check_kernel(kernel, x)
     kh, kw = kernel.shape
     h, w = x.shape[-2:]
@@ -144,6 +163,8 @@ def conv_reflect_adjoint(kernel: Tensor, r: Tensor) -> Tensor:
     """Adjoint of ``conv_reflect``: the transposed valid correlation, then every sample of the
     extension added back onto the image sample it copies (index_add, the gather's adjoint).
     """
+    if r.is_complex():
+        return _by_parts(lambda part: conv_reflect_adjoint(kernel, part), r)
     kernel = _check_kernel(kernel, r)
     kh, kw = kernel.shape
     h, w = r.shape[-2:]
@@ -310,11 +331,27 @@ def ihaar(y: Tensor, levels: int) -> Tensor:
     return x
 
 
+def fft(x: Tensor) -> Tensor:
+    """Orthonormal discrete Fourier transform over the last two axes,
+    ``X[k, l] = sum_{i, j} x[i, j] exp(-2 pi i (k i / h + l j / w)) / sqrt(h w)`` (== ``np.fft.fft2(x,
+    norm="ortho")``); for columns (w = 1) the 1-D DFT along axis -2. Complex whatever x is (a real x
+    gives complex64 from float32, complex128 from float64). Unitary: adjoint and inverse ``ifft``.
+    """
+    return torch.fft.fft2(x, norm="ortho")
+
+
+def ifft(x: Tensor) -> Tensor:
+    """Inverse of ``fft`` (``np.fft.ifft2(x, norm="ortho")``; columns: along axis -2), also its adjoint."""
+    return torch.fft.ifft2(x, norm="ortho")
+
+
 def solve_conv_circular(kernel: Tensor, mu: Tensor | float, b: Tensor) -> Tensor:
     """``x = (K^T K + mu I)^{-1} b`` for K = ``conv_circular(kernel, .)``, in the Fourier basis:
     ``x = irfft2(rfft2(b) / (|k_hat|^2 + mu))``. mu is a float, a 0-d tensor or one value per image
     ``(..., 1, 1)``; it must keep ``|k_hat|^2 + mu`` positive. Self-adjoint.
     """
+    if b.is_complex():
+        return _by_parts(lambda part: solve_conv_circular(kernel, mu, part), b)
     kernel = _check_kernel(kernel, b)
     mu = torch.as_tensor(mu, dtype=b.dtype, device=b.device)
     h, w = b.shape[-2:]

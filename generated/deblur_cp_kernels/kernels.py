@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_1b91c6d0d410c4ed"
+_CACHE_MODULE = "_unfoldgen_kernels_703db47ce285df11"
 
 
 def _kernel(**options):
@@ -97,8 +97,8 @@ def _check_circular_kernel(kernel, x):
 
 
 @_kernel()
-def solve_conv_circular_2d(kernel, mu, b):
-    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT."""
+def _solve_conv_circular_real_2d(kernel, mu, b):
+    """``solve_conv_circular_2d`` of a real b."""
     _check_circular_kernel(kernel, b)
     stack = _as_stack(b)
     c, h, w = stack.shape
@@ -114,6 +114,18 @@ def solve_conv_circular_2d(kernel, mu, b):
         solved = np.fft.irfft2(np.fft.rfft2(stack[ch].astype(np.float64)) / denominator, (h, w))
         out[ch] = solved.astype(b.dtype)
     return out.reshape(b.shape)
+
+
+@_kernel()
+def solve_conv_circular_2d(kernel, mu, b):
+    """``(K^T K + mu I)^{-1} b`` for each image of b, K the circular convolution with kernel, by FFT;
+    a complex b's real and imaginary parts alike."""
+    if isinstance(b.dtype.type(0), (complex, np.complex64)):
+        out = np.empty_like(b)
+        out.real[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.real))
+        out.imag[...] = _solve_conv_circular_real_2d(kernel, mu, np.ascontiguousarray(b.imag))
+        return out
+    return _solve_conv_circular_real_2d(kernel, mu, b)
 
 
 _WRAP = 1
@@ -150,7 +162,7 @@ def _convolve_adjoint(kernel, r, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(r.dtype)
+    taps = kernel.astype(r.real.dtype)
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_c16a7ec2488d9231"
+_CACHE_MODULE = "_unfoldgen_kernels_be04b5373adf9c3c"
 
 
 def _kernel(**options):
@@ -193,7 +193,7 @@ def _convolve_adjoint(kernel, r, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(r.dtype)
+    taps = kernel.astype(r.real.dtype)
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):
@@ -225,7 +225,7 @@ def _convolve(kernel, x, mode):
     c, h, w = stack.shape
     rows = _source_indices(h, kh, mode)
     cols = _source_indices(w, kw, mode)
-    taps = kernel.astype(x.dtype)
+    taps = kernel.astype(x.real.dtype)  # real taps: a complex x's parts are convolved alike
     out = np.zeros_like(stack)
     for ch in range(c):
         for i in range(h):

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_0b4856f8eda64dda"
+_CACHE_MODULE = "_unfoldgen_kernels_cf5cb4b0d83f5506"
 
 
 def _kernel(**options):
@@ -37,7 +37,7 @@ def _kernel(**options):
 
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"a": (), "mu": ("layers",)}
-INPUTS: dict[str, tuple] = {"H": ("m", "n"), "y": ("m",)}
+INPUTS: dict[str, tuple] = {"H": ("m", "n"), "y": ("m",), "sigma2": ()}
 # the parameters and inputs holding complex values
 COMPLEX: frozenset[str] = frozenset({"H", "y"})
 OUTPUTS: tuple[str, ...] = ("x",)
@@ -98,7 +98,7 @@ def layer(a, mu, H, y, x):
 
 
 @_kernel(parallel=True)
-def network(_layers, a, mu, _H_batch, _y_batch):
+def network(_layers, a, mu, _H_batch, _y_batch, _sigma2_batch):
     """All layers, one sample per loop iteration (in parallel); returns the final states."""
     _dtype = _H_batch.real.dtype
     _F = _dtype.type
@@ -110,8 +110,11 @@ def network(_layers, a, mu, _H_batch, _y_batch):
     for _b in numba.prange(_batch):
         H = _H_batch[_b]
         y = _y_batch[_b]
+        sigma2 = _sigma2_batch[_b]
         _sample_mu = _F(1.0) / lipschitz_x(H, n)
-        x = np.full((n, 1), 0.0, _complex)
+        x = np.linalg.solve(
+            np.dot(np.conj(H.T), H) + sigma2 * np.eye(n, dtype=_dtype), np.dot(np.conj(H.T), y)
+        ) + np.zeros((n, 1), _complex)
         for _k in range(_layers):
             _stored_k = min(_k, _stored_layers - 1)
             (x,) = layer(a, mu[_stored_k] * _sample_mu, H, y, x)
@@ -367,7 +370,7 @@ def load_params(path: str) -> dict:
         return params_from_state_dict({name: archive[name] for name in archive.files})
 
 
-def run(params: dict, H, y, layers: int | None = None):
+def run(params: dict, H, y, sigma2, layers: int | None = None):
     """Run the network on a batch (leading axis B, like the torch module); returns x.
 
     ``layers`` (default: the params' count) may exceed the stored layers: those past them reuse
@@ -376,7 +379,7 @@ def run(params: dict, H, y, layers: int | None = None):
     if layers is not None:
         params = {**params, "layers": layers}
     _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes, COMPLEX)
-    _values = dict(H=H, y=y)
+    _values = dict(H=H, y=y, sigma2=sigma2)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype, COMPLEX)
     _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
     _states = network(_layers, *_arrays, *_samples)

@@ -469,13 +469,14 @@ class MimoPgdCorrected(nn.Module):
     """10 layers of `mimo_pgd_corrected`; untrained, it computes the classical iteration exactly.
 
     Data (shared by the batch): none.
-    Inputs (per sample): H: (B, m, n), y: (B, m).
+    Inputs (per sample): H: (B, m, n), y: (B, m), sigma2: (B,).
     Outputs: x: (B, n).
     """
 
     INPUTS: tuple[str, ...] = (
         "H",
         "y",
+        "sigma2",
     )
     VARIABLES: tuple[str, ...] = ("x",)
     OUTPUTS: tuple[str, ...] = ("x",)
@@ -549,13 +550,16 @@ class MimoPgdCorrected(nn.Module):
         x = unit_basis(n, 1, complex_of(_dtype), _device)
         return largest_hessian_eigenvalue(H.mH @ (H @ x))
 
-    def prepare_inputs(self, H: Tensor, y: Tensor, sizes: dict | None = None) -> dict[str, Tensor]:
+    def prepare_inputs(
+        self, H: Tensor, y: Tensor, sigma2: Tensor, sizes: dict | None = None
+    ) -> dict[str, Tensor]:
         """Check the inputs' shapes and dtype, bring them to (B, rows, cols), add per-sample values."""
         sizes = {} if sizes is None else sizes
         sizes.update(self.sizes)
         H = check_input("H", H, ("m", "n"), sizes, self.a.dtype, complex_values=True)
         y = check_input("y", y, ("m",), sizes, self.a.dtype, complex_values=True)
-        inputs = {"H": H, "y": y}
+        sigma2 = check_input("sigma2", sigma2, (), sizes, self.a.dtype)
+        inputs = {"H": H, "y": y, "sigma2": sigma2}
         inputs["mu"] = mu = 1.0 / self.lipschitz_x(inputs)
         return inputs
 
@@ -580,8 +584,17 @@ class MimoPgdCorrected(nn.Module):
         """The iterates before the first layer."""
         _batch = inputs["H"].shape[0]
         _dtype, _device = inputs["H"].real.dtype, inputs["H"].device
+        H = inputs["H"]
+        sigma2 = inputs["sigma2"]
+        y = inputs["y"]
         n = inputs["H"].shape[-1]
-        x = torch.full((_batch, n, 1), 0.0, dtype=complex_of(_dtype), device=_device)
+        x = torch.as_tensor(
+            torch.linalg.solve(
+                H.mH @ H + sigma2 * torch.eye(n, dtype=_dtype, device=_device), H.mH @ y
+            ),
+            dtype=complex_of(_dtype),
+            device=_device,
+        ).expand(_batch, n, 1)
         return {"x": x}
 
     def layer(
@@ -602,9 +615,9 @@ class MimoPgdCorrected(nn.Module):
         """The network's outputs in the caller's layout: x: (B, n)."""
         return state["x"].squeeze(-1)
 
-    def forward(self, H: Tensor, y: Tensor, *, return_iterates: bool = False):
+    def forward(self, H: Tensor, y: Tensor, sigma2: Tensor, *, return_iterates: bool = False):
         """Run all layers on a batch; with return_iterates, the outputs after every layer."""
-        _inputs = self.prepare_inputs(H=H, y=y)
+        _inputs = self.prepare_inputs(H=H, y=y, sigma2=sigma2)
         _state = self.initial_state(_inputs)
         _segment = (
             checkpoint_segment(self.checkpoint_layers, self.layers)
@@ -647,10 +660,10 @@ class MimoPgdCorrected(nn.Module):
                 outputs.append(self.outputs(state))
         return state, outputs
 
-    def objective(self, H: Tensor, y: Tensor, x: Tensor) -> Tensor:
+    def objective(self, H: Tensor, y: Tensor, sigma2: Tensor, x: Tensor) -> Tensor:
         """The problem's objective per sample, shape (B,): 0.5·Σ(|H x − y|²)."""
         _sizes = {}
-        inputs = self.prepare_inputs(H=H, y=y, sizes=_sizes)
+        inputs = self.prepare_inputs(H=H, y=y, sigma2=sigma2, sizes=_sizes)
         x = check_input("x", x, ("n",), _sizes, self.a.dtype, complex_values=True)
         H = inputs["H"]
         y = inputs["y"]

@@ -485,6 +485,11 @@ def haar(x: Tensor, levels: int) -> Tensor:
     return y
 
 
+def _by_parts(operator, x: Tensor) -> Tensor:
+    """A real linear operator on complex x: ``operator(Re x) + i operator(Im x)``."""
+    return torch.complex(operator(x.real), operator(x.imag))
+
+
 def _check_kernel(kernel: Tensor, x: Tensor) -> Tensor:
     """The kernel as a 2-D tensor of x's dtype and device."""
     if kernel.dim() != 2:
@@ -509,6 +514,8 @@ def conv_circular_adjoint(kernel: Tensor, r: Tensor) -> Tensor:
     """Adjoint of ``conv_circular``: circular correlation,
     ``x[p, q] = sum_{a, b} k[a, b] r[(p + a - ca) mod h, (q + b - cb) mod w]``, i.e. ``irfft2(rfft2(r) * conj(k_hat))``.
     """
+    if r.is_complex():
+        return _by_parts(lambda part: conv_circular_adjoint(kernel, part), r)
     kernel = _check_kernel(kernel, r)
     h, w = r.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)
@@ -556,6 +563,8 @@ def conv_circular(kernel: Tensor, x: Tensor) -> Tensor:
     for columns). Diagonal in the Fourier basis: ``y = irfft2(rfft2(x) * k_hat)``. The kernel must
     fit in the image. Adjoint: ``conv_circular_adjoint``.
     """
+    if x.is_complex():
+        return _by_parts(lambda part: conv_circular(kernel, part), x)
     kernel = _check_kernel(kernel, x)
     h, w = x.shape[-2:]
     spectrum = _kernel_spectrum(kernel, h, w)

@@ -55,11 +55,11 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
     return report
 
 
-
 def _magnitude(value: torch.Tensor) -> torch.Tensor:
     """A learned tensor as float64 for the report: a complex one by its moduli."""
     value = value.detach()
     return (value.abs() if value.is_complex() else value).double()
+
 
 def postfix(loss: float, record: Mapping[str, Any], scheme: str) -> dict[str, str]:
     shown = {"loss": f"{loss:.4g}"}
