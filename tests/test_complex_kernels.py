@@ -1,4 +1,5 @@
-"""Numba kernels on complex values (issue 14) equal the torch modules: complex64 with float32,
+"""Numba kernels on complex values (issue 14) equal the torch modules — the complex examples of
+specs/ (mri_ista's np.fft through rocket-fft) and specs written here: complex64 with float32,
 complex128 with float64; a real matrix times a complex vector, complex constants, uᴴv per sample,
 the per-sample Lipschitz constant in the real view, in the batched and per-sample layouts.
 The parameter and input checks take each complex entry in the complex counterpart of the
@@ -164,6 +165,7 @@ EXAMPLES = {
     "complex_fista": ("ComplexFista", "lasso"),
     "complex_lista_cp": ("ComplexListaCp", "lasso"),
     "mimo_pgd": ("MimoPgd", "mimo"),
+    "mri_ista": ("MriIsta", "mri"),
 }
 
 
@@ -176,6 +178,11 @@ def _example(package: str, dtype: torch.dtype, seed: int, batch: int):
         m, n = 10, 16
         model = cls(torch.tensor(_random_complex(rng, m, n) / np.sqrt(m), dtype=COMPLEX_OF[dtype]), dtype=dtype)
         return model, kernels, {"y": torch.tensor(_random_complex(rng, batch, m), dtype=COMPLEX_OF[dtype])}
+    if EXAMPLES[package][1] == "mri":  # a mask of sampled k-space lines, 16 × 16 images (3 Haar levels)
+        mask = np.zeros((16, 16))
+        mask[rng.choice(16, 6, replace=False)] = 1
+        model = cls(torch.tensor(mask, dtype=dtype), dtype=dtype)
+        return model, kernels, {"y": torch.tensor(mask * _random_complex(rng, batch, 16, 16), dtype=COMPLEX_OF[dtype])}
     m, n = 8, 4
     channel = _random_complex(rng, batch, m, n) / np.sqrt(m)
     symbols = (rng.choice([-1, 1], (batch, n)) + 1j * rng.choice([-1, 1], (batch, n))) / np.sqrt(2)
@@ -225,6 +232,7 @@ def test_layouts_and_complex_tables_of_the_examples():
     assert importlib.import_module("generated.complex_lista_cp.kernels").COMPLEX == frozenset({"A", "W", "y"})
     mimo = importlib.import_module("generated.mimo_pgd.kernels")
     assert "Layout: per-sample" in mimo.__doc__ and mimo.COMPLEX == frozenset({"H", "y"})
+    assert importlib.import_module("generated.mri_ista.kernels").COMPLEX == frozenset({"y"})
 
 
 def test_a_learned_complex_weight_round_trips_through_export_npz(tmp_path):
