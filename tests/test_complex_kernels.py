@@ -187,7 +187,11 @@ def _example(package: str, dtype: torch.dtype, seed: int, batch: int):
     channel = _random_complex(rng, batch, m, n) / np.sqrt(m)
     symbols = (rng.choice([-1, 1], (batch, n)) + 1j * rng.choice([-1, 1], (batch, n))) / np.sqrt(2)
     received = np.einsum("bmn,bn->bm", channel, symbols) + 0.1 * _random_complex(rng, batch, m)
-    inputs = {"H": torch.tensor(channel, dtype=COMPLEX_OF[dtype]), "y": torch.tensor(received, dtype=COMPLEX_OF[dtype])}
+    inputs = {
+        "H": torch.tensor(channel, dtype=COMPLEX_OF[dtype]),
+        "y": torch.tensor(received, dtype=COMPLEX_OF[dtype]),
+        "sigma2": torch.tensor(rng.uniform(0.005, 0.05, batch), dtype=dtype),  # the LMMSE start's noise variance
+    }
     return cls(dtype=dtype), kernels, inputs
 
 

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_cf5cb4b0d83f5506"
+_CACHE_MODULE = "_unfoldgen_kernels_5b42c1a3bf2d367f"
 
 
 def _kernel(**options):
@@ -110,7 +110,8 @@ def network(_layers, a, mu, _H_batch, _y_batch, _sigma2_batch):
     for _b in numba.prange(_batch):
         H = _H_batch[_b]
         y = _y_batch[_b]
-        sigma2 = _sigma2_batch[_b]
+        # a number: numba's parallel loop broadcasts a (1, 1) array against larger ones wrongly
+        sigma2 = _sigma2_batch[_b, 0, 0]
         _sample_mu = _F(1.0) / lipschitz_x(H, n)
         x = np.linalg.solve(
             np.dot(np.conj(H.T), H) + sigma2 * np.eye(n, dtype=_dtype), np.dot(np.conj(H.T), y)

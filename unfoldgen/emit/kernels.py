@@ -225,6 +225,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "network_args": ["_layers", *(["_tolerance", "_tiny"] if low.plan.fixed_point else []), *array_args, *net_args]
         + [s.name if batched else f"_{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
+        "scalar_inputs": [s.name for s in inputs if ir.is_scalar(s.shape)],
         "input_axes": {s.name: ir.user_axes(s.shape) for s in inputs},
         "complex_literal": _complex_literal(low, array_args, inputs),
         "complex_states": [s.name for s in states if s.complex],
