@@ -3,6 +3,17 @@
 sympy 1.14's matrix calculus cannot differentiate elementwise maps of matrix expressions,
 so the tensor layer is ours: each node's vector-Jacobian product is written once below, and
 the scalar derivative φ′ of every elementwise function comes from sympy (see functions.py).
+
+Complex variables (Wirtinger calculus). The objective is real; its gradient with respect to a
+complex z is ∇f = ∂f/∂Re z + i ∂f/∂Im z = 2 ∂f/∂z̄, the direction of steepest ascent in the real
+view (so ``z − μ ∇f`` is gradient descent, with the same Lipschitz step). Seeds are gradients
+in this sense, and each rule is the adjoint under the real inner product Re⟨a, b⟩ = Re(aᴴb):
+a product passes ``seed · conj(other)``, ``@`` passes ``seed @ Bᴴ`` and ``Aᴴ @ seed``, a
+holomorphic φ passes ``seed · conj(φ′(z))``, ``conj`` passes ``conj(seed)``; where a real value
+meets a complex seed (``re(z)`` inside, a real matrix times z) it takes the seed's real part.
+On real programs every conj is the identity, so the rules are the real ones. torch.autograd
+computes the same vector for a real loss (its ``.grad`` of a complex leaf is the conjugate
+Wirtinger derivative ∂L/∂z̄ times 2: see tests/test_complex.py).
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
     """Append to ``out`` the contributions of ``node`` to ∂/∂var, given ∂/∂node = seed."""
     if not ir.depends_on(node, {var}):
         return
+    if ir.is_complex(seed) and not ir.is_complex(node):
+        seed = ir.Apply("re", (seed,), seed.shape)  # a real value's gradient is real
     match node:
         case ir.Ref():
             out.append(seed)
@@ -45,21 +58,21 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
             _adjoints(left, _unbroadcast(seed, left.shape), var, out)
             _adjoints(right, ir.neg(_unbroadcast(seed, right.shape)), var, out)
         case ir.Binary(op="*", left=left, right=right):
-            _adjoints(left, _unbroadcast(ir.mul(seed, right), left.shape), var, out)
-            _adjoints(right, _unbroadcast(ir.mul(seed, left), right.shape), var, out)
+            _adjoints(left, _unbroadcast(ir.mul(seed, ir.conj(right)), left.shape), var, out)
+            _adjoints(right, _unbroadcast(ir.mul(seed, ir.conj(left)), right.shape), var, out)
         case ir.Binary(op="/", left=left, right=right):
-            _adjoints(left, _unbroadcast(ir.div(seed, right), left.shape), var, out)
-            quotient = ir.div(ir.mul(seed, left), ir.power(right, ir.Const(2.0)))
+            _adjoints(left, _unbroadcast(ir.div(seed, ir.conj(right)), left.shape), var, out)
+            quotient = ir.mul(seed, ir.conj(ir.div(left, ir.power(right, ir.Const(2.0)))))
             _adjoints(right, _unbroadcast(ir.neg(quotient), right.shape), var, out)
         case ir.Binary(op="@", left=left, right=right):
             if ir.is_scalar(node.shape) and ir.is_scalar(seed.shape):
                 # a 1×1 product: the seed is a scalar factor
-                _adjoints(left, ir.mul(seed, ir.transpose(right)), var, out)
-                _adjoints(right, ir.mul(seed, ir.transpose(left)), var, out)
+                _adjoints(left, ir.mul(seed, ir.adjoint(right)), var, out)
+                _adjoints(right, ir.mul(seed, ir.adjoint(left)), var, out)
             else:
                 full = _materialise(seed, node.shape)
-                _adjoints(left, ir.matmul(full, ir.transpose(right)), var, out)
-                _adjoints(right, ir.matmul(ir.transpose(left), full), var, out)
+                _adjoints(left, ir.matmul(full, ir.adjoint(right)), var, out)
+                _adjoints(right, ir.matmul(ir.adjoint(left), full), var, out)
         case ir.Neg(operand=operand):
             _adjoints(operand, ir.neg(seed), var, out)
         case ir.Transpose(operand=operand):
@@ -68,7 +81,15 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
             if ir.depends_on(exponent, {var}):
                 raise NotDifferentiableError("a power whose exponent depends on the variable")
             factor = ir.mul(exponent, ir.power(base, ir.sub(exponent, ir.Const(1.0))))
-            _adjoints(base, ir.mul(seed, factor), var, out)
+            _adjoints(base, ir.mul(seed, ir.conj(factor)), var, out)
+        case ir.Apply(func="conj", args=(arg,)):
+            _adjoints(arg, ir.conj(seed), var, out)
+        case ir.Apply(func="re", args=(arg,)):
+            _adjoints(arg, seed, var, out)
+        case ir.Apply(func="im", args=(arg,)):
+            _adjoints(arg, ir.mul(ir.Const(1j), seed), var, out)  # Im z = Re(conj(i) z)
+        case ir.Apply(func="abs2", args=(arg,)):
+            _adjoints(arg, ir.mul(ir.mul(ir.Const(2.0), seed), arg), var, out)
         case ir.Apply(func="sum", args=(arg,)):
             _adjoints(arg, seed, var, out)
         case ir.Apply(func="logsumexp", args=(arg,)):
@@ -86,7 +107,7 @@ def _adjoints(node: ir.Expr, seed: ir.Expr, var: str, out: list[ir.Expr]) -> Non
             for extra in args[1:]:
                 if ir.depends_on(extra, {var}):
                     raise NotDifferentiableError(f"a parameter of {func}() that depends on the variable")
-            _adjoints(args[0], ir.mul(seed, elementwise_derivative(func, args)), var, out)
+            _adjoints(args[0], ir.mul(seed, ir.conj(elementwise_derivative(func, args))), var, out)
         case ir.Apply(func=func):
             raise NotDifferentiableError(f"{func}() is not differentiable")
         case _:
@@ -142,7 +163,7 @@ def degree(expr: ir.Expr, variables: frozenset[str]) -> int | None:
             return degree(left, variables) if degree(right, variables) == 0 else None
         case ir.Neg(operand=operand) | ir.Transpose(operand=operand):
             return degree(operand, variables)
-        case ir.Apply(func="sum", args=(arg,)):
+        case ir.Apply(func="sum" | "conj" | "re" | "im", args=(arg,)):  # (real-)linear
             return degree(arg, variables)
         case ir.Apply(func=func, args=args) if _linear_operator(expr, variables):
             return degree(args[FUNCTIONS[func].linear_arg], variables)
@@ -176,8 +197,8 @@ def linear_part(expr: ir.Expr, var: str) -> ir.Expr | None:
             return ir.neg(linear_part(operand, var))
         case ir.Transpose(operand=operand):
             return ir.transpose(linear_part(operand, var))
-        case ir.Apply(func="sum", args=(arg,)):
-            return ir.Apply("sum", (linear_part(arg, var),), ir.SCALAR)
+        case ir.Apply(func="sum" | "conj" | "re" | "im" as func, args=(arg,)):
+            return FUNCTIONS[func].desugar((linear_part(arg, var),), expr.shape)
         case ir.Apply(func=func, args=args) if _linear_operator(expr, frozenset({var})):
             index = FUNCTIONS[func].linear_arg
             inner = linear_part(args[index], var)

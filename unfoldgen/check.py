@@ -8,6 +8,7 @@ Every problem found is a SpecError at the span of the offending node.
 from __future__ import annotations
 
 import builtins
+import cmath
 import difflib
 import keyword
 import math
@@ -70,6 +71,7 @@ class Symbol:
     span: Span
     depends_on_inputs: bool = False
     depends_on_layer: bool = False  # a hyper or weight computed from the layer index k: one value per layer
+    complex: bool = False  # declared complex (a temporary: its value is complex)
 
 
 @dataclass(frozen=True)
@@ -280,15 +282,16 @@ class _Elaborator:
                 return self.name(name, span)
             case s.Neg(operand=operand):
                 return ir.neg(self.expr(operand))
-            case s.Transpose(operand=operand):
+            case s.Transpose(operand=operand, conjugate=conjugate):
                 value = self.expr(operand)
+                written = ".H" if conjugate else ".T"
                 if ir.is_stack(value.shape):
                     raise SpecError(
-                        f"'.T' transposes vectors and matrices, got {fmt_shape(value.shape)}; for the adjoint of "
-                        "a linear map write adjoint[L(x)](r)",
+                        f"'{written}' transposes vectors and matrices, got {fmt_shape(value.shape)}; for the adjoint "
+                        "of a linear map write adjoint[L(x)](r)",
                         expr.span,
                     )
-                return ir.transpose(value)
+                return ir.adjoint(value) if conjugate else ir.transpose(value)
             case s.BinOp():
                 return self.binop(expr)
             case s.Call():
@@ -321,11 +324,11 @@ class _Elaborator:
             raise SpecError(f"unknown name {name!r}{hint}", span)
         if symbol.role == "net":
             raise SpecError(f"net {name!r} must be called, e.g. {name}(x)", span)
-        return ir.Ref(name, symbol.role, symbol.shape)
+        return ir.Ref(name, symbol.role, symbol.shape, symbol.complex)
 
     def binop(self, expr: s.BinOp) -> ir.Expr:
         result = self._binop(expr)
-        if isinstance(result, ir.Const) and not math.isfinite(result.value):
+        if isinstance(result, ir.Const) and not cmath.isfinite(result.value):
             raise SpecError("this constant expression is too large to represent (it overflows)", expr.span)
         return result
 
@@ -356,6 +359,14 @@ class _Elaborator:
             case "^":
                 if not ir.is_scalar(rs):
                     raise SpecError("the exponent of '^' must be a scalar", expr.right.span)
+                if ir.is_complex(right):
+                    raise SpecError("the exponent of '^' must be real, got a complex value", expr.right.span)
+                if ir.is_complex(left) and isinstance(left, ir.Const):
+                    return (
+                        ir.Const(complex(left.value) ** right.value)
+                        if isinstance(right, ir.Const)
+                        else ir.power(left, right)
+                    )
                 if isinstance(left, ir.Const) and isinstance(right, ir.Const):
                     return ir.Const(_constant_power(left.value, right.value, expr.span))
                 return ir.power(left, right)
@@ -416,9 +427,17 @@ class _Elaborator:
             count = str(low) if low == high else f"{low} to {high}"
             raise SpecError(f"{name}() takes {count} argument(s), got {len(expr.args)}", expr.span)
         args = tuple(self.expr(arg) for arg in expr.args)
+        for arg, node in zip(args, expr.args, strict=True):
+            if ir.is_complex(arg) and (
+                entry.on_complex == "refuse" or (entry.kind == "linear" and arg is not args[entry.linear_arg])
+            ):
+                raise SpecError(
+                    f"{name}() takes real values here, got a complex one; take re(), im() or abs() of it first",
+                    node.span,
+                )
         for index in entry.integer_args:
             value = args[index]
-            if not (isinstance(value, ir.Const) and value.value.is_integer() and 1 <= value.value <= MAX_DIM):
+            if not (isinstance(value, ir.Const) and _whole(value.value) and 1 <= value.value <= MAX_DIM):
                 raise SpecError(f"{name}() needs a whole number from 1 to {MAX_DIM} here", expr.args[index].span)
         try:
             if entry.shape_of_args is not None:
@@ -427,7 +446,7 @@ class _Elaborator:
                 shape = entry.shape([arg.shape for arg in args])
         except ShapeError as err:
             raise SpecError(f"{name}(): {err}", expr.span) from None
-        if all(isinstance(arg, ir.Const) for arg in args) and entry.foldable:
+        if all(isinstance(arg, ir.Const) and not ir.is_complex(arg) for arg in args) and entry.foldable:
             # a function of numbers is a number: sqrt(2) must not reach torch
             try:
                 return ir.Const(entry.evaluate(*(arg.value for arg in args)))
@@ -471,7 +490,7 @@ class _Elaborator:
             raise SpecError(f"{expr.func.id}() takes {exactly or '1 or 2'} size argument(s)", expr.span)
         dims: list[ir.Dim] = []
         for arg in expr.args:
-            if isinstance(arg, s.Number) and arg.value.is_integer() and 1 <= arg.value <= MAX_DIM:
+            if isinstance(arg, s.Number) and _whole(arg.value) and 1 <= arg.value <= MAX_DIM:
                 dims.append(int(arg.value))
             elif isinstance(arg, s.Name) and arg.id in self.scope.symbols and self.scope.symbols[arg.id].role == "dim":
                 dims.append(arg.id)
@@ -511,13 +530,16 @@ class _Elaborator:
                     f"got {fmt_shape(point.shape)}",
                     expr.args[0].span,
                 )
+            if ir.is_complex(point) and not problem.symbol(var).complex:
+                raise SpecError(f"grad[{var}](z) needs a real z: {var!r} is real", expr.args[0].span)
             substitutions = ((var, point),)
         if not ir.depends_on(problem.smooth, {var}):
             raise SpecError(
                 f"the smooth part of the objective does not depend on {var!r}; grad({var}) is zero", expr.span
             )
         self.scope.grad_vars.add(var)
-        return ir.Grad(var, substitutions, problem.symbol(var).shape)
+        symbol = problem.symbol(var)
+        return ir.Grad(var, substitutions, symbol.shape, symbol.complex)
 
     def lipschitz(self, expr: s.Call) -> ir.Expr:
         if not self.scope.allow_build_calls:
@@ -537,6 +559,13 @@ class _Elaborator:
                 span = expr.span if len(expr.args) == 1 else arg.span
                 raise SpecError(f"the smooth part of the objective does not depend on {var!r}", span)
             variables.append(var)
+        complex_variables = [var for var in variables if problem.symbol(var).complex]
+        if len(variables) > 1 and complex_variables:
+            raise SpecError(
+                f"a joint lipschitz(...) of the complex variable {complex_variables[0]!r} is not supported; "
+                "give the step as an expression, or use one complex variable",
+                expr.span,
+            )
         try:
             problem.lipschitz_terms(tuple(variables))
         except spectral.NoLipschitzError as err:
@@ -579,6 +608,8 @@ class _Elaborator:
         value = self.expr(expr)
         if not ir.is_scalar(value.shape):
             raise SpecError(f"{what} must be a scalar, got {fmt_shape(value.shape)}", expr.span)
+        if ir.is_complex(value):
+            raise SpecError(f"{what} must be real, got a complex value", expr.span)
         return value
 
     def prox(self, expr: s.Call) -> ir.Expr:
@@ -598,6 +629,13 @@ class _Elaborator:
         if ir.is_scalar(arg.shape):
             raise SpecError("prox[...](v) needs a vector or matrix argument", expr.args[0].span)
         params = tuple(options.values())
+        if ir.is_complex(arg) and not PROX_TABLE[key].complex_args:
+            accepting = ", ".join(sorted(k for k, entry in PROX_TABLE.items() if entry.complex_args))
+            raise SpecError(
+                f"the proximal operator of {key} takes real values, got a complex argument "
+                f"(complex values: {accepting or 'none'})",
+                expr.args[0].span,
+            )
         return ir.Prox(key, scale if scale is not None else ir.Const(1.0), arg, arg.shape, params)
 
     def _prox_options(self, expr: s.Call, func: str, set_name: str | None) -> dict[str, ir.Expr]:
@@ -662,6 +700,7 @@ class _Elaborator:
                     f"proj(v) for {target!r} needs v of shape {target_shape}, got {fmt_shape(arg.shape)}",
                     expr.args[0].span,
                 )
+            self._complex_projection(var_set.set, arg, expr.args[0].span)
             return ir.Proj(var_set.set, var_set.params, arg, arg.shape)
         bracket = expr.bracket
         match bracket:
@@ -678,7 +717,17 @@ class _Elaborator:
                 + _suggest(set_name, list(SET_TABLE)),
                 bracket.span,
             )
+        self._complex_projection(set_name, arg, expr.args[0].span)
         return ir.Proj(set_name, self._set_params(entry, given, bracket.span), arg, arg.shape)
+
+    def _complex_projection(self, set_name: str, arg: ir.Expr, span: Span) -> None:
+        if ir.is_complex(arg) and not SET_TABLE[set_name].complex_args:
+            accepting = ", ".join(sorted(k for k, entry in SET_TABLE.items() if entry.complex_args))
+            raise SpecError(
+                f"the projection onto {set_name} takes real values, got a complex argument "
+                f"(complex values: {accepting or 'none'})",
+                span,
+            )
 
     def _set_params(self, entry, given: tuple[s.Expr, ...], span: Span) -> tuple[ir.Expr, ...]:
         required = sum(default is None for default in entry.defaults)
@@ -690,6 +739,10 @@ class _Elaborator:
             for value, name in zip(given, entry.params[: len(given)], strict=True)
         ]
         params += [ir.Const(default) for default in entry.defaults[len(given) :]]
+        if entry.validate is not None:  # e.g. qam(M): M a perfect square known when the model is built
+            problem = entry.validate(tuple(p.value if isinstance(p, ir.Const) else None for p in params))
+            if problem:
+                raise SpecError(problem, span)
         return tuple(params)
 
     def net_call(self, expr: s.Call) -> ir.Expr:
@@ -703,15 +756,39 @@ class _Elaborator:
             if ir.is_scalar(arg.shape):
                 raise SpecError(f"net {name!r} takes vectors or matrices, this argument is a scalar", node.span)
         kind = NET_KINDS[self.scope.nets[name].kind.id]
-        problem = kind.check_args([arg.shape for arg in args])
+        # what the (real) net sees: a complex argument as its real and imaginary parts
+        shapes = tuple(_real_view(arg) for arg in args)
+        problem = kind.check_args(list(shapes))
         if problem:
             raise SpecError(f"net {name!r} ({kind.name}): {problem}", expr.span)
+        if ir.is_complex(args[0]) != any(map(ir.is_complex, args)):
+            raise SpecError(
+                f"net {name!r} returns a value shaped like its first argument, which is real, but another argument "
+                "is complex; put a complex argument first",
+                expr.span,
+            )
         uses = self.scope.net_uses.setdefault(name, [])
-        shapes = tuple(arg.shape for arg in args)
         if uses and uses[0] != shapes:
             raise SpecError(f"net {name!r} is called with differently shaped arguments than before", expr.span)
         uses.append(shapes)
         return ir.NetCall(name, args, args[0].shape)
+
+
+def _whole(value: float | complex) -> bool:
+    """A whole real number (an imaginary literal is not one)."""
+    return isinstance(value, float) and value.is_integer()
+
+
+def _real_view(value: ir.Expr) -> ir.Shape:
+    """The shape a net sees for an argument: a complex vector (n) as 2n entries (real parts, then
+    imaginary parts), a complex image (h, w) as two channels (2, h, w), a stack (c, h, w) as 2c."""
+    if not ir.is_complex(value):
+        return value.shape
+    if ir.is_vector(value.shape):
+        return (ir.scale_dim(value.shape[0], 2, 1), 1)
+    if ir.is_stack(value.shape):
+        return (ir.scale_dim(value.shape[0], 2, 1), *value.shape[1:])
+    return (2, *value.shape)
 
 
 def _constant_power(base: float, exponent: float, span: Span) -> float:
@@ -743,7 +820,12 @@ def _mentions_function(expr: s.Expr) -> bool:
 
 def _check_type(spec: s.TypeSpec, dims: dict[str, Symbol], span: Span) -> ir.Shape:
     if len(spec.dims) > 3:
-        raise SpecError("types have at most three dimensions: real, real[n], real[m, n] or real[c, h, w]", spec.span)
+        field_name = "complex" if spec.complex else "real"
+        raise SpecError(
+            f"types have at most three dimensions: {field_name}, {field_name}[n], {field_name}[m, n] or "
+            f"{field_name}[c, h, w]",
+            spec.span,
+        )
     resolved: list[ir.Dim] = []
     for dim in spec.dims:
         if isinstance(dim, s.Number):
@@ -793,8 +875,9 @@ def _uses_inputs(expr: ir.Expr | None, table: dict[str, Symbol], problem: Checke
 
 
 def _check_init(decl: s.Decl, shape: ir.Shape, scope: _Scope, what: str) -> ir.Expr:
-    assert decl.init is not None
+    assert decl.init is not None and decl.type is not None
     value = _Elaborator(scope)(decl.init)
+    _check_field(value, decl.type.complex, f"{what} {decl.name.id!r}", decl.init.span)
     if value.shape != shape and not (
         ir.is_scalar(value.shape) and (ir.is_scalar(shape) or isinstance(value, ir.Const))
     ):
@@ -803,6 +886,15 @@ def _check_init(decl: s.Decl, shape: ir.Shape, scope: _Scope, what: str) -> ir.E
             decl.init.span,
         )
     return value
+
+
+def _check_field(value: ir.Expr, declared_complex: bool, what: str, span: Span) -> None:
+    """A complex value cannot go where a real one is declared (its imaginary part would be lost)."""
+    if ir.is_complex(value) and not declared_complex:
+        raise SpecError(
+            f"{what} is declared real but its value is complex; declare it complex, or take re(), im() or abs()",
+            span,
+        )
 
 
 def check_problem(problem: s.Problem) -> CheckedProblem:
@@ -820,7 +912,8 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
         assert decl.type is not None
         shape = _check_type(decl.type, dims, decl.span)
         if decl.kind in ("data", "input"):
-            _declare(table, Symbol(decl.name.id, decl.kind, shape, None, decl.span), decl.name)
+            symbol = Symbol(decl.name.id, decl.kind, shape, None, decl.span, complex=decl.type.complex)
+            _declare(table, symbol, decl.name)
             for axis, dim in zip(range(-len(shape), 0), shape, strict=True):
                 if isinstance(dim, str):
                     dim, factor = ir.dim_factor(dim)
@@ -841,7 +934,9 @@ def check_problem(problem: s.Problem) -> CheckedProblem:
             raise SpecError(f"parameter {decl.name.id!r} cannot depend on a variable", decl.init.span)
         if decl.kind == "param" and _uses_inputs(init, table):
             raise SpecError(f"parameter {decl.name.id!r} cannot depend on a per-sample input", decl.init.span)
-        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table))
+        symbol = Symbol(
+            decl.name.id, decl.kind, shape, init, decl.span, _uses_inputs(init, table), complex=decl.type.complex
+        )
         _declare(table, symbol, decl.name)
     if not any(sym.role == "var" for sym in table.values()):
         raise SpecError(f"problem {problem.name.id!r} declares no variable ('var x : real[n]')", problem.name.span)
@@ -889,6 +984,12 @@ def _split_objective(
         value = elaborate(term)
         if not ir.is_scalar(value.shape):
             raise SpecError(f"each objective term must be a scalar, this one is {fmt_shape(value.shape)}", term.span)
+        if ir.is_complex(value):
+            raise SpecError(
+                "the objective is minimized, so each term must be real; this one is complex "
+                "(write sumsq(r) for ‖r‖², re(...) for a real part)",
+                term.span,
+            )
         if not ir.depends_on(value, variables) and not _nonsmooth_in(value):
             # a constant shifts the objective's value, not its minimiser or gradient
             smooth = ir.add(smooth, value) if sign > 0 else ir.sub(smooth, value)
@@ -970,6 +1071,13 @@ def _read_comparison(comparison: s.Comparison, elaborate: _Elaborator, variables
     if "==" in ops and len(ops) > 1:
         raise SpecError("an equality cannot be chained", comparison.span)
     values = [elaborate(op) for op in operands]
+    for value, node in zip(values, operands, strict=True):
+        if ir.is_complex(value):
+            raise SpecError(
+                "complex values have no order, so they cannot be bounded; constrain norm2(x), or project "
+                "in the iterations (proj[box(lo, hi)] bounds real and imaginary parts)",
+                node.span,
+            )
     facts = []
     for index, op in enumerate(ops):
         left, right = values[index], values[index + 1]
@@ -1154,7 +1262,9 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
                 f"(a schedule); it is declared {fmt_shape(shape)}",
                 decl.init.span,
             )
-        symbol = Symbol(decl.name.id, decl.kind, shape, init, decl.span, per_sample, per_layer)
+        symbol = Symbol(
+            decl.name.id, decl.kind, shape, init, decl.span, per_sample, per_layer, complex=decl.type.complex
+        )
         _declare(table, symbol, decl.name)
         symbols.append(symbol)
     for name, net in nets.items():
@@ -1198,12 +1308,14 @@ def check_unfold(unfold: s.Unfold, problems: dict[str, CheckedProblem]) -> Check
         )
         value = _Elaborator(scope)(rule.value)
         if rule.is_let:
-            table[target] = Symbol(target, "let", value.shape, None, rule.span)
+            table[target] = Symbol(target, "let", value.shape, None, rule.span, complex=ir.is_complex(value))
         elif value.shape != existing.shape and not (ir.is_scalar(value.shape) and ir.is_scalar(existing.shape)):
             raise SpecError(
                 f"{target!r} is {fmt_shape(existing.shape)} but the new value is {fmt_shape(value.shape)}",
                 rule.value.span,
             )
+        if not rule.is_let:
+            _check_field(value, existing.complex, f"{ROLE_WORDS[existing.role]} {target!r}", rule.value.span)
         rules.append(Rule(target, value, rule.is_let))
     for name, net in nets.items():
         if name not in net_uses:
@@ -1443,6 +1555,8 @@ def _check_bounds(
         raise SpecError(
             f"{name!r} depends on a per-sample input, so it is learned as a factor and cannot have bounds", bounds.span
         )
+    if symbol.complex:
+        raise SpecError(f"{name!r} is complex, and complex values have no order, so no bounds", bounds.span)
     visible = {
         n: sym
         for n, sym in table.items()

@@ -4,8 +4,10 @@
 Generators (seeded, float64 numpy):
 - sparse recovery ``y = A x + noise``: Gaussian A with unit-norm columns, Bernoulli(p)-Gaussian x;
 - robust PCA ``D = L + S + noise``: rank-r L, a fraction of outliers in S;
-- box-constrained detection ``y = H x + noise``: BPSK or 4-PAM symbols in [-1, 1], a Gaussian
-  channel H per sample;
+- MIMO detection ``y = H x + noise``: BPSK or 4-PAM symbols in [-1, 1] over a real Gaussian
+  channel, or QPSK and 16-QAM (unit energy, complex128) over a complex Rayleigh or correlated
+  Kronecker channel, a channel H per sample, the SNR fixed or drawn per sample, the symbol indices
+  (``slice_symbols`` makes hard decisions for symbol-error rates) and the noise variance;
 - images (``ImageSource``): patches of scikit-image's test images (``unfoldgen.images``), degraded
   by the spec's own forward model: the trainer computes the measured inputs with the model's
   ``measure`` and adds the source's noise (see ``Binding.with_measured``).
@@ -140,19 +142,100 @@ def robust_pca(
     return RobustPCA(D, L, S)
 
 
+def _square_qam(side: int) -> np.ndarray:
+    """Square QAM with ``side``² points at unit average energy, Gray labelled on each axis: symbol
+    ``s = side · a + b`` has the level with Gray label a in phase and the one with label b in
+    quadrature, so neighbouring points differ in one bit of s."""
+    ascending = (2 * np.arange(side) - (side - 1)) / np.sqrt(2 * (side**2 - 1) / 3)
+    gray = np.arange(side) ^ (np.arange(side) >> 1)
+    axis = np.empty(side)
+    axis[gray] = ascending  # axis[label] is the level with that Gray label
+    return (axis[:, None] + 1j * axis[None, :]).ravel()
+
+
+# Symbol index s is the position in the array. bpsk and 4pam (natural labelling, ascending) are
+# scaled into the box [-1, 1] (4pam's mean energy is 5/9); qpsk and 16qam have unit mean energy
+# and a box hull: |re|, |im| ≤ 1/√2 (qpsk) and ≤ 3/√10 (16qam).
 MODULATIONS = {
     "bpsk": np.array([-1.0, 1.0]),
-    "4pam": np.array([-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0]),  # scaled into the box [-1, 1]
+    "4pam": np.array([-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0]),
+    "qpsk": _square_qam(2),
+    "16qam": _square_qam(4),
 }
+CHANNELS = ("rayleigh", "kronecker")
+DEFAULT_RHO = 0.5
+
+
+def constellation(modulation: str) -> np.ndarray:
+    """The points of ``modulation``: ``points[s]`` is the symbol with index s (float64 or complex128)."""
+    if modulation not in MODULATIONS:
+        raise DataError(f"detection: unknown modulation {modulation!r}; expected one of {', '.join(MODULATIONS)}")
+    return MODULATIONS[modulation]
+
+
+def slice_symbols(values: np.ndarray, modulation: str) -> np.ndarray:
+    """Hard decisions: the index of the constellation point nearest each entry of ``values``
+    (int64, same shape). Square constellations decide each axis on its own, which is the
+    nearest point in the plane."""
+    points = constellation(modulation)
+    values = np.asarray(values)
+    if np.iscomplexobj(values) and not np.iscomplexobj(points):
+        raise DataError(f"slice_symbols: complex values for the real modulation {modulation}; expected real values")
+    if not np.iscomplexobj(points):
+        order = np.argsort(points)
+        return order[_nearest_level(values, points[order])]
+    side = math.isqrt(len(points))
+    axis = points[::side].real  # the in-phase level of each label (the quadrature levels are the same)
+    order = np.argsort(axis)
+    levels = axis[order]
+    return side * order[_nearest_level(values.real, levels)] + order[_nearest_level(values.imag, levels)]
+
+
+def _nearest_level(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The index of the nearest of the ascending ``levels`` to each value."""
+    return np.searchsorted((levels[1:] + levels[:-1]) / 2, values)
+
+
+def exponential_correlation(size: int, rho: float) -> np.ndarray:
+    """The exponential correlation matrix [R]_ij = ρ^|i−j| (size × size)."""
+    index = np.arange(size)
+    return rho ** np.abs(index[:, None] - index[None, :]).astype(np.float64)
+
+
+def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
 @dataclass(frozen=True)
 class Detection:
-    """y = H x + noise with symbols x in [-1, 1] and a Gaussian channel H per sample."""
+    """y = H x + noise: symbols x (indices ``symbols``), a channel H per sample, the noise variance."""
 
-    H: np.ndarray  # (B, m, n)
+    H: np.ndarray  # (B, m, n), complex128 for complex modulations
     y: np.ndarray  # (B, m)
     x: np.ndarray  # (B, n)
+    symbols: np.ndarray  # (B, n) int64: x = constellation(modulation)[symbols]
+    sigma2: np.ndarray  # (B,) noise variance per entry of y (E|w_i|²; 0: noiseless)
+
+
+SnrOption = float | tuple[float, float] | None
+
+
+def _check_detection_options(modulation: str, snr_db: SnrOption, channel: str, rho: float | None) -> None:
+    constellation(modulation)
+    if isinstance(snr_db, tuple):
+        low, high = snr_db
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise DataError(f"detection: snr={low:g}:{high:g}; expected LOW:HIGH with finite dB and LOW < HIGH")
+    else:
+        _check_snr("detection", snr_db)
+    if channel not in CHANNELS:
+        raise DataError(f"detection: channel={channel!r}; expected one of {', '.join(CHANNELS)}")
+    if rho is not None:
+        if channel != "kronecker":
+            raise DataError(f"detection: rho={rho:g} applies to channel=kronecker; expected no rho with {channel}")
+        if not 0 <= rho < 1:
+            raise DataError(f"detection: rho={rho:g}; expected a correlation coefficient in [0, 1)")
 
 
 def box_detection(
@@ -160,19 +243,51 @@ def box_detection(
     m: int,
     n: int,
     modulation: str = "bpsk",
-    snr_db: float | None = 10.0,
+    snr_db: SnrOption = 10.0,
     seed: int | Sequence[int] = 0,
+    channel: str = "rayleigh",
+    rho: float | None = None,
 ) -> Detection:
-    """Symbols from ``modulation`` ('bpsk' or '4pam'), H with N(0, 1/m) entries, noise at ``snr_db``."""
-    if modulation not in MODULATIONS:
-        raise DataError(f"detection: unknown modulation {modulation!r}; expected one of {', '.join(MODULATIONS)}")
+    """MIMO detection ``y = H x + w`` with n transmit and m receive antennas; symbols uniform over
+    ``modulation`` (``MODULATIONS``; every constellation's convex hull is a box).
+
+    Channel: ``rayleigh`` draws H with i.i.d. entries N(0, 1/m) (real modulations) or CN(0, 1/m)
+    (qpsk, 16qam); ``kronecker`` draws H = R_r^{1/2} G R_t^{1/2} with G such a matrix and the
+    exponential correlations [R_r]_ij = ρ^|i−j| (m × m, receive) and [R_t]_ij = ρ^|i−j| (n × n,
+    transmit), ρ = ``rho`` (default 0.5). Either way E|H_ij|² = 1/m.
+
+    ``snr_db``: a number, a range ``(low, high)`` drawn uniformly per sample, or None (noiseless).
+    - qpsk, 16qam: SNR = E‖Hx‖² / E‖w‖² = n / (m σ²) (per receive antenna, as E‖Hx‖² = n for
+      unit-energy symbols), so σ² = n / (m · 10^(SNR/10)) and w ~ CN(0, σ² I): E|w_i|² = σ².
+    - bpsk, 4pam (unchanged): each sample's own ‖Hx‖² / m over the noise variance σ², w ~ N(0, σ² I).
+    ``sigma2`` holds each sample's σ².
+    """
+    _check_detection_options(modulation, snr_db, channel, rho)
     _check_sizes("detection", m, n)
-    _check_snr("detection", snr_db)
+    points = constellation(modulation)
     rng = np.random.default_rng(seed)
-    x = rng.choice(MODULATIONS[modulation], size=(batch, n))
-    H = rng.normal(0.0, 1.0 / np.sqrt(m), size=(batch, m, n))
-    y = _add_noise(np.einsum("bmn,bn->bm", H, x), snr_db, rng)
-    return Detection(H, y, x)
+    if np.iscomplexobj(points):
+        symbols = rng.integers(0, len(points), size=(batch, n))
+        x = points[symbols]
+        H = (rng.normal(size=(batch, m, n)) + 1j * rng.normal(size=(batch, m, n))) / np.sqrt(2 * m)
+        noise = (rng.normal(size=(batch, m)) + 1j * rng.normal(size=(batch, m))) / np.sqrt(2)
+    else:  # the original real source's draws, in its order (no noise drawn when noiseless)
+        x = rng.choice(points, size=(batch, n))
+        symbols = slice_symbols(x, modulation)
+        H = rng.normal(0.0, 1.0 / np.sqrt(m), size=(batch, m, n))
+        noise = np.zeros((batch, m)) if snr_db is None else rng.normal(size=(batch, m))
+    if channel == "kronecker":
+        correlation = DEFAULT_RHO if rho is None else rho
+        H = _symmetric_sqrt(exponential_correlation(m, correlation)) @ H
+        H = H @ _symmetric_sqrt(exponential_correlation(n, correlation))
+    clean = np.einsum("bmn,bn->bm", H, x)
+    if isinstance(snr_db, tuple):
+        snr = rng.uniform(*snr_db, size=batch)
+    else:
+        snr = np.full(batch, math.inf if snr_db is None else snr_db)
+    gain = 10 ** (snr / 10)  # inf when noiseless: σ² = 0
+    sigma2 = n / (m * gain) if np.iscomplexobj(points) else np.mean(clean**2, axis=1) / gain
+    return Detection(H, clean + np.sqrt(sigma2)[:, None] * noise, x, symbols, sigma2)
 
 
 def analytic_weight(A: np.ndarray) -> np.ndarray:
@@ -203,8 +318,9 @@ TRAIN_STREAM, VALIDATION_STREAM, FIXED_STREAM, MEASUREMENT_STREAM = 1, 2, 0, 3
 class Source:
     """Arrays for training: ``fixed`` ones shared by every sample, per-sample ones drawn per batch.
 
-    ``roles`` names each per-sample array's role: ``input`` (fed to the network) or ``target``
-    (a ground-truth variable). Subclasses implement ``draw(count, seed)``.
+    ``roles`` names each per-sample array's role: ``input`` (fed to the network), ``target``
+    (a ground-truth variable) or ``evaluation`` (kept for metrics, such as symbol indices; never
+    bound to the spec). Subclasses implement ``draw(count, seed)``.
     """
 
     name: str
@@ -306,36 +422,63 @@ def rpca_source(
 
 @dataclass
 class DetectionSource(Source):
-    """Box-constrained detection: per sample H (m, n) and y (m) inputs, x (n) target."""
+    """MIMO detection: per sample H (m, n), y (m) and the noise variance sigma2 (a scalar) as inputs,
+    x (n) as target, and the symbol indices ``symbols`` (n) for symbol-error rates (never bound to
+    the spec). Complex modulations give complex128 H, y and x."""
 
     m: int = 16
     n: int = 8
     modulation: str = "bpsk"
-    snr_db: float | None = 10.0
+    snr_db: SnrOption = 10.0
+    channel: str = "rayleigh"
+    rho: float | None = None
 
     def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
-        sample = box_detection(count, self.m, self.n, self.modulation, self.snr_db, seed=list(seed))
-        return {"H": sample.H, "y": sample.y, "x": sample.x}
+        sample = box_detection(count, self.m, self.n, self.modulation, self.snr_db, list(seed), self.channel, self.rho)
+        return {"H": sample.H, "y": sample.y, "sigma2": sample.sigma2, "x": sample.x, "symbols": sample.symbols}
 
 
 def detection_source(
-    m: int = 16, n: int = 8, modulation: str = "bpsk", snr_db: float | None = 10.0, seed: int = 0
+    m: int = 16,
+    n: int = 8,
+    modulation: str = "bpsk",
+    snr_db: SnrOption = 10.0,
+    seed: int = 0,
+    channel: str = "rayleigh",
+    rho: float | None = None,
 ) -> DetectionSource:
-    box_detection(1, m, n, modulation, snr_db)  # validates the arguments
+    """``snr_db``: dB, a range (low, high) drawn per sample, or None / inf (noiseless); see
+    ``box_detection`` for the channels and the definition of the SNR."""
+    box_detection(1, m, n, modulation, snr_db, channel=channel, rho=rho)  # validates the arguments
     _check_seed("detection", seed)
     if snr_db == math.inf:
         snr_db = None
+    snr_text = f"{snr_db[0]:g} to {snr_db[1]:g}" if isinstance(snr_db, tuple) else f"{snr_db}"
+    channel_text = f", kronecker channel ρ {DEFAULT_RHO if rho is None else rho:g}" if channel == "kronecker" else ""
     return DetectionSource(
         "detection",
         seed,
         {},
-        {"H": "input", "y": "input", "x": "target"},
-        f"detection m={m}, n={n}, {modulation}, SNR {snr_db} dB, seed {seed}",
+        {"H": "input", "y": "input", "sigma2": "input", "x": "target", "symbols": "evaluation"},
+        f"detection m={m}, n={n}, {modulation}{channel_text}, SNR {snr_text} dB, seed {seed}",
         m,
         n,
         modulation,
         snr_db,
+        channel,
+        rho,
     )
+
+
+def snr_option(text: str) -> float | tuple[float, float]:
+    """``snr=`` of a detection source: dB (``10``, ``inf``) or a range ``LOW:HIGH`` drawn per sample."""
+    low, colon, high = text.partition(":")
+    try:
+        return (float(low), float(high)) if colon else float(text)
+    except ValueError:
+        raise DataError(
+            f"data source detection: snr={text!r}; expected dB (10, inf) or a range LOW:HIGH such as 5:20"
+        ) from None
 
 
 @dataclass
@@ -514,6 +657,121 @@ def image_source(
     )
 
 
+@dataclass
+class MriSource(Source):
+    """Compressed-sensing MRI (``unfoldgen.kspace``): fixed mask M (size, size); per sample the
+    undersampled k-space y (size, size) complex input and the complex image x (size, size) target.
+
+    x is a grayscale image in [0, 1] (``split=train``: a random crop of the training images, resized
+    to size × size under a random symmetry, ``kspace.random_crops``; ``split=test``: the held-out
+    test images, centred squares resized) times a smooth random phase (``phase=smooth``) or 1
+    (``phase=none``). y = M ⊙ (fft2(x) + n), the orthonormal unshifted 2-D DFT (DC at (0, 0), the
+    fully sampled centre in the first and last rows) and complex Gaussian noise of σ ``noise``.
+    The mask keeps whole rows (phase-encode lines) and is drawn once from the seed, with a
+    variable density (``density=variable``) or uniformly.
+    """
+
+    size: int = 128
+    acceleration: float = 4.0
+    center: float = 0.08
+    noise: float = 0.0
+    split: str = "train"
+    phase: str = "smooth"
+    density: str = "variable"
+
+    def check_trainable(self) -> None:
+        if self.split == "test":
+            raise DataError("mri: split=test holds the held-out test images; expected split=train for training")
+
+    def draw(self, count: int, seed: Sequence[int]) -> dict[str, np.ndarray]:
+        from unfoldgen import images, kspace
+
+        rng = np.random.default_rng(list(seed))
+        if self.split == "test":
+            pictures = [images.load_image(name, self.size) for name in images.TEST_IMAGES]
+            magnitudes = np.stack([pictures[i % len(pictures)] for i in range(count)])
+        else:
+            magnitudes = kspace.random_crops(images.TRAIN_IMAGES, count, self.size, rng)
+        x = kspace.complex_images(magnitudes, self.phase, rng)
+        return {"y": kspace.measure(x, self.fixed["M"], self.noise, rng), "x": x}
+
+    def train_batch(self, step: int, size: int) -> dict[str, np.ndarray]:
+        self.check_trainable()
+        return super().train_batch(step, size)
+
+    def validation(self, size: int) -> dict[str, np.ndarray]:
+        """``split=test``: the held-out images (at most ``size`` of them), in catalogue order."""
+        from unfoldgen.images import TEST_IMAGES
+
+        count = min(size, len(TEST_IMAGES)) if self.split == "test" else size
+        return self.draw(count, (self.seed, VALIDATION_STREAM))
+
+
+def mri_source(
+    size: int = 128,
+    acceleration: float = 4.0,
+    center: float = 0.08,
+    noise: float = 0.0,
+    split: str = "train",
+    phase: str = "smooth",
+    density: str = "variable",
+    seed: int = 0,
+) -> MriSource:
+    """Simulated Cartesian compressed-sensing MRI from scikit-image's test images
+    (``pip install unfoldgen[images]``; see ``unfoldgen.kspace`` for the conventions).
+
+    ``size``: the side of the square images; ``acceleration``: the mask keeps round(size /
+    acceleration) of the size k-space rows (≥ 1; 1 samples everything); ``center``: the fraction of
+    rows of lowest frequency always kept; ``noise``: σ of the complex k-space noise (images are in
+    [0, 1]); ``split``: ``train`` or ``test`` (the held-out images; evaluation only); ``phase``:
+    ``smooth`` (a random low-order phase) or ``none`` (real images); ``density``: how the lines
+    outside the centre are drawn, ``variable`` (more of them at low frequencies) or ``uniform``.
+    """
+    if split not in IMAGE_SPLITS:
+        raise DataError(f"mri: split={split!r}; expected one of {', '.join(IMAGE_SPLITS)}")
+    from unfoldgen import kspace
+
+    if phase not in kspace.PHASES:
+        raise DataError(f"mri: phase={phase!r}; expected one of {', '.join(kspace.PHASES)}")
+    if density not in kspace.DENSITIES:
+        raise DataError(f"mri: density={density!r}; expected one of {', '.join(kspace.DENSITIES)}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 4 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(f"mri: size={size!r}; expected an integer in [4, {MAX_IMAGE_SIZE}] (pixels per side)")
+    if not (math.isfinite(acceleration) and acceleration >= 1):
+        raise DataError(f"mri: acceleration={acceleration}; expected a factor ≥ 1 (4: keep a quarter of the lines)")
+    if not (math.isfinite(center) and 0 < center <= 1):
+        raise DataError(f"mri: center={center}; expected the fraction of fully sampled centre lines in (0, 1]")
+    if len(kspace.center_lines(size, center)) > kspace.kept_lines(size, acceleration):
+        raise DataError(
+            f"mri: center={center} keeps {len(kspace.center_lines(size, center))} of {size} lines, more than "
+            f"acceleration={acceleration:g} allows ({kspace.kept_lines(size, acceleration)}); "
+            f"expected center ≤ 1/acceleration"
+        )
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DataError(f"mri: noise={noise}; expected a standard deviation ≥ 0 (images are in [0, 1])")
+    _check_seed("mri", seed)
+    from unfoldgen.images import _skimage
+
+    _skimage()  # a missing scikit-image is a one-line error now, not at the first batch
+    rng = np.random.default_rng([seed, FIXED_STREAM])
+    mask = kspace.cartesian_mask(size, size, acceleration, center, rng, density)
+    return MriSource(
+        "mri",
+        seed,
+        {"M": mask},
+        {"y": "input", "x": "target"},
+        f"mri ({split}) {size}×{size}, acceleration {acceleration:g} ({int(mask[:, 0].sum())} of {size} lines, "
+        f"centre {center:g}, {density} density), noise σ {noise:g}, phase {phase}, seed {seed}",
+        size=size,
+        acceleration=acceleration,
+        center=center,
+        noise=noise,
+        split=split,
+        phase=phase,
+        density=density,
+    )
+
+
 # ---------------------------------------------------------------------- sources by name
 
 GENERATORS = {
@@ -524,18 +782,39 @@ GENERATORS = {
     ),
     "detection": (
         detection_source,
-        {"m": int, "n": int, "modulation": str, "snr": float, "seed": int},
+        {
+            "m": int,
+            "n": int,
+            "modulation": str,
+            "snr": snr_option,
+            "channel": str,
+            "rho": float,
+            "seed": int,
+        },
     ),
     "image": (
         image_source,
         {"size": int, "noise": float, "keep": float, "split": str, "blur": float, "kernel": int, "seed": int},
+    ),
+    "mri": (
+        mri_source,
+        {
+            "size": int,
+            "acceleration": float,
+            "center": float,
+            "noise": float,
+            "split": str,
+            "phase": str,
+            "density": str,
+            "seed": int,
+        },
     ),
 }
 
 
 def source_from_string(text: str, seed: int | None = None) -> Source:
     """``sparse:m=20,n=40,p=0.1,snr=40``, ``rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01``,
-    ``detection:m=16,n=8,modulation=bpsk,snr=10``,
+    ``detection:m=16,n=16,modulation=qpsk,snr=5:20,channel=kronecker,rho=0.5``,
     ``image:size=64,noise=0.01,keep=0.5,split=train,blur=1.6,kernel=9`` or a path to an ``.npz`` file.
 
     ``snr=inf`` is noiseless. ``seed`` (if given) is the default when the text names none.
@@ -565,6 +844,8 @@ def source_from_string(text: str, seed: int | None = None) -> Source:
         given.add(key)
         try:
             parsed = types[key](value.strip())
+        except DataError:
+            raise
         except ValueError:
             raise DataError(f"data source {family}: {key}={value!r} is not a valid {types[key].__name__}") from None
         kwargs["snr_db" if key == "snr" else key] = parsed
@@ -581,12 +862,13 @@ class Slot:
     name: str
     role: str
     axes: tuple[Axis, ...] | None  # None: not known (a model given without its spec)
+    complex: bool | None = None  # declared complex; None: not known
 
     def describe(self) -> str:
         if self.axes is None:
             return f"{self.role} {self.name}"
         shape = f"[{', '.join(str(a) for a in self.axes)}]" if self.axes else ""
-        return f"{self.role} {self.name} : real{shape}"
+        return f"{self.role} {self.name} : {'complex' if self.complex else 'real'}{shape}"
 
     def fits(self, rank: int) -> bool:
         return self.axes is None or len(self.axes) == rank
@@ -603,7 +885,7 @@ def slots_from_problem(problem: object) -> tuple[Slot, ...]:
             continue
         shape = tuple(symbol.shape)
         axes = () if not shape else (shape[0],) if shape[1] == 1 else shape
-        slots.append(Slot(symbol.name, symbol.role, axes))
+        slots.append(Slot(symbol.name, symbol.role, axes, symbol.complex))
     return tuple(slots)
 
 
@@ -793,6 +1075,12 @@ def bind(source: Source, slots: Sequence[Slot], require_targets: bool = True) ->
             tiled.add(slot.name)
         shape = shapes[source_name] if fixed else (0, *shapes[source_name])
         _check_shape(slot, f"{source.name} array {source_name!r}", tuple(shape), not fixed, dims, origin)
+        value = source.fixed[source_name] if fixed else sample[source_name]
+        if slot.complex is False and np.iscomplexobj(value):  # its imaginary part would be dropped
+            raise DataError(
+                f"{source.name} array {source_name!r} is complex, but `{slot.describe()}` is real; "
+                f"expected `{replace(slot, complex=True).describe()}`"
+            )
     return Binding(source, tuple(slots), names, frozenset(tiled), dims)
 
 

@@ -302,6 +302,13 @@ def reduce_sum(value: ir.Expr) -> ir.Expr:
     return value if ir.is_scalar(value.shape) else ir.Apply("sum", (value,), ir.SCALAR)
 
 
+def _squared_modulus(value: ir.Expr) -> ir.Expr:
+    """|v|² entrywise: v² for a real v, abs2(v) for a complex one."""
+    if ir.is_complex(value):
+        return ir.Apply("abs2", (value,), value.shape)
+    return ir.power(value, ir.Const(2.0))
+
+
 def _scalar_is_itself(name: str) -> Callable[[tuple[ir.Expr, ...], Shape], ir.Expr]:
     """A reduction of one number is the number itself."""
 
@@ -751,6 +758,65 @@ FUNCTIONS: dict[str, Function] = {
             desugar=_tensor_first("min"),
             smooth=False,
         ),
+        # complex numbers: parts, conjugate, phase (each is its argument's own on real values)
+        Function(
+            "conj",
+            (1, 1),
+            "elementwise",
+            _same,
+            "conj({0})",
+            torch="torch.conj({0})",
+            numba="np.conj({0})",
+            desugar=lambda args, shape: ir.conj(args[0]),
+            on_complex="follow",
+        ),
+        Function(
+            "re",
+            (1, 1),
+            "elementwise",
+            _same,
+            "Re({0})",
+            torch="{0}.real",
+            numba="np.real({0})",
+            desugar=lambda args, shape: ir.Apply("re", args, shape) if ir.is_complex(args[0]) else args[0],
+            on_complex="real",
+        ),
+        Function(
+            "im",
+            (1, 1),
+            "elementwise",
+            _same,
+            "Im({0})",
+            torch="{0}.imag",
+            numba="np.imag({0})",
+            desugar=lambda args, shape: (
+                ir.Apply("im", args, shape) if ir.is_complex(args[0]) else ir.mul(ir.Const(0.0), args[0])
+            ),
+            on_complex="real",
+        ),
+        Function(
+            "angle",
+            (1, 1),
+            "elementwise",
+            _same,
+            "arg({0})",
+            torch="torch.angle({0})",
+            numba="np.angle({0})",
+            smooth=False,
+            on_complex="real",
+        ),
+        # |z|² = Re(z)² + Im(z)², smooth as a function of (Re z, Im z): what sumsq of a complex value sums
+        Function(
+            "abs2",
+            (1, 1),
+            "elementwise",
+            _same,
+            "|{0}|²",
+            torch="{0}.abs().square()",
+            numba="np.square(np.abs({0}))",
+            user=False,
+            on_complex="real",
+        ),
         # reductions to a per-sample scalar
         Function(
             "sum",
@@ -802,7 +868,8 @@ FUNCTIONS: dict[str, Function] = {
             torch=None,
             numba=None,
             fold=lambda t: t * t,
-            desugar=lambda args, shape: reduce_sum(ir.power(args[0], ir.Const(2.0))),
+            desugar=lambda args, shape: reduce_sum(_squared_modulus(args[0])),
+            on_complex="real",
         ),
         Function(
             "dot",
@@ -813,7 +880,9 @@ FUNCTIONS: dict[str, Function] = {
             torch=None,
             numba=None,
             fold=lambda u, v: u * v,
-            desugar=lambda args, shape: reduce_sum(ir.mul(args[0], args[1])),
+            # the Hermitian inner product uᴴv: conjugate-linear in u, as ‖u‖² = ⟨u, u⟩
+            desugar=lambda args, shape: reduce_sum(ir.mul(ir.conj(args[0]), args[1])),
+            on_complex="follow",
         ),
         Function(
             "quad",
@@ -823,7 +892,8 @@ FUNCTIONS: dict[str, Function] = {
             "{0}ᵀ {1} {0}",
             torch=None,
             numba=None,
-            desugar=lambda args, shape: ir.matmul(ir.matmul(ir.transpose(args[0]), args[1]), args[0]),
+            desugar=lambda args, shape: ir.matmul(ir.matmul(ir.adjoint(args[0]), args[1]), args[0]),
+            on_complex="follow",
         ),
         Function(
             "huber",

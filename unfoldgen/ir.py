@@ -11,6 +11,7 @@ transposes), so derived gradients come out in the form a person would write:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, fields
 from fractions import Fraction
@@ -99,17 +100,19 @@ def axes_text(axes: tuple, batch: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Const:
-    value: float
+    value: float | complex  # complex only with a nonzero imaginary part (``2j``)
     shape: Shape = SCALAR
 
 
 @dataclass(frozen=True)
 class Ref:
-    """A named quantity; ``role`` is data, input, var, param, hyper, weight, state, let or dim."""
+    """A named quantity; ``role`` is data, input, var, param, hyper, weight, state, let or dim;
+    ``complex``: declared ``complex`` (or a temporary computed as a complex value)."""
 
     name: str
     role: str
     shape: Shape
+    complex: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class Grad:
     var: str
     substitutions: tuple[tuple[str, Expr], ...]
     shape: Shape
+    complex: bool = False  # the variable is complex (so is its gradient)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,30 @@ class NetCall:
 
 
 Expr = Const | Ref | Ones | Eye | Binary | Neg | Power | Transpose | Apply | Prox | Proj | Grad | Lipschitz | NetCall
+
+
+@functools.lru_cache(maxsize=4096)
+def is_complex(expr: Expr) -> bool:
+    """Whether an expression's values are complex: a complex name or literal, or an operation on
+    one that keeps it complex (``re``, ``abs``, the norms and ``lipschitz`` are real; what each
+    function does is its table entry's ``on_complex``)."""
+    from unfoldgen.functions import FUNCTIONS  # the table builds IR: imported when first needed
+
+    match expr:
+        case Const(value=value):
+            return isinstance(value, complex)
+        case Ref(complex=flag) | Grad(complex=flag):
+            return flag
+        case Ones() | Eye() | Lipschitz():
+            return False
+        case Apply(func=func, args=args):
+            rule = FUNCTIONS[func].on_complex
+            return rule == "complex" or (rule == "follow" and any(is_complex(arg) for arg in args))
+        case Prox(arg=arg) | Proj(arg=arg):
+            return is_complex(arg)
+        case NetCall(args=args):
+            return is_complex(args[0])
+    return any(is_complex(child) for child in children(expr))
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
@@ -296,11 +324,11 @@ def broadcast(left: Shape, right: Shape) -> Shape:
     return left
 
 
-def _const(expr: Expr) -> float | None:
+def _const(expr: Expr) -> float | complex | None:
     return expr.value if isinstance(expr, Const) else None
 
 
-def split_factor(expr: Expr) -> tuple[float, Expr]:
+def split_factor(expr: Expr) -> tuple[float | complex, Expr]:
     """``c * e`` → (c, e) for a constant factor c; else (1, expr)."""
     if isinstance(expr, Binary) and expr.op == "*" and isinstance(expr.left, Const):
         return expr.left.value, expr.right
@@ -310,12 +338,12 @@ def split_factor(expr: Expr) -> tuple[float, Expr]:
     return 1.0, expr
 
 
-def scale(factor: float, expr: Expr) -> Expr:
+def scale(factor: float | complex, expr: Expr) -> Expr:
     """``factor * expr`` in simplest form."""
     inner, rest = split_factor(expr)
     factor *= inner
     if isinstance(rest, Const) and rest.shape == ():
-        return Const(factor * rest.value)
+        return Const(_number(factor * rest.value))
     if factor == 1.0:
         return rest
     if factor == -1.0:
@@ -331,7 +359,7 @@ def add(left: Expr, right: Expr) -> Expr:
     if _const(right) == 0.0 and right.shape == () and left.shape != ():
         return left
     if isinstance(left, Const) and isinstance(right, Const):
-        return Const(left.value + right.value)
+        return Const(_number(left.value + right.value))
     if _const(left) == 0.0:
         return right
     if _const(right) == 0.0:
@@ -343,7 +371,7 @@ def add(left: Expr, right: Expr) -> Expr:
 
 def sub(left: Expr, right: Expr) -> Expr:
     if isinstance(left, Const) and isinstance(right, Const):
-        return Const(left.value - right.value)
+        return Const(_number(left.value - right.value))
     if _const(right) == 0.0:
         return left
     if _const(left) == 0.0:
@@ -381,7 +409,7 @@ def mul(left: Expr, right: Expr) -> Expr:
 
 def div(left: Expr, right: Expr) -> Expr:
     if isinstance(left, Const) and isinstance(right, Const) and right.value != 0:
-        return Const(left.value / right.value)
+        return Const(_number(left.value / right.value))
     if _const(right) == 1.0:
         return left
     return Binary("/", left, right, broadcast(left.shape, right.shape))
@@ -396,9 +424,35 @@ def matmul(left: Expr, right: Expr) -> Expr:
     return Binary("@", left, right, shape)
 
 
+def conj(operand: Expr) -> Expr:
+    """The complex conjugate: the operand itself when it is real."""
+    if not is_complex(operand):
+        return operand
+    if isinstance(operand, Const):
+        return Const(_number(operand.value.conjugate()), operand.shape)
+    if isinstance(operand, Apply) and operand.func == "conj":
+        return operand.args[0]
+    factor, rest = split_factor(operand)
+    if factor != 1.0:
+        return scale(factor.conjugate(), conj(rest))
+    return Apply("conj", (operand,), operand.shape)
+
+
+def adjoint(operand: Expr) -> Expr:
+    """The conjugate transpose ``operand.H`` (the transpose of a real operand)."""
+    return conj(transpose(operand))
+
+
+def _number(value: complex) -> float | complex:
+    """A complex number with no imaginary part is a real one (so ``1j * 1j`` folds to -1.0)."""
+    return value.real if isinstance(value, complex) and value.imag == 0 else value
+
+
 def transpose(operand: Expr) -> Expr:
     if isinstance(operand, Transpose):
         return operand.operand
+    if isinstance(operand, Apply) and operand.func == "conj" and isinstance(operand.args[0], Transpose):
+        return conj(operand.args[0].operand)
     if operand.shape == ():
         return operand
     factor, rest = split_factor(operand)
@@ -407,12 +461,17 @@ def transpose(operand: Expr) -> Expr:
     return Transpose(operand, (operand.shape[1], operand.shape[0]))
 
 
+def _real_positive_power(base: float | complex, exponent: float | complex) -> bool:
+    """A power of real numbers with a positive base: folded (complex powers stay unevaluated)."""
+    return not isinstance(base, complex) and not isinstance(exponent, complex) and base > 0
+
+
 def power(base: Expr, exponent: Expr) -> Expr:
     if _const(exponent) == 1.0:
         return base
     if _const(exponent) == 0.0:
         return Const(1.0) if base.shape == () else Ones(base.shape)
-    if isinstance(base, Const) and isinstance(exponent, Const) and base.value > 0:
+    if isinstance(base, Const) and isinstance(exponent, Const) and _real_positive_power(base.value, exponent.value):
         try:
             return Const(base.value**exponent.value)
         except OverflowError:

@@ -58,6 +58,7 @@ class NamePlan:
     net_options: dict[str, int | str] | None = None  # nets: every option of the kind, defaults filled in
     bounds: LearnBounds | None = None  # a bounded learned value: learned through a reparametrisation
     layer_values: bool = False  # computed from the layer index k: its start differs per layer
+    complex: bool = False  # complex values (the model's dtype's complex counterpart)
 
     @property
     def attribute(self) -> str:
@@ -293,6 +294,7 @@ def make_plan(
             net_options=_net_options(net) if net is not None else None,
             bounds=learn.bounds if learn is not None else None,
             layer_values=symbol.depends_on_layer,
+            complex=symbol.complex,
         )
     expressions = [rule.value for rule in rules] + [s.init for s in symbols if s.init is not None]
     expressions += [side for learn in unfold.learns if learn.bounds for side in _sides(learn.bounds)]

@@ -27,7 +27,7 @@ class MathPrinter:
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
             case ir.Const(value=value):
-                text = f"{value:g}"
+                text = repr(value) if isinstance(value, complex) else f"{value:g}"
                 return text, (UNARY if text.startswith("-") else ATOM)
             case ir.Ref(name=name):
                 return name, ATOM
@@ -49,6 +49,8 @@ class MathPrinter:
                 return f"{self.wrap(base, ATOM)}^{self.wrap(exponent, ATOM)}", POWER
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}ᵀ", ATOM
+            case ir.Apply(func="conj", args=(ir.Transpose(operand=operand),)):
+                return f"{self.wrap(operand, ATOM)}ᴴ", ATOM
             case ir.Apply(func=func, args=args) if FUNCTIONS[func].kind == "linear":
                 return FUNCTIONS[func].math.format(*(self.wrap(a, ATOM) for a in args)), PRODUCT
             case ir.Apply(func=func, args=args):

@@ -32,6 +32,8 @@ TERMINAL_WORDS = {
     "FIXED_POINT": "'fixed point'",
     "ONE_SIDED": "a bound ('>=', '>', '<=' or '<')",
     "REAL": "'real'",
+    "COMPLEX": "'complex'",
+    "IMAGINARY": "an imaginary number",
     "$END": "the end of the file",
 }
 
@@ -70,6 +72,11 @@ class _Builder(Transformer):
         span = _span(meta)
         return s.Number(_check_number(text, span), text, span)
 
+    def imaginary(self, meta: Meta, children: list) -> s.Number:
+        text = str(children[0])
+        span = _span(meta)
+        return s.Number(complex(0.0, _check_number(text[:-1], span)), text, span)
+
     def name(self, meta: Meta, children: list) -> s.Name:
         return _name(children[0])
 
@@ -91,6 +98,9 @@ class _Builder(Transformer):
 
     def transpose(self, meta: Meta, children: list) -> s.Transpose:
         return s.Transpose(children[0], _span(meta))
+
+    def conjugate_transpose(self, meta: Meta, children: list) -> s.Transpose:
+        return s.Transpose(children[0], _span(meta), conjugate=True)
 
     def call(self, meta: Meta, children: list) -> s.Call:
         args = tuple(c for c in children[1:] if c is not None)
@@ -116,7 +126,7 @@ class _Builder(Transformer):
                 dims.append(s.Number(_check_number(str(child), _span(child)), str(child), _span(child)))
             else:
                 dims.append(_name(child))
-        return s.TypeSpec(tuple(dims), _span(meta))
+        return s.TypeSpec(tuple(dims), _span(meta), complex=children[0].type == "COMPLEX")
 
     def dim_over(self, meta: Meta, children: list) -> s.Name:
         """``h/4``: a dim a whole factor smaller (the output of down-sampling)."""

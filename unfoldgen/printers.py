@@ -21,7 +21,16 @@ __all__ = ["ATOM", "MathPrinter", "NumbaPrinter", "TorchPrinter", "dims_code", "
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
-def format_float(value: float) -> str:
+def image_layout(shape: ir.Shape) -> str:
+    """How a value is laid out for a net: "vector" (n, 1), "image" (h, w) or "channels" (c, h, w)."""
+    if ir.is_stack(shape):
+        return "channels"
+    return "image" if ir.is_matrix(shape) else "vector"
+
+
+def format_float(value: float | complex) -> str:
+    if isinstance(value, complex):
+        return repr(value)  # Python's own literal: 2j, (1+2j)
     if value == float("inf"):
         return 'float("inf")'
     if value == float("-inf"):
@@ -95,6 +104,8 @@ class TorchPrinter(_PythonPrinter):
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
+            case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
+                return self._mixed_matmul(left, right), ATOM
             case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
                 if "shared_matmul" not in self.helpers:
                     self.helpers.append("shared_matmul")
@@ -108,6 +119,8 @@ class TorchPrinter(_PythonPrinter):
                 return f"torch.eye({size}, dtype=_dtype, device=_device)", ATOM
             case ir.Transpose(operand=operand):
                 return f"{self.wrap(operand, ATOM)}.mT", ATOM
+            case ir.Apply(func="conj", args=(ir.Transpose(operand=operand),)):
+                return f"{self.wrap(operand, ATOM)}.mH", ATOM
             case ir.Binary(op=op, left=left, right=right) if op in "+-*/" and self._per_sample_scalar_on_stack(
                 left, right
             ):
@@ -128,6 +141,10 @@ class TorchPrinter(_PythonPrinter):
                 # a reduction over (B, c, h, w) reduces it as (B, c·h, w), like every per-sample matrix
                 flatten_first = entry.over_samples and ir.is_stack(args[0].shape)
                 return self.apply(entry.torch, args, entry.integer_args, flatten_first), ATOM
+            case ir.NetCall(net=net, args=args) if ir.is_complex(args[0]):
+                self._use("complex_net")
+                layouts = tuple(image_layout(arg.shape) for arg in args)
+                return f"complex_net({self.net_call(net)}, {layouts!r}, {', '.join(self(a) for a in args)})", ATOM
             case ir.NetCall(net=net, args=args):
                 return f"{self.net_call(net)}({', '.join(self(a) for a in args)})", ATOM
             case ir.Lipschitz():
@@ -136,6 +153,22 @@ class TorchPrinter(_PythonPrinter):
 
     def operator(self, entry: ProxOp | SetOp) -> str:
         return entry.torch
+
+    def _mixed_matmul(self, left: ir.Expr, right: ir.Expr) -> str:
+        """A real matrix times a complex one: torch multiplies matrices of one dtype only, so the real
+        side is made complex (``as_complex``)."""
+        self._use("as_complex")
+        texts = [f"as_complex({self(side)})" if not ir.is_complex(side) else self(side) for side in (left, right)]
+        if self.varies(right) and not self.varies(left):
+            self._use("shared_matmul")
+            return f"shared_matmul({texts[0]}, {texts[1]})"
+        return f"{self.wrap(left, PRODUCT) if ir.is_complex(left) else texts[0]} @ " + (
+            self.wrap(right, PRODUCT + 1) if ir.is_complex(right) else texts[1]
+        )
+
+    def _use(self, helper: str) -> None:
+        if helper not in self.helpers:
+            self.helpers.append(helper)
 
     def _on_stack(self, operator: str, arg: ir.Expr, params: tuple[ir.Expr, ...]) -> str:
         """A prox or projection of matrices on a stack (B, c, h, w), run as (B, c, h·w): groups over
@@ -178,13 +211,25 @@ class NumbaUnsupportedError(Exception):
     """A construct with no numba form yet; the message says which."""
 
 
+# numba forms for complex arguments where the table's form is real-only: ‖v‖₂ sums |v|², not v²;
+# ‖v‖₀ counts in the real dtype (ones_like of a complex v would make the count complex)
+_COMPLEX_NUMBA = {
+    "norm2": "np.sqrt(colsum(np.square(np.abs({0}))))",
+    "norm0": "colsum((np.abs({0}) > 0).astype(_dtype))",
+}
+# numba forms that take arguments of one dtype: real ones are made complex beside a complex one
+_ONE_DTYPE = frozenset({"solve"})
+
+
 class NumbaPrinter(_PythonPrinter):
     """IR → numpy code for numba kernels.
 
     Layout: per-sample vectors are columns (a batch is ``(n, B)``), per-sample scalars ``(1, B)``
     rows, a single sample's matrix ``(m, n)``. ``per_sample`` names the quantities that vary
     by sample, so ``uᵀ v`` of two per-sample columns prints as a column-wise dot product.
-    Constants are cast with ``_F`` (the kernel's float type) so float32 stays float32.
+    Constants are cast with ``_F`` (the kernel's float type) so float32 stays float32, complex
+    ones with ``_C`` (its complex counterpart: complex64 with float32); ``_complex`` is that
+    complex dtype. ``uᴴ v`` of two per-sample columns is ``colsum(conj(u) * v)``.
     """
 
     def __init__(
@@ -195,6 +240,8 @@ class NumbaPrinter(_PythonPrinter):
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
+            case ir.Const(value=complex() as value):
+                return f"_C({format_float(value)})", ATOM
             case ir.Const(value=value):
                 return f"_F({format_float(value)})", ATOM
             case ir.Ones(shape=shape):
@@ -205,6 +252,12 @@ class NumbaPrinter(_PythonPrinter):
                 ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
             ):
                 return f"colsum({self.wrap(row, PRODUCT)} * {self.wrap(right, PRODUCT + 1)})", ATOM
+            case ir.Binary(op="@", left=ir.Apply(func="conj", args=(ir.Transpose(operand=row),)), right=right) if (
+                ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
+            ):
+                return f"colsum(np.conj({self(row)}) * {self.wrap(right, PRODUCT + 1)})", ATOM
+            case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
+                return f"np.dot({self._as_complex(left)}, {self._as_complex(right)})", ATOM
             case ir.Binary(op="@", left=left, right=right):
                 return f"np.dot({self(left)}, {self(right)})", ATOM
             case ir.Transpose(operand=operand):
@@ -216,6 +269,8 @@ class NumbaPrinter(_PythonPrinter):
                 template = entry.numba_column if ir.is_vector(args[entry.linear_arg].shape) else entry.numba
                 if template is None:
                     raise NumbaUnsupportedError(f"{func}() of this shape in a kernel")
+                if ir.is_complex(expr) or any(ir.is_complex(arg) for arg in args):
+                    raise NumbaUnsupportedError(f"{func}() of complex values in a kernel (its numba form is real)")
                 if not ir.is_vector(args[entry.linear_arg].shape) and self.per_sample:
                     raise NumbaUnsupportedError(f"{func}() of an image in the batched layout")
 
@@ -232,16 +287,21 @@ class NumbaPrinter(_PythonPrinter):
                     raise NumbaUnsupportedError(f"{func}() of a stack of images in a kernel")
                 if not entry.per_column and any(self.varies(arg) for arg in args):
                     raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
-                template = entry.numba
+                complex_args = any(ir.is_complex(arg) for arg in args)
+                template = _COMPLEX_NUMBA.get(func, entry.numba) if complex_args else entry.numba
                 if entry.over_samples and not ir.is_vector(args[0].shape):
                     if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
                         raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
+                if func in _ONE_DTYPE and complex_args:
+                    return _PLACEHOLDER.sub(lambda m: self._as_complex(args[int(m.group(1))]), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
                 if self.net_call is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
+                if any(ir.is_complex(arg) for arg in args):
+                    raise NumbaUnsupportedError("nets on complex values in numba kernels (torch only)")
                 columns = ", ".join(self(a) if ir.is_vector(a.shape) else f"as_column({self(a)})" for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
                 call = self.net_call(net, stacked)
@@ -259,6 +319,11 @@ class NumbaPrinter(_PythonPrinter):
         if entry.numba is None:
             raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
         return entry.numba
+
+    def _as_complex(self, expr: ir.Expr) -> str:
+        """``expr`` in the kernel's complex dtype: np.dot and np.linalg.solve take one dtype, so the
+        real side of a real-complex product is made complex."""
+        return self(expr) if ir.is_complex(expr) else f"{self.wrap(expr, ATOM)}.astype(_complex)"
 
     def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:
         arg = args[index]

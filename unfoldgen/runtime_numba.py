@@ -7,6 +7,11 @@ must not import unfoldgen; it passes its own tables (``PARAMETERS``, ``INPUTS``,
 
 Axes are dims (strings) or fixed sizes (ints); ``"layers"`` is the per-layer axis (no dim can
 take that name: it is a keyword of the spec language).
+
+Complex entries (the names in the file's ``COMPLEX``) hold the complex counterpart of the
+kernels' real dtype: complex64 with float32, complex128 with float64. A real array given for one
+is converted (real values are complex ones with no imaginary part, as the torch module takes
+them); a complex array for a real entry is refused.
 """
 
 import numpy as np
@@ -20,16 +25,24 @@ def shape_text(axes: tuple, batch: bool = False) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
-def checked_array(what: str, value: object, axes: tuple, sizes: dict, dtype, batch: bool = False) -> np.ndarray:
-    """``value`` as a contiguous float array of ``axes`` (after a leading batch axis when
-    ``batch``), its dims bound in ``sizes``, with the dtype of the arrays checked before it.
+def checked_array(
+    what: str, value: object, axes: tuple, sizes: dict, dtype, batch: bool = False, complex_values: bool = False
+) -> np.ndarray:
+    """``value`` as a contiguous array of ``axes`` (after a leading batch axis when ``batch``),
+    its dims bound in ``sizes``, of the real ``dtype`` of the arrays checked before it (float32 or
+    float64), or (``complex_values``) that dtype's complex counterpart.
     The per-layer axis is not bound: each per-layer array holds at least ``layers`` entries."""
     array = np.asarray(value)
     expected = shape_text(axes, batch)
-    if array.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{what}: dtype {array.dtype}, expected float32 or float64")
-    if dtype is not None and array.dtype != dtype:
-        raise ValueError(f"{what}: dtype {array.dtype}, expected {dtype} like the other arrays")
+    if np.iscomplexobj(array) and not complex_values:
+        raise ValueError(f"{what}: expected real values, got {array.dtype} (declare it complex in the spec)")
+    real = array.real.dtype
+    if real not in (np.float32, np.float64):
+        kinds = "complex64 or complex128 (or float32, float64)" if complex_values else "float32 or float64"
+        raise ValueError(f"{what}: dtype {array.dtype}, expected {kinds}")
+    if dtype is not None and real != dtype:
+        wanted = complex_dtype(dtype) if complex_values else dtype
+        raise ValueError(f"{what}: dtype {array.dtype}, expected {wanted} like the other arrays")
     if array.ndim != len(axes) + batch:
         raise ValueError(f"{what}: expected shape {expected}, got {array.shape}")
     for axis, size in zip(axes, array.shape[batch:], strict=True):
@@ -38,7 +51,14 @@ def checked_array(what: str, value: object, axes: tuple, sizes: dict, dtype, bat
         bound = sizes.setdefault(axis, size) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"{what}: expected shape {expected} with {axis} = {bound}, got {array.shape}")
+    if complex_values:  # real values are complex ones with no imaginary part
+        return np.asarray(array, complex_dtype(real), order="C")
     return np.asarray(array, order="C")  # a copy only if it is not contiguous (0-d stays 0-d)
+
+
+def complex_dtype(real) -> np.dtype:
+    """The complex dtype of a real one's precision: float32 → complex64, float64 → complex128."""
+    return np.result_type(real, np.complex64)
 
 
 def checked_layers(value: object, stored: int | None) -> int:
@@ -70,9 +90,10 @@ def stacked_entries(state_dict: dict, prefix: str, suffix: str = "") -> list:
     return [np.asarray(found[k]) for k in range(len(found))]
 
 
-def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
+def collect_params(state_dict: dict, parameters: dict, nets: dict, complex_names: frozenset = frozenset()) -> dict:
     """The kernels' parameters from a state dict of numpy arrays: per-layer entries ``NAME.k``
-    stacked as ``(layers, ...)``, each net's dense layers stacked, the layer count kept."""
+    stacked as ``(layers, ...)``, each net's dense layers stacked, the layer count kept;
+    ``complex_names``: the complex parameters."""
     params = {}
     for name, axes in parameters.items():
         if name in state_dict:
@@ -99,7 +120,7 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                     raise ValueError(f"net parameter {net}{'.0' if per_layer else ''}{key!r} is missing")
                 stacked.append(np.asarray(np.stack([value.reshape(value.shape[0], -1) for value in values]), order="C"))
             params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
-    checked_params(params, parameters, nets, {})
+    checked_params(params, parameters, nets, {}, complex_names)
     return params
 
 
@@ -116,18 +137,23 @@ def features(shapes: tuple, sizes: dict) -> int | None:
     return total
 
 
-def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> tuple:
+def checked_params(
+    params: dict, parameters: dict, nets: dict, sizes: dict, complex_names: frozenset = frozenset()
+) -> tuple:
     """Check ``params`` (from ``collect_params``, perhaps changed since) against the tables:
-    every array's shape and dtype, the nets' layer chain, and ``layers`` against the layers
-    stored. Binds the dims in ``sizes``; returns (layers, dtype, the kernel's array arguments)."""
+    every array's shape and dtype (``complex_names``: the complex ones), the nets' layer chain,
+    and ``layers`` against the layers stored. Binds the dims in ``sizes``; returns (layers, the
+    real dtype, the kernel's array arguments)."""
     dtype = None
     arrays = []
     stored = []  # the leading length of every per-layer array
     for name, axes in parameters.items():
         if name not in params:
             raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
-        array = checked_array(f"parameter {name!r}", params[name], axes, sizes, dtype)
-        dtype = array.dtype
+        array = checked_array(
+            f"parameter {name!r}", params[name], axes, sizes, dtype, complex_values=name in complex_names
+        )
+        dtype = array.real.dtype
         if axes[:1] == (LAYER_AXIS,):
             stored.append(array.shape[0])
         arrays.append(array.dtype.type(array) if array.ndim == 0 else array)
@@ -172,13 +198,16 @@ def checked_tolerance(value: object) -> float:
     return float(value)
 
 
-def checked_inputs(values: dict, inputs: dict, sizes: dict, dtype) -> tuple[list, int]:
-    """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype."""
+def checked_inputs(
+    values: dict, inputs: dict, sizes: dict, dtype, complex_names: frozenset = frozenset()
+) -> tuple[list, int]:
+    """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype (its complex
+    counterpart for the ``complex_names``)."""
     checked = []
     batch = None
     for name, value in values.items():
-        array = checked_array(f"input {name}", value, inputs[name], sizes, dtype, batch=True)
-        dtype = array.dtype
+        array = checked_array(f"input {name}", value, inputs[name], sizes, dtype, True, name in complex_names)
+        dtype = array.real.dtype
         batch = array.shape[0] if batch is None else batch
         if array.shape[0] != batch:
             raise ValueError(f"input {name}: batch size {array.shape[0]}, expected {batch} like the other inputs")

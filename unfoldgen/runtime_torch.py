@@ -8,17 +8,27 @@ import torch
 from torch import Tensor, nn
 
 
-def as_data(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
-    """A data tensor (no batch) in the internal layout; vectors become columns."""
+def complex_of(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of a real one's precision: float32 → complex64, float64 → complex128."""
+    return {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}.get(
+        dtype, dtype
+    )
+
+
+def as_data(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None, complex_values: bool = False
+) -> Tensor:
+    """A data tensor (no batch) in the internal layout; vectors become columns. Complex data
+    (``complex_values``) takes real or complex values and is held complex."""
     tensor = torch.as_tensor(value)
-    if tensor.is_complex():
-        raise ValueError(
-            f"data {name}: expected real values, got {tensor.dtype} (complex numbers are not supported yet)"
-        )
-    if not (tensor.is_floating_point() or dtype is not None):
+    if tensor.is_complex() and not complex_values:
+        raise ValueError(f"data {name}: expected real values, got {tensor.dtype} (declare it complex in the spec)")
+    if not (tensor.is_floating_point() or tensor.is_complex() or dtype is not None):
         tensor = tensor.to(torch.get_default_dtype())
     if dtype is not None:
-        tensor = tensor.to(dtype)
+        tensor = tensor.to(complex_of(dtype) if complex_values else dtype)
+    elif complex_values:
+        tensor = tensor.to(complex_of(tensor.dtype))
     expected = "(" + ", ".join(str(axis) for axis in axes) + ")"
     if tensor.dim() != len(axes):
         raise ValueError(f"data {name}: expected shape {expected}, got {tuple(tensor.shape)}")
@@ -36,8 +46,11 @@ def first_not_finite(tensor: Tensor) -> float:
     return float(tensor.detach()[~torch.isfinite(tensor.detach())].flatten()[0])
 
 
-def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None) -> Tensor:
-    """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
+def check_input(
+    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None, complex_values: bool = False
+) -> Tensor:
+    """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``; ``dtype`` is
+    the model's real dtype (a complex input has its complex counterpart)."""
     if not isinstance(value, Tensor):
         raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
@@ -51,11 +64,16 @@ def check_input(name: str, value: object, axes: tuple, sizes: dict, dtype: torch
         bound = bound_size(axis, size, sizes) if isinstance(axis, str) else axis
         if size != bound:
             raise ValueError(f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}")
-    if not value.is_floating_point():
+    if value.is_complex() and not complex_values:
+        raise ValueError(f"input {name}: expected real values, got {value.dtype} (declare it complex in the spec)")
+    if not (value.is_floating_point() or value.is_complex()):
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
-    if value.dtype != expected_dtype:
-        raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.real.dtype)
+    if value.real.dtype != expected_dtype:
+        wanted = complex_of(expected_dtype) if complex_values else expected_dtype
+        raise ValueError(f"input {name}: expected dtype {wanted}, got {value.dtype}")
+    if complex_values:
+        value = value.to(complex_of(expected_dtype))  # real values are complex ones with no imaginary part
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
 
 
@@ -72,9 +90,15 @@ def bound_size(axis: str, size: int, sizes: dict) -> int:
 
 
 def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``."""
+    """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``; for a
+    complex dtype the real view's basis, ``(2N, 1, rows, cols)``: the N real units, then i times each."""
     count = rows * cols
-    return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
+    if not dtype.is_complex:
+        return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
+    units = torch.eye(count, dtype=torch.empty((), dtype=dtype).real.dtype, device=device)
+    zeros = torch.zeros_like(units)
+    basis = torch.cat([torch.complex(units, zeros), torch.complex(zeros, units)])
+    return basis.reshape(-1, 1, rows, cols)
 
 
 def unit_basis_blocks(shapes: tuple, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
@@ -95,7 +119,14 @@ def stacked_columns(blocks: tuple[Tensor, ...]) -> Tensor:
 
 
 def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
-    """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
+    """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``.
+
+    Complex columns (a complex variable, ``unit_basis`` of a complex dtype) are read in the real
+    view: each column's real parts then imaginary parts, so the 2N × 2N matrix is the Hessian of
+    f(Re z, Im z); for a Hermitian H (f = ½‖Az − y‖²: H = AᴴA) its eigenvalues are H's, twice each.
+    """
+    if columns.is_complex():
+        columns = torch.cat([columns.real, columns.imag], dim=-2)
     hessian = columns.flatten(-2).movedim(0, -1)
     hessian = (hessian + hessian.mT) / 2
     if hessian.dtype in (torch.float16, torch.bfloat16):  # eigvalsh has no half-precision kernels
@@ -129,6 +160,34 @@ def flat_stack(operator, v: Tensor, *params: Tensor | float) -> Tensor:
     return operator(v.flatten(-2), *params).view_as(v)
 
 
+def as_complex(value: Tensor) -> Tensor:
+    """A real tensor as complex (no imaginary part), for ``@`` with a complex one: torch multiplies
+    matrices of one dtype only."""
+    return value if value.is_complex() else torch.complex(value, torch.zeros_like(value))
+
+
+def complex_net(net, layouts: tuple[str, ...], *args: Tensor) -> Tensor:
+    """A real net on complex values. Each complex argument enters as its real and imaginary parts:
+    a vector (B, n, 1) as (B, 2n, 1) (real parts, then imaginary parts), an image (B, h, w) as two
+    channels (B, 2, h, w), a channel stack (B, c, h, w) as (B, 2c, h, w) (``layouts``: "vector",
+    "image" or "channels" per argument); the net's output, shaped like the first argument's parts,
+    is read back the same way as the real and imaginary parts of the result."""
+    axis = {"vector": -2, "image": -3, "channels": -3}
+
+    def parts(value: Tensor, layout: str) -> Tensor:
+        if not value.is_complex():
+            return value
+        if layout == "image":
+            return torch.stack([value.real, value.imag], dim=-3)
+        return torch.cat([value.real, value.imag], dim=axis[layout])
+
+    out = net(*(parts(value, layout) for value, layout in zip(args, layouts, strict=True)))
+    if layouts[0] == "image":
+        return torch.complex(out[..., 0, :, :], out[..., 1, :, :])
+    real, imag = out.chunk(2, dim=axis[layouts[0]])
+    return torch.complex(real, imag)
+
+
 def shared_matmul(matrix: Tensor, batch: Tensor) -> Tensor:
     """``matrix @ batch`` for a matrix shared by the batch and a batch ``(..., n, c)``, as one GEMM
     over all columns: a broadcast ``@`` runs one small product per sample, and so does its gradient
@@ -156,9 +215,9 @@ def as_value(
 ) -> Tensor:
     """A param, hyperparameter or weight: a tensor of ``shape`` (any layout with as many entries), or
     one number for every entry; with ``validate``, finite."""
-    if torch.as_tensor(value).is_complex():
+    if torch.as_tensor(value).is_complex() and not dtype.is_complex:
         raise ValueError(
-            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (complex numbers are not supported yet)"
+            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (declare it complex in the spec)"
         )
     tensor = torch.as_tensor(value, dtype=dtype, device=device)  # a Python float straight to dtype: no float32 rounding
     if tensor.numel() == 1:

@@ -11,7 +11,7 @@ from unfoldgen.errors import Span
 
 @dataclass(frozen=True)
 class Number:
-    value: float
+    value: float | complex  # complex: an imaginary literal (``2j``)
     text: str
     span: Span
 
@@ -40,6 +40,7 @@ class Neg:
 class Transpose:
     operand: Expr
     span: Span
+    conjugate: bool = False  # ``.H``: the conjugate transpose
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ Expr = Number | Name | BinOp | Neg | Transpose | Call
 class TypeSpec:
     dims: tuple[Name | Number, ...]  # () for a scalar
     span: Span
+    complex: bool = False
 
 
 @dataclass(frozen=True)

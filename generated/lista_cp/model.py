@@ -21,24 +21,41 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 
+def complex_of(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of a real one's precision: float32 → complex64, float64 → complex128."""
+    return {
+        torch.float64: torch.complex128,
+        torch.float32: torch.complex64,
+        torch.float16: torch.complex32,
+    }.get(dtype, dtype)
+
+
 def first_not_finite(tensor: Tensor) -> float:
     """The first NaN or infinite entry, for an error message."""
     return float(tensor.detach()[~torch.isfinite(tensor.detach())].flatten()[0])
 
 
 def as_data(
-    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+    name: str,
+    value: object,
+    axes: tuple,
+    sizes: dict,
+    dtype: torch.dtype | None,
+    complex_values: bool = False,
 ) -> Tensor:
-    """A data tensor (no batch) in the internal layout; vectors become columns."""
+    """A data tensor (no batch) in the internal layout; vectors become columns. Complex data
+    (``complex_values``) takes real or complex values and is held complex."""
     tensor = torch.as_tensor(value)
-    if tensor.is_complex():
+    if tensor.is_complex() and not complex_values:
         raise ValueError(
-            f"data {name}: expected real values, got {tensor.dtype} (complex numbers are not supported yet)"
+            f"data {name}: expected real values, got {tensor.dtype} (declare it complex in the spec)"
         )
-    if not (tensor.is_floating_point() or dtype is not None):
+    if not (tensor.is_floating_point() or tensor.is_complex() or dtype is not None):
         tensor = tensor.to(torch.get_default_dtype())
     if dtype is not None:
-        tensor = tensor.to(dtype)
+        tensor = tensor.to(complex_of(dtype) if complex_values else dtype)
+    elif complex_values:
+        tensor = tensor.to(complex_of(tensor.dtype))
     expected = "(" + ", ".join(str(axis) for axis in axes) + ")"
     if tensor.dim() != len(axes):
         raise ValueError(f"data {name}: expected shape {expected}, got {tuple(tensor.shape)}")
@@ -66,9 +83,15 @@ def bound_size(axis: str, size: int, sizes: dict) -> int:
 
 
 def check_input(
-    name: str, value: object, axes: tuple, sizes: dict, dtype: torch.dtype | None
+    name: str,
+    value: object,
+    axes: tuple,
+    sizes: dict,
+    dtype: torch.dtype | None,
+    complex_values: bool = False,
 ) -> Tensor:
-    """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``."""
+    """A batched input ``(B, *axes)`` checked against the bound sizes, as ``(B, r, c)``; ``dtype`` is
+    the model's real dtype (a complex input has its complex counterpart)."""
     if not isinstance(value, Tensor):
         raise ValueError(f"input {name}: expected a torch.Tensor, got {type(value).__name__}")
     expected = "(B, " + ", ".join(str(axis) for axis in axes) + ")"
@@ -86,11 +109,20 @@ def check_input(
             raise ValueError(
                 f"input {name}: expected shape {expected} with {axis} = {bound}, got {tuple(value.shape)}"
             )
-    if not value.is_floating_point():
+    if value.is_complex() and not complex_values:
+        raise ValueError(
+            f"input {name}: expected real values, got {value.dtype} (declare it complex in the spec)"
+        )
+    if not (value.is_floating_point() or value.is_complex()):
         raise ValueError(f"input {name}: expected a floating-point tensor, got {value.dtype}")
-    expected_dtype = sizes.setdefault("_dtype", dtype or value.dtype)
-    if value.dtype != expected_dtype:
-        raise ValueError(f"input {name}: expected dtype {expected_dtype}, got {value.dtype}")
+    expected_dtype = sizes.setdefault("_dtype", dtype or value.real.dtype)
+    if value.real.dtype != expected_dtype:
+        wanted = complex_of(expected_dtype) if complex_values else expected_dtype
+        raise ValueError(f"input {name}: expected dtype {wanted}, got {value.dtype}")
+    if complex_values:
+        value = value.to(
+            complex_of(expected_dtype)
+        )  # real values are complex ones with no imaginary part
     return value.reshape(*value.shape, *(1,) * (2 - len(axes)))
 
 
@@ -125,9 +157,9 @@ def as_value(
 ) -> Tensor:
     """A param, hyperparameter or weight: a tensor of ``shape`` (any layout with as many entries), or
     one number for every entry; with ``validate``, finite."""
-    if torch.as_tensor(value).is_complex():
+    if torch.as_tensor(value).is_complex() and not dtype.is_complex:
         raise ValueError(
-            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (complex numbers are not supported yet)"
+            f"{name}: expected real values, got {torch.as_tensor(value).dtype} (declare it complex in the spec)"
         )
     tensor = torch.as_tensor(
         value, dtype=dtype, device=device
@@ -340,13 +372,26 @@ def require_sign(what: str, value: Tensor, positive: bool) -> None:
 
 
 def unit_basis(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``."""
+    """The rows*cols unit matrices of shape (rows, cols), stacked as ``(N, 1, rows, cols)``; for a
+    complex dtype the real view's basis, ``(2N, 1, rows, cols)``: the N real units, then i times each."""
     count = rows * cols
-    return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
+    if not dtype.is_complex:
+        return torch.eye(count, dtype=dtype, device=device).reshape(count, 1, rows, cols)
+    units = torch.eye(count, dtype=torch.empty((), dtype=dtype).real.dtype, device=device)
+    zeros = torch.zeros_like(units)
+    basis = torch.cat([torch.complex(units, zeros), torch.complex(zeros, units)])
+    return basis.reshape(-1, 1, rows, cols)
 
 
 def largest_hessian_eigenvalue(columns: Tensor) -> Tensor:
-    """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``."""
+    """max |λ| of a symmetric Hessian given its columns ``H e_j`` as ``(N, *batch, r, c)``; ``(*batch, 1, 1)``.
+
+    Complex columns (a complex variable, ``unit_basis`` of a complex dtype) are read in the real
+    view: each column's real parts then imaginary parts, so the 2N × 2N matrix is the Hessian of
+    f(Re z, Im z); for a Hermitian H (f = ½‖Az − y‖²: H = AᴴA) its eigenvalues are H's, twice each.
+    """
+    if columns.is_complex():
+        columns = torch.cat([columns.real, columns.imag], dim=-2)
     hessian = columns.flatten(-2).movedim(0, -1)
     hessian = (hessian + hessian.mT) / 2
     if hessian.dtype in (torch.float16, torch.bfloat16):  # eigvalsh has no half-precision kernels

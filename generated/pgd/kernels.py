@@ -5,8 +5,9 @@
 Layout: per-sample — per-sample matrices (H); a parallel loop over samples, one small problem each.
 Parameters come from a trained module: `Pgd.export_npz(path)` then
 `load_params(path)`, or `params_from_state_dict(...)` with numpy arrays. Needs numpy and numba
-only (no torch). float32 and float64; every array must have the same dtype. Every array and
-count is checked against the others before a kernel runs (numba does not check bounds).
+only (no torch). float32 and float64; every array must have the same dtype, the complex ones
+(COMPLEX) its complex counterpart (complex64, complex128). Every array and count is checked
+against the others before a kernel runs (numba does not check bounds).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_d80f0d5926b08602"
+_CACHE_MODULE = "_unfoldgen_kernels_9070a11d3d4ca771"
 
 
 def _kernel(**options):
@@ -37,6 +38,8 @@ def _kernel(**options):
 # parameter name: its axes ("layers": one entry per layer)
 PARAMETERS: dict[str, tuple] = {"mu": ("layers",)}
 INPUTS: dict[str, tuple] = {"H": ("m", "n"), "y": ("m",)}
+# the parameters and inputs holding complex values
+COMPLEX: frozenset[str] = frozenset()
 OUTPUTS: tuple[str, ...] = ("x",)
 # net name: (weights per layer?, its dense layers' state-dict prefixes, its arguments' shapes, its output's shape)
 NETS: dict[str, tuple] = {}
@@ -115,6 +118,11 @@ def network(_layers, mu, _H_batch, _y_batch):
 LAYER_AXIS = "layers"
 
 
+def complex_dtype(real) -> np.dtype:
+    """The complex dtype of a real one's precision: float32 → complex64, float64 → complex128."""
+    return np.result_type(real, np.complex64)
+
+
 def shape_text(axes: tuple, batch: bool = False) -> str:
     """``(B, m, n)``: how an expected shape is written in error messages."""
     parts = (["B"] if batch else []) + [str(axis) for axis in axes]
@@ -122,17 +130,35 @@ def shape_text(axes: tuple, batch: bool = False) -> str:
 
 
 def checked_array(
-    what: str, value: object, axes: tuple, sizes: dict, dtype, batch: bool = False
+    what: str,
+    value: object,
+    axes: tuple,
+    sizes: dict,
+    dtype,
+    batch: bool = False,
+    complex_values: bool = False,
 ) -> np.ndarray:
-    """``value`` as a contiguous float array of ``axes`` (after a leading batch axis when
-    ``batch``), its dims bound in ``sizes``, with the dtype of the arrays checked before it.
+    """``value`` as a contiguous array of ``axes`` (after a leading batch axis when ``batch``),
+    its dims bound in ``sizes``, of the real ``dtype`` of the arrays checked before it (float32 or
+    float64), or (``complex_values``) that dtype's complex counterpart.
     The per-layer axis is not bound: each per-layer array holds at least ``layers`` entries."""
     array = np.asarray(value)
     expected = shape_text(axes, batch)
-    if array.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{what}: dtype {array.dtype}, expected float32 or float64")
-    if dtype is not None and array.dtype != dtype:
-        raise ValueError(f"{what}: dtype {array.dtype}, expected {dtype} like the other arrays")
+    if np.iscomplexobj(array) and not complex_values:
+        raise ValueError(
+            f"{what}: expected real values, got {array.dtype} (declare it complex in the spec)"
+        )
+    real = array.real.dtype
+    if real not in (np.float32, np.float64):
+        kinds = (
+            "complex64 or complex128 (or float32, float64)"
+            if complex_values
+            else "float32 or float64"
+        )
+        raise ValueError(f"{what}: dtype {array.dtype}, expected {kinds}")
+    if dtype is not None and real != dtype:
+        wanted = complex_dtype(dtype) if complex_values else dtype
+        raise ValueError(f"{what}: dtype {array.dtype}, expected {wanted} like the other arrays")
     if array.ndim != len(axes) + batch:
         raise ValueError(f"{what}: expected shape {expected}, got {array.shape}")
     for axis, size in zip(axes, array.shape[batch:], strict=True):
@@ -143,6 +169,8 @@ def checked_array(
             raise ValueError(
                 f"{what}: expected shape {expected} with {axis} = {bound}, got {array.shape}"
             )
+    if complex_values:  # real values are complex ones with no imaginary part
+        return np.asarray(array, complex_dtype(real), order="C")
     return np.asarray(array, order="C")
 
 
@@ -173,18 +201,28 @@ def features(shapes: tuple, sizes: dict) -> int | None:
     return total
 
 
-def checked_params(params: dict, parameters: dict, nets: dict, sizes: dict) -> tuple:
+def checked_params(
+    params: dict, parameters: dict, nets: dict, sizes: dict, complex_names: frozenset = frozenset()
+) -> tuple:
     """Check ``params`` (from ``collect_params``, perhaps changed since) against the tables:
-    every array's shape and dtype, the nets' layer chain, and ``layers`` against the layers
-    stored. Binds the dims in ``sizes``; returns (layers, dtype, the kernel's array arguments)."""
+    every array's shape and dtype (``complex_names``: the complex ones), the nets' layer chain,
+    and ``layers`` against the layers stored. Binds the dims in ``sizes``; returns (layers, the
+    real dtype, the kernel's array arguments)."""
     dtype = None
     arrays = []
     stored = []  # the leading length of every per-layer array
     for name, axes in parameters.items():
         if name not in params:
             raise ValueError(f"parameter {name!r} is missing (expected shape {shape_text(axes)})")
-        array = checked_array(f"parameter {name!r}", params[name], axes, sizes, dtype)
-        dtype = array.dtype
+        array = checked_array(
+            f"parameter {name!r}",
+            params[name],
+            axes,
+            sizes,
+            dtype,
+            complex_values=name in complex_names,
+        )
+        dtype = array.real.dtype
         if axes[:1] == (LAYER_AXIS,):
             stored.append(array.shape[0])
         arrays.append(array.dtype.type(array) if array.ndim == 0 else array)
@@ -249,9 +287,12 @@ def stacked_entries(state_dict: dict, prefix: str, suffix: str = "") -> list:
     return [np.asarray(found[k]) for k in range(len(found))]
 
 
-def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
+def collect_params(
+    state_dict: dict, parameters: dict, nets: dict, complex_names: frozenset = frozenset()
+) -> dict:
     """The kernels' parameters from a state dict of numpy arrays: per-layer entries ``NAME.k``
-    stacked as ``(layers, ...)``, each net's dense layers stacked, the layer count kept."""
+    stacked as ``(layers, ...)``, each net's dense layers stacked, the layer count kept;
+    ``complex_names``: the complex parameters."""
     params = {}
     for name, axes in parameters.items():
         if name in state_dict:
@@ -286,17 +327,22 @@ def collect_params(state_dict: dict, parameters: dict, nets: dict) -> dict:
                     )
                 )
             params[f"{net}.{plural}"] = tuple(stacked)  # "." keeps them apart from spec names
-    checked_params(params, parameters, nets, {})
+    checked_params(params, parameters, nets, {}, complex_names)
     return params
 
 
-def checked_inputs(values: dict, inputs: dict, sizes: dict, dtype) -> tuple[list, int]:
-    """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype."""
+def checked_inputs(
+    values: dict, inputs: dict, sizes: dict, dtype, complex_names: frozenset = frozenset()
+) -> tuple[list, int]:
+    """The inputs as ``(B, *axes)`` arrays of one batch size and the parameters' dtype (its complex
+    counterpart for the ``complex_names``)."""
     checked = []
     batch = None
     for name, value in values.items():
-        array = checked_array(f"input {name}", value, inputs[name], sizes, dtype, batch=True)
-        dtype = array.dtype
+        array = checked_array(
+            f"input {name}", value, inputs[name], sizes, dtype, True, name in complex_names
+        )
+        dtype = array.real.dtype
         batch = array.shape[0] if batch is None else batch
         if array.shape[0] != batch:
             raise ValueError(
@@ -308,7 +354,7 @@ def checked_inputs(values: dict, inputs: dict, sizes: dict, dtype) -> tuple[list
 
 def params_from_state_dict(state_dict: dict) -> dict:
     """The kernels' parameters from a state dict of numpy arrays (names, shapes, one dtype checked)."""
-    return collect_params(state_dict, PARAMETERS, NETS)
+    return collect_params(state_dict, PARAMETERS, NETS, COMPLEX)
 
 
 def load_params(path: str) -> dict:
@@ -325,9 +371,9 @@ def run(params: dict, H, y, layers: int | None = None):
     _sizes: dict = {}
     if layers is not None:
         params = {**params, "layers": layers}
-    _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes)
+    _layers, _dtype, _arrays = checked_params(params, PARAMETERS, NETS, _sizes, COMPLEX)
     _values = dict(H=H, y=y)
-    _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype)
+    _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype, COMPLEX)
     _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
     _states = network(_layers, *_arrays, *_samples)
     _results = dict(zip(("x",), _states, strict=True))

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from unfoldgen import ir
+from unfoldgen.check import Symbol
 from unfoldgen.emit import base
 from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
@@ -125,7 +126,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     layer_index = ["_k"] if any(low.plan[net].per_layer for net in nets) else []
     layer_args = free + net_args + layer_index + dims + state_names
     body = [f"{rule.target} = {printer(rule.value)}" for rule in low.rules]
-    layer_lines = _typing_lines(state_names[0], body) + body
+    layer_lines = _typing_lines(state_names[0], states[0].complex, body) + body
     returns = ", ".join(state_names) + ("," if len(state_names) == 1 else "")
 
     # -- the network: parameter arrays from the state dict, inputs, the layer loop
@@ -172,23 +173,24 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
             factor = ""
             if entry.storage == "per_sample_factor":  # the first layer's factor
                 factor = f"{param_arg(name)}[0] * " if entry.per_layer else f"{param_arg(name)} * "
-            at_start[name] = ir.Ref(f"{factor}_sample_{name}", entry.role, entry.shape)
+            at_start[name] = ir.Ref(f"{factor}_sample_{name}", entry.role, entry.shape, entry.complex)
         elif entry.role in ("data", "param", "hyper", "weight"):
             key = param_arg(name, problem_value=True)
             value = f"{key}[0]" if _one_per_layer(entry) and entry.problem_key is None else key
             if value != name:
-                at_start[name] = ir.Ref(value, entry.role, entry.shape)
+                at_start[name] = ir.Ref(value, entry.role, entry.shape, entry.complex)
     init_lines = []
     for symbol in states:
         axes = list(_axes(symbol.shape))
         if not ir.is_matrix(symbol.shape):
             axes[1] = "_batch" if batched else "1"
+        dtype = _dtype_of(symbol)
         if isinstance(symbol.init, ir.Const):
             value = format_float(symbol.init.value)
-            init_lines.append(f"{symbol.name} = np.full(({', '.join(axes)}), {value}, _dtype)")
+            init_lines.append(f"{symbol.name} = np.full(({', '.join(axes)}), {value}, {dtype})")
         else:
             start = printer(ir.substitute(symbol.init, at_start))
-            init_lines.append(f"{symbol.name} = {start} + np.zeros(({', '.join(axes)}), _dtype)")
+            init_lines.append(f"{symbol.name} = {start} + np.zeros(({', '.join(axes)}), {dtype})")
     stored_index = [STORED_LAYER] if layer_index else []  # a per-layer net reads the stored layer's weights
     call_args = [value_at_layer.get(n, n) for n in free] + net_args + stored_index + dims + state_names
     # the dims the network itself uses, each read off an array it is given
@@ -201,12 +203,13 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         if d.name in used_dims
     ]
     reference = inputs[0].name if batched else f"_{inputs[0].name}_batch"
+    reference_complex = inputs[0].complex
     setup = [f"_batch = {reference}.shape[{1 if batched else 0}]", *dim_lines]
     if not batched:  # one output array per state, filled sample by sample
         shapes = {s.name: ", ".join(_axes(s.shape)) for s in states}
-        setup += [f"_out_{name} = np.empty((_batch, {shapes[name]}), _dtype)" for name in state_names]
+        setup += [f"_out_{s.name} = np.empty((_batch, {shapes[s.name]}), {_dtype_of(s)})" for s in states]
     loop_call = f"layer({', '.join(call_args)})"
-    setup = _typing_lines(reference, setup + dynamic_lines + init_lines + [loop_call]) + setup
+    setup = _typing_lines(reference, reference_complex, setup + dynamic_lines + init_lines + [loop_call]) + setup
     # layers past the stored ones reuse the last stored layer's values: one clamped index
     stored = [f"{key}.shape[0]" for key in array_args if _param_axes(low, key)[:1] == ("layers",)]
     stored += [f"_{net}_weights[0].shape[0]" for net in nets if low.plan[net].per_layer]
@@ -223,6 +226,8 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         + [s.name if batched else f"_{s.name}_batch" for s in inputs],
         "input_names": [s.name for s in inputs],
         "input_axes": {s.name: ir.user_axes(s.shape) for s in inputs},
+        "complex_literal": _complex_literal(low, array_args, inputs),
+        "complex_states": [s.name for s in states if s.complex],
         "network_setup": setup,
         "dynamic_lines": dynamic_lines,
         "init_lines": init_lines,
@@ -248,17 +253,41 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
     }
 
 
-def _typing_lines(reference: str, lines: list[str]) -> list[str]:
-    """``_dtype`` and ``_F`` (the kernel's float type) bound from ``reference``, where ``lines``
-    use them (``_F`` needs ``_dtype``)."""
+def _typing_lines(reference: str, reference_complex: bool, lines: list[str]) -> list[str]:
+    """``_dtype`` and ``_F`` (the kernel's real float type), ``_complex`` and ``_C`` (its complex
+    counterpart) bound from the array ``reference`` (complex when ``reference_complex``), where
+    ``lines`` use them (``_F`` needs ``_dtype``, ``_C`` needs ``_complex``, which needs ``_dtype``
+    unless the reference is complex)."""
     text = "\n".join(lines)
+    uses_complex_type = re.search(r"\b_C\(", text) is not None
+    uses_complex = uses_complex_type or re.search(r"\b_complex\b", text) is not None
     uses_float = re.search(r"\b_F\(", text) is not None
     found = []
-    if uses_float or re.search(r"\b_dtype\b", text):
-        found.append(f"_dtype = {reference}.dtype")
+    if uses_float or (uses_complex and not reference_complex) or re.search(r"\b_dtype\b", text):
+        found.append(f"_dtype = {reference}.real.dtype" if reference_complex else f"_dtype = {reference}.dtype")
     if uses_float:
         found.append("_F = _dtype.type")
+    if uses_complex:
+        # numpy's promotion: float32 with complex64 is complex64, float64 with it complex128
+        found.append(f"_complex = {reference}.dtype" if reference_complex else _COMPLEX_OF_DTYPE)
+    if uses_complex_type:
+        found.append("_C = _complex.type")
     return found
+
+
+_COMPLEX_OF_DTYPE = "_complex = (np.zeros(1, _dtype) + np.complex64(0)).dtype"
+
+
+def _dtype_of(symbol: Symbol) -> str:
+    """The kernel's dtype of a symbol's values: the real ``_dtype`` or its complex counterpart."""
+    return "_complex" if symbol.complex else "_dtype"
+
+
+def _complex_literal(low: LoweredUnfold, array_args: list[str], inputs: list) -> str:
+    """COMPLEX: the parameter arrays (state-dict keys) and inputs holding complex values."""
+    names = [key for key in array_args if low.plan[key.removeprefix("_problem_")].complex]
+    names += [s.name for s in inputs if s.complex]
+    return f"frozenset({{{', '.join(repr(name) for name in sorted(names))}}})" if names else "frozenset()"
 
 
 def _net_entry(low: LoweredUnfold, net) -> tuple:
@@ -362,13 +391,21 @@ def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer:
         if low.symbol(name).role in ("data", "param"):
             param_arg(name, problem_value=True)
     common = {"var": ", ".join(variables), "variables": variables, "name": plan.name, "args": args, "terms": None}
-    common["reference"] = next(n for n in args if not ir.is_scalar(low.symbol(n).shape))
+    reference = next(n for n in args if not ir.is_scalar(low.symbol(n).shape))
+    complex_variable = any(low.symbol(var).complex for var in variables)
+
+    def typing(printed: list[str]) -> list[str]:
+        """The typing lines the function's body needs: always ``_dtype``, ``_complex`` for the real
+        view's basis of a complex variable."""
+        used = [*printed, "_dtype", "_complex" if complex_variable else ""]
+        return _typing_lines(reference, low.symbol(reference).complex, used)
+
     term = plan.terms[0]
     if len(plan.terms) == 1 and len(variables) == 1 and term.bound is None:
         rows, cols = _axes(low.symbol(variables[0]).shape)
         if term.method == "exact" and isinstance(term.value, ir.Apply) and term.value.func == "max_abs":
             diagonal = printer(term.value.args[0])  # the Hessian's diagonal D: no n×n matrix
-            return {**common, "diagonal": diagonal, "uses_float": "_F(" in diagonal}
+            return {**common, "diagonal": diagonal, "typing": typing([diagonal])}
         expression = printer(term.products[0])
         return {
             **common,
@@ -376,8 +413,11 @@ def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer:
             "cols": cols,
             "expression": expression,
             "diagonal": None,
-            "uses_float": "_F(" in expression,
+            "complex": complex_variable,
+            "typing": typing([expression]),
         }
+    if complex_variable:
+        raise NumbaUnsupportedError(f"a per-sample {plan.label} of several terms or variables, one complex")
     # a sum of bounds (curvature terms, joint Hessians): each term's matrix over the stacked basis
     blocks, offset = [], 0
     for var in variables:
@@ -393,8 +433,7 @@ def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer:
         else:
             products = [printer(product) for product in term.products]
             terms.append({"factor": factor, "diagonal": None, "products": list(zip(blocks, products, strict=True))})
-    text = repr(terms)
-    return {**common, "terms": terms, "blocks": blocks, "count": offset, "uses_float": "_F(" in text}
+    return {**common, "terms": terms, "blocks": blocks, "count": offset, "typing": typing([repr(terms)])}
 
 
 def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:

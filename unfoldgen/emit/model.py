@@ -15,8 +15,8 @@ from unfoldgen.emit import base
 from unfoldgen.emit.base import STORED_LAYER, header, helper_sources, referenced_names
 from unfoldgen.functions import FUNCTIONS
 from unfoldgen.lower import LoweredUnfold, UnfoldPlan
-from unfoldgen.nets import NET_KINDS, image_axes
-from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float
+from unfoldgen.nets import NET_KINDS
+from unfoldgen.printers import ATOM, MathPrinter, TorchPrinter, dims_code, format_float, image_layout
 from unfoldgen.prox import PROX_TABLE, SET_TABLE
 
 INDENT = "    "
@@ -119,7 +119,7 @@ class _MethodWriter:
     def _bind_dtype(self, reference: str | None) -> None:
         if not self.dtype_bound:
             ref = reference or self._reference()
-            self.lines.append(f"_dtype, _device = {ref}.dtype, {ref}.device")
+            self.lines.append(f"_dtype, _device = {_real_dtype(ref, self.context.lowered)}, {ref}.device")
             self.dtype_bound = True
 
     def _bind(self, name: str) -> None:
@@ -146,6 +146,24 @@ class _MethodWriter:
 
 
 # ------------------------------------------------------------ the model context
+
+
+def _real_dtype(reference: str, low: LoweredUnfold) -> str:
+    """The model's real dtype read from a tensor: ``.real.dtype`` of a complex one (complex128 → float64)."""
+    match = re.fullmatch(r'self\.(\w+)|inputs\["(\w+)"\]|(\w+)', reference)
+    name = next((group for group in match.groups() if group), "") if match else ""
+    entry = next((e for e in low.plan.names.values() if name in (e.name, e.attribute)), None)
+    return f"{reference}.real.dtype" if entry is not None and entry.complex else f"{reference}.dtype"
+
+
+def _complex_flag(symbol: Symbol) -> str:
+    """The keyword that makes a runtime check accept (and expect) complex values."""
+    return ", complex_values=True" if symbol.complex else ""
+
+
+def dtype_code(symbol: Symbol) -> str:
+    """The dtype of a named quantity in generated code: the model's, or its complex counterpart."""
+    return "complex_of(_dtype)" if symbol.complex else "_dtype"
 
 
 def _axes(symbol: Symbol) -> str:
@@ -188,7 +206,7 @@ class _ModelEmitter:
     def net_call(self, name: str) -> str:
         info = next(net for net in self.low.unfold.nets if net.name == name)
         if NET_KINDS[info.kind].external:
-            layouts = tuple(_external_layout(shape) for shape in info.arg_shapes)
+            layouts = tuple(image_layout(shape) for shape in info.arg_shapes)
             return f'external_net(self.{name}, "{name}", {layouts!r})'
         return f"self.{name}[{STORED_LAYER}]" if self.low.plan[name].per_layer else f"self.{name}"
 
@@ -236,7 +254,8 @@ class _ModelEmitter:
         """``NAME`` as a real tensor of its shape (one number fills it), finite unless validate=False;
         a value per layer (it depends on the layer index k) as ``(layers,)``."""
         shape = "(layers,)" if symbol.depends_on_layer else f"({dims_code(symbol.shape)})"
-        return f'{symbol.name} = as_value("{symbol.name}", {symbol.name}, {shape}, _dtype, _device, validate)'
+        dtype = dtype_code(symbol)
+        return f'{symbol.name} = as_value("{symbol.name}", {symbol.name}, {shape}, {dtype}, _device, validate)'
 
     def sign_checks(self, writer: _MethodWriter) -> list[str]:
         """With validate: fixed gradient steps positive, thresholds (non-smooth coefficients) nonnegative."""
@@ -345,7 +364,7 @@ class _ModelEmitter:
         for symbol in self.inputs:
             writer.lines.append(
                 f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, sizes, '
-                f"{self.dtype_source})"
+                f"{self.dtype_source}{_complex_flag(symbol)})"
             )
         writer.bound = [s.name for s in self.inputs]
         writer.lines.append("inputs = {" + ", ".join(f'"{s.name}": {s.name}' for s in self.inputs) + "}")
@@ -360,7 +379,8 @@ class _ModelEmitter:
         first = self.inputs[0].name
         writer = _MethodWriter(_Context("problem", self.low), self.printer)
         writer.lines.append(f'_batch = inputs["{first}"].shape[0]')
-        writer.lines.append(f'_dtype, _device = inputs["{first}"].dtype, inputs["{first}"].device')
+        reference = f'inputs["{first}"]'
+        writer.lines.append(f"_dtype, _device = {_real_dtype(reference, self.low)}, {reference}.device")
         writer.dtype_bound = True
         for symbol in self.carried:
             writer.bind_for([symbol.init])
@@ -370,11 +390,14 @@ class _ModelEmitter:
             full = "_batch" + (", " + dims_code(symbol.shape) if symbol.shape else ", 1, 1")
             if isinstance(symbol.init, ir.Const):
                 value = format_float(symbol.init.value)
-                writer.lines.append(f"{symbol.name} = torch.full(({full}), {value}, dtype=_dtype, device=_device)")
+                writer.lines.append(
+                    f"{symbol.name} = torch.full(({full}), {value}, dtype={dtype_code(symbol)}, device=_device)"
+                )
             else:
                 value = self.printer(symbol.init)
                 writer.lines.append(
-                    f"{symbol.name} = torch.as_tensor({value}, dtype=_dtype, device=_device).expand({full})"
+                    f"{symbol.name} = torch.as_tensor({value}, dtype={dtype_code(symbol)}, device=_device)"
+                    f".expand({full})"
                 )
             writer.bound.append(symbol.name)
         writer.lines.append(self.state_dict_line())
@@ -457,7 +480,7 @@ class _ModelEmitter:
         for symbol in self.variables:
             writer.lines.append(
                 f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, _sizes, '
-                f"{self.dtype_source})"
+                f"{self.dtype_source}{_complex_flag(symbol)})"
             )
         writer.bound = [s.name for s in self.variables]
         total = self.objective_value()
@@ -504,7 +527,7 @@ class _ModelEmitter:
         if term.method == "dense":
             writer.bind_for([hessian] + [ir.Eye(d, (d, d)) for d in ir.base_dims(symbol.shape)])
             rows, cols = symbol.shape
-            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, _dtype, _device)")
+            writer.lines.append(f"{var} = unit_basis({rows}, {cols}, {dtype_code(symbol)}, _device)")
             writer.lines.append(f"return largest_hessian_eigenvalue({self.printer(hessian)})")
         elif term.value is not None:
             value = term.value
@@ -522,7 +545,7 @@ class _ModelEmitter:
                 f"def _hessian({var}):",
                 f"{INDENT}return {self.printer(hessian)}",
                 "",
-                f"_start = torch.zeros(({batch}{dims_code(symbol.shape)}), dtype=_dtype, device=_device)",
+                f"_start = torch.zeros(({batch}{dims_code(symbol.shape)}), dtype={dtype_code(symbol)}, device=_device)",
                 "return power_norm2(_hessian, _start)",
             ]
 
@@ -535,7 +558,8 @@ class _ModelEmitter:
         writer.bind_for(plan.expressions() + [ir.Ones(shape) for shape in shapes] + dims)
         batch = "" if static else f'inputs["{self.inputs[0].name}"].shape[0], '
         starts = ", ".join(
-            f"torch.zeros(({batch}{dims_code(shape)}), dtype=_dtype, device=_device)" for shape in shapes
+            f"torch.zeros(({batch}{dims_code(symbol.shape)}), dtype={dtype_code(symbol)}, device=_device)"
+            for symbol in symbols
         )
         names = ", ".join(variables)
         sizes = ", ".join(f"({dims_code(shape)})" for shape in shapes)
@@ -545,7 +569,8 @@ class _ModelEmitter:
                 if not basis_bound:
                     if len(variables) == 1:
                         rows, cols = shapes[0]
-                        writer.lines.append(f"{names} = unit_basis({rows}, {cols}, _dtype, _device)")
+                        dtype = dtype_code(symbols[0])
+                        writer.lines.append(f"{names} = unit_basis({rows}, {cols}, {dtype}, _device)")
                     else:
                         writer.lines.append(f"{names} = unit_basis_blocks(({sizes},), _dtype, _device)")
                     basis_bound = True
@@ -582,7 +607,7 @@ class _ModelEmitter:
         for symbol in arguments:
             writer.lines.append(
                 f'{symbol.name} = check_input("{symbol.name}", {symbol.name}, {_axes(symbol)}, _sizes, '
-                f"{self.dtype_source})"
+                f"{self.dtype_source}{_complex_flag(symbol)})"
             )
         writer.bound = [s.name for s in arguments]
         names, _ = referenced_names(models)
@@ -636,6 +661,8 @@ class _ModelEmitter:
                 helpers += [name for name in [*joint, "largest_hessian_eigenvalue"] if name not in helpers]
         for printer in (self.printer, self.build_printer):
             helpers += [name for name in printer.helpers if name not in helpers]
+        if any(entry.complex for entry in low.plan.names.values()):
+            helpers.append("complex_of")
         ops: list[str] = []
         linops: list[str] = list(self.lipschitz_helpers)
         for expr in [*expressions, self.objective_value(), *self.lipschitz_expressions]:
@@ -747,7 +774,10 @@ def model_context(low: LoweredUnfold, spec_path: str) -> dict:
         "dim_names": [d.name for d in problem.of_role("dim")],
         # a module with neither data nor params keeps its dtype and device in an unsaved buffer
         "dtype_anchor": DTYPE_ANCHOR if not (data or params) and low.lipschitz_vars else None,
-        "data": [{"name": s.name, "axes": _axes(s), "attribute": low.plan[s.name].attribute} for s in data],
+        "data": [
+            {"name": s.name, "axes": _axes(s), "attribute": low.plan[s.name].attribute, "complex": s.complex}
+            for s in data
+        ],
     }
 
 
@@ -758,14 +788,6 @@ def _net_start(entry, external: bool) -> str:
     if entry.starts_at_zero:
         return f"{entry.name} starts at zero (a correction term)"
     return f"{entry.name} starts random (it replaces a step)"
-
-
-def _external_layout(shape: ir.Shape) -> str:
-    """How external_net passes an argument: "vector" (B, n), "image" (B, 1, h, w), "channels"."""
-    axes = image_axes(shape)
-    if axes is None:
-        return "vector"
-    return "image" if axes[0] is None else "channels"
 
 
 def _computed_default(symbol: Symbol) -> bool:
@@ -789,7 +811,7 @@ def _dtype_source(low: LoweredUnfold) -> str:
     plan = low.plan
     tensors = [s for s in low.problem.symbols if s.role in ("data", "param")]
     if tensors:
-        return f"self.{plan[tensors[0].name].attribute}.dtype"
+        return _real_dtype(f"self.{plan[tensors[0].name].attribute}", low)
     learned = plan.learned()
     if learned and learned[0].role != "net":
         first = learned[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +43,14 @@ class ModelInfo:
     outputs: tuple[str, ...]
     targets: dict[str, str]
     learned: dict[str, tuple[int, bool]]
+
+
+def as_tensor(value: np.ndarray, dtype: torch.dtype, device: torch.device | str | None = None) -> Tensor:
+    """An array as a tensor of the run's dtype, or of its complex counterpart for complex values
+    (float64 → complex128, float32 → complex64)."""
+    if np.iscomplexobj(value):
+        dtype = (torch.ones((), dtype=dtype) * 1j).dtype
+    return torch.as_tensor(value, dtype=dtype, device=device)
 
 
 def _match_outputs(outputs: Sequence[str], variables: Sequence[str]) -> dict[str, str]:
@@ -218,7 +227,7 @@ def build_model(
             "unfoldgen.training.fit(model, data, Config(...))"
         )
     accepted = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {name: torch.as_tensor(value, dtype=dtype) for name, value in binding.data.items()}
+    kwargs: dict[str, Any] = {name: as_tensor(value, dtype) for name, value in binding.data.items()}
     for dim, size in binding.dims.items():
         if dim in accepted:
             kwargs[dim] = size

@@ -37,14 +37,14 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
             entry["value"] = [float(p.detach()) for p in value]
         elif isinstance(value, nn.ParameterList):
             entry["kind"] = "tensor"
-            entry["norm"] = [float(p.detach().double().norm()) for p in value]
+            entry["norm"] = [float(_magnitude(p).norm()) for p in value]
         elif isinstance(value, nn.Module):
             modules = list(value) if isinstance(value, nn.ModuleList) else [value]
-            norms = [float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in m.parameters()))) for m in modules]
+            norms = [float(torch.sqrt(sum((_magnitude(p) ** 2).sum() for p in m.parameters()))) for m in modules]
             entry["kind"] = "net"
             entry["parameter_norm"] = norms if per_layer else norms[0]
         else:
-            tensor = value.detach().double().cpu()
+            tensor = _magnitude(value).cpu()
             if tensor.dim() == (1 if per_layer else 0):
                 entry["kind"] = "scalar"
                 entry["value"] = tensor.tolist()
@@ -53,6 +53,12 @@ def learned_values(model: nn.Module) -> dict[str, Any]:
                 entry["norm"] = [float(t.norm()) for t in tensor] if per_layer else float(tensor.norm())
         report[name] = entry
     return report
+
+
+def _magnitude(value: torch.Tensor) -> torch.Tensor:
+    """A learned tensor as float64 for the report: a complex one by its moduli."""
+    value = value.detach()
+    return (value.abs() if value.is_complex() else value).double()
 
 
 def postfix(loss: float, record: Mapping[str, Any], scheme: str) -> dict[str, str]:

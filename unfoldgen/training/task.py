@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from unfoldgen.data import Binding, DataError
 from unfoldgen.training.config import Config, ConfigError
-from unfoldgen.training.loading import describe
+from unfoldgen.training.loading import as_tensor, describe
 
 
 def as_tuple(output: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -34,6 +34,11 @@ def layer_weights(spec: str | Sequence[float], layers: int) -> list[float]:
     if len(weights) != layers or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"layer_weights={weights}: expected {layers} non-negative numbers with a positive sum")
     return weights
+
+
+def squared_magnitude(value: Tensor) -> Tensor:
+    """|v|² entrywise: v² for real values, the squared modulus for complex ones."""
+    return value.abs().square() if value.is_complex() else value.pow(2)
 
 
 class Task:
@@ -70,7 +75,7 @@ class Task:
             )
         # NMSE normaliser: the validation set's mean energy per sample, a constant for the run
         self.energy = {
-            name: float(value.pow(2).flatten(1).sum(1).mean()) if self.has_targets else 1.0
+            name: float(squared_magnitude(value).flatten(1).sum(1).mean()) if self.has_targets else 1.0
             for name, value in self.val_targets.items()
         }
         for name, energy in self.energy.items():
@@ -78,7 +83,7 @@ class Task:
                 raise DataError(f"the validation targets for {name!r} are all zero: NMSE is undefined")
 
     def tensors(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
-        return {name: torch.as_tensor(value, dtype=self.dtype, device=self.device) for name, value in arrays.items()}
+        return {name: as_tensor(value, self.dtype, self.device) for name, value in arrays.items()}
 
     def batch(self, step: int, rank: int, world: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """This rank's shard of the global batch of ``step``."""
@@ -116,12 +121,12 @@ class Task:
 
     def supervised(self, outputs: tuple[Tensor, ...], targets: Mapping[str, Tensor]) -> Tensor:
         """Σ over outputs of mean_i ||x̂_i − x_i||² / E||x||² (nmse) or / entries (mse)."""
-        total = outputs[0].new_zeros(())
+        total = outputs[0].real.new_zeros(())  # a real loss, also for complex outputs
         for name, estimate in zip(self.info.outputs, outputs, strict=True):
             variable = self.info.targets.get(name)
             if variable is None:
                 continue
-            error = (estimate - targets[variable]).pow(2).flatten(1).sum(1).mean()
+            error = squared_magnitude(estimate - targets[variable]).flatten(1).sum(1).mean()
             scale = self.energy[variable] if self.config.loss == "nmse" else estimate[0].numel()
             total = total + error / scale
         return total
@@ -150,8 +155,8 @@ class Task:
                     variable = info.targets.get(name)
                     if variable not in self.val_targets:
                         continue
-                    e = float((estimate - self.val_targets[variable]).pow(2).sum())
-                    t = float(self.val_targets[variable].pow(2).sum())
+                    e = float(squared_magnitude(estimate - self.val_targets[variable]).sum())
+                    t = float(squared_magnitude(self.val_targets[variable]).sum())
                     per_variable[variable].append(_db(e / t))
                     error, energy = error + e, energy + t
                 per_layer.append(_db(error / energy))
