@@ -13,6 +13,14 @@ import pytest
 EVERY_TEST = frozenset({"*"})
 SLOW: dict[str, frozenset[str]] = {
     "test_exports.py": EVERY_TEST,
+    "test_complex_kernels.py": frozenset(
+        {
+            "test_a_real_matrix_with_complex_iterates_batched",
+            "test_per_sample_lipschitz_of_a_complex_variable",
+            "test_complex64_kernels_never_promote",
+            "test_fixed_point_of_complex_iterates",
+        }
+    ),
     "test_emitted_kernels.py": frozenset(
         {"test_per_sample_lipschitz_of_a_matrix_variable_runs", "test_fuzz_kernels_run_and_equal_torch"}
     ),
@@ -30,6 +38,8 @@ SLOW: dict[str, frozenset[str]] = {
     ),
     "test_library.py": frozenset({"test_function_numba", "test_prox", "test_projection"}),  # numba per entry
     "test_study_deblur.py": EVERY_TEST,
+    "test_study_mri.py": EVERY_TEST,
+    "test_kspace.py": frozenset({"test_the_trainer_fits_a_complex_network_on_the_source"}),
     "test_study_fixed_point.py": EVERY_TEST,
     "test_study_rpca.py": EVERY_TEST,
     "test_study_sparse.py": EVERY_TEST,

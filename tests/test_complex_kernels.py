@@ -52,6 +52,19 @@ unfold mixed_per_sample_steps from mixed_per_sample {
         x = x - mu * g + (0.01j * (g.H @ x) + 0.001 * norm2(x)) * x
     }
 }
+
+unfold mixed_fixed_point from mixed {
+    fixed point (tolerance 1e-4, iterations 500)
+    hyper mu : real = 1 / lipschitz(x)
+    iterate { x = x - mu * grad(x) }
+    learn mu shared
+}
+
+unfold mixed_per_sample_fixed_point from mixed_per_sample {
+    fixed point (tolerance 1e-4, iterations 500)
+    hyper mu : real = 1 / lipschitz(x)
+    iterate { x = x - mu * grad(x) }
+}
 """
 COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -113,6 +126,22 @@ def test_per_sample_lipschitz_of_a_complex_variable(seed: int, dtype: torch.dtyp
     _assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("unfold", ["mixed_fixed_point", "mixed_per_sample_fixed_point"])
+def test_fixed_point_of_complex_iterates(unfold: str, tmp_path):
+    """The stopping rule measures complex changes by their moduli, as the torch module does."""
+    package, kernels = _kernels(MIXED, unfold)
+    rng = np.random.default_rng(5)
+    inputs = {"y": torch.tensor(_random_complex(rng, 3, 12))}
+    if unfold == "mixed_fixed_point":
+        model = package.MixedFixedPoint(torch.tensor(rng.normal(size=(12, 4))))
+    else:
+        inputs["A"] = torch.tensor(rng.normal(size=(3, 12, 4)))
+        model = package.MixedPerSampleFixedPoint(dtype=torch.float64)
+    got, expected = _run_both(model, kernels, inputs, tmp_path)
+    assert model.last_iterations < 500  # the tolerance stopped it, not the cap
+    _assert_close(got, expected, torch.float64)
+
+
 def test_complex64_kernels_never_promote(tmp_path):
     package, kernels = _kernels(MIXED, "mixed_steps")
     rng = np.random.default_rng(3)
@@ -127,25 +156,109 @@ def test_complex64_kernels_never_promote(tmp_path):
         assert "float64" not in sig and "complex128" not in sig, sig
 
 
-def test_dtypes_are_checked_per_entry(tmp_path):
-    package, kernels = _kernels(MIXED, "mixed_steps")
-    rng = np.random.default_rng(4)
-    A = rng.normal(size=(6, 4))
-    model = package.MixedSteps(torch.tensor(A))
+# the examples of specs/: package → (class, family); generated/ holds them (numba's cache of its
+# kernels survives between runs)
+EXAMPLES = {
+    "complex_ista": ("ComplexIsta", "lasso"),
+    "complex_fista": ("ComplexFista", "lasso"),
+    "complex_lista_cp": ("ComplexListaCp", "lasso"),
+    "mimo_pgd": ("MimoPgd", "mimo"),
+}
+
+
+def _example(package: str, dtype: torch.dtype, seed: int, batch: int):
+    """The generated module built on random data, its kernels, and its inputs."""
+    cls = getattr(importlib.import_module(f"generated.{package}.model"), EXAMPLES[package][0])
+    kernels = importlib.import_module(f"generated.{package}.kernels")
+    rng = np.random.default_rng(seed)
+    if EXAMPLES[package][1] == "lasso":
+        m, n = 10, 16
+        model = cls(torch.tensor(_random_complex(rng, m, n) / np.sqrt(m), dtype=COMPLEX_OF[dtype]), dtype=dtype)
+        return model, kernels, {"y": torch.tensor(_random_complex(rng, batch, m), dtype=COMPLEX_OF[dtype])}
+    m, n = 8, 4
+    channel = _random_complex(rng, batch, m, n) / np.sqrt(m)
+    symbols = (rng.choice([-1, 1], (batch, n)) + 1j * rng.choice([-1, 1], (batch, n))) / np.sqrt(2)
+    received = np.einsum("bmn,bn->bm", channel, symbols) + 0.1 * _random_complex(rng, batch, m)
+    inputs = {"H": torch.tensor(channel, dtype=COMPLEX_OF[dtype]), "y": torch.tensor(received, dtype=COMPLEX_OF[dtype])}
+    return cls(dtype=dtype), kernels, inputs
+
+
+def _perturb(model: torch.nn.Module, seed: int) -> None:
+    """Every learned value scaled by a factor in [0.8, 1.2], complex ones by a complex factor."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            real = parameter.real.dtype
+            factor = 0.8 + 0.4 * torch.rand(parameter.shape, generator=generator, dtype=real)
+            if parameter.is_complex():
+                angle = 0.3 * torch.rand(parameter.shape, generator=generator, dtype=real)
+                factor = torch.polar(factor, angle)
+            parameter.mul_(factor)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("perturbed", [False, True], ids=["classical", "perturbed"])
+@pytest.mark.parametrize("package", list(EXAMPLES))
+def test_examples_equal_torch_float64(package: str, perturbed: bool, seed: int, batch: int, tmp_path):
+    model, kernels, inputs = _example(package, torch.float64, seed, batch)
+    if perturbed:
+        _perturb(model, seed)
+    got, expected = _run_both(model, kernels, inputs, tmp_path)
+    assert np.abs(expected).max() > 1e-3  # not all shrunk to zero: the comparison means something
+    _assert_close(got, expected, torch.float64)
+
+
+@pytest.mark.parametrize("package", list(EXAMPLES))
+def test_examples_equal_torch_float32(package: str, tmp_path):
+    model, kernels, inputs = _example(package, torch.float32, 3, 5)
+    _perturb(model, 3)
+    got, expected = _run_both(model, kernels, inputs, tmp_path)
+    _assert_close(got, expected, torch.float32)
+
+
+def test_layouts_and_complex_tables_of_the_examples():
+    for package in ("complex_ista", "complex_fista", "complex_lista_cp"):
+        kernels = importlib.import_module(f"generated.{package}.kernels")
+        assert "Layout: batched" in kernels.__doc__
+    assert importlib.import_module("generated.complex_lista_cp.kernels").COMPLEX == frozenset({"A", "W", "y"})
+    mimo = importlib.import_module("generated.mimo_pgd.kernels")
+    assert "Layout: per-sample" in mimo.__doc__ and mimo.COMPLEX == frozenset({"H", "y"})
+
+
+def test_a_learned_complex_weight_round_trips_through_export_npz(tmp_path):
+    model, kernels, inputs = _example("complex_lista_cp", torch.float64, 5, 3)
+    _perturb(model, 5)
     model.export_npz(tmp_path / "params.npz")
     params = kernels.load_params(tmp_path / "params.npz")
-    assert kernels.COMPLEX == frozenset({"y"})
-    y = _random_complex(rng, 3, 6)
-    with pytest.raises(ValueError, match=r"parameter 'A': expected real values, got complex128 \(declare it complex"):
-        kernels.run({**params, "A": A.astype(complex)}, y=y)
+    weights = torch.stack(list(model.W)).detach().numpy()
+    assert params["W"].dtype == np.complex128 and np.abs(weights.imag).max() > 0
+    np.testing.assert_array_equal(params["W"], weights)
+    with pytest.raises(ValueError, match="parameter 'W': dtype complex64, expected complex128 like the other arrays"):
+        kernels.run({**params, "W": params["W"].astype(np.complex64)}, **{k: v.numpy() for k, v in inputs.items()})
+
+
+def test_dtypes_are_checked_per_entry(tmp_path):
+    model, kernels, inputs = _example("complex_ista", torch.float64, 4, 3)
+    model.export_npz(tmp_path / "params.npz")
+    params = kernels.load_params(tmp_path / "params.npz")
+    assert kernels.COMPLEX == frozenset({"A", "y"})
+    y = inputs["y"].numpy()
+    with pytest.raises(ValueError, match=r"parameter 'mu': expected real values, got complex128 \(declare it complex"):
+        kernels.run({**params, "mu": params["mu"].astype(complex)}, y=y)
     with pytest.raises(ValueError, match="input y: dtype complex64, expected complex128 like the other arrays"):
         kernels.run(params, y=y.astype(np.complex64))
     with pytest.raises(ValueError, match="input y: dtype int64, expected complex64 or complex128"):
-        kernels.run(params, y=np.ones((3, 6), np.int64))
-    # real values for a complex input are complex values with no imaginary part (as in torch)
+        kernels.run(params, y=np.ones(y.shape, np.int64))
+    with pytest.raises(ValueError, match="input y: dtype float32, expected complex128 like the other arrays"):
+        kernels.run(params, y=y.real.astype(np.float32))
+    # real values for a complex entry are complex values with no imaginary part (as in torch)
+    real_matrix = params["A"].real.copy()
+    model.A = torch.tensor(real_matrix, dtype=torch.complex128)
     with torch.no_grad():
         expected = model(y=torch.tensor(y.real, dtype=torch.complex128)).numpy()
-    np.testing.assert_allclose(kernels.run(params, y=y.real), expected, rtol=0, atol=1e-10)
+    got = kernels.run({**params, "A": real_matrix}, y=y.real)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
 
 
 def test_nets_on_complex_values_stay_torch_only():

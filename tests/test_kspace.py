@@ -18,10 +18,10 @@ from unfoldgen.data import DataError, Slot, bind, mri_source, source_from_string
 from unfoldgen.training import Config, fit
 
 SIZE = 32
-MRI_SLOTS = (
-    Slot("M", "data", ("h", "w")),
-    Slot("y", "input", ("h", "w")),
-    Slot("x", "var", ("h", "w")),
+MRI_SLOTS = (  # data M : real[h, w], input y : complex[h, w], var x : complex[h, w]
+    Slot("M", "data", ("h", "w"), complex=False),
+    Slot("y", "input", ("h", "w"), complex=True),
+    Slot("x", "var", ("h", "w"), complex=True),
 )
 
 
@@ -238,7 +238,10 @@ def test_the_mask_is_the_data_y_the_input_and_x_the_target():
     assert inputs["y"].shape == targets["x"].shape == (3, SIZE, SIZE)
     renamed = (Slot("mask", "data", ("h", "w")), Slot("k", "input", ("h", "w")), Slot("image", "var", ("h", "w")))
     assert bind(source, renamed).names == {"mask": "M", "k": "y", "image": "x"}
-    fixed = tuple(Slot(slot.name, slot.role, (64, 64)) for slot in MRI_SLOTS)
+    real = (MRI_SLOTS[0], Slot("y", "input", ("h", "w"), complex=False), MRI_SLOTS[2])
+    with pytest.raises(DataError, match=r"mri array 'y' is complex, but `input y : real\[h, w\]` is real"):
+        bind(source, real)
+    fixed = tuple(Slot(slot.name, slot.role, (64, 64), slot.complex) for slot in MRI_SLOTS)
     with pytest.raises(DataError, match=r"mri array 'M' for `data M : real\[64, 64\]` has shape \(32, 32\)"):
         bind(source, fixed)
     vector = r"the mri source has no array for `var x : real\[n\]` \(arrays of that role: x \(32, 32\)\)"

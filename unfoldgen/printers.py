@@ -269,8 +269,6 @@ class NumbaPrinter(_PythonPrinter):
                 template = entry.numba_column if ir.is_vector(args[entry.linear_arg].shape) else entry.numba
                 if template is None:
                     raise NumbaUnsupportedError(f"{func}() of this shape in a kernel")
-                if ir.is_complex(expr) or any(ir.is_complex(arg) for arg in args):
-                    raise NumbaUnsupportedError(f"{func}() of complex values in a kernel (its numba form is real)")
                 if not ir.is_vector(args[entry.linear_arg].shape) and self.per_sample:
                     raise NumbaUnsupportedError(f"{func}() of an image in the batched layout")
 

@@ -23,7 +23,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_62cf30c186daf137"
+_CACHE_MODULE = "_unfoldgen_kernels_1a32ba28bfc23c1f"
 
 
 def _kernel(**options):
@@ -380,9 +380,10 @@ def run(params: dict, y, layers: int | None = None):
         {"layers": ITERATIONS, **params}, PARAMETERS, NETS, _sizes, COMPLEX
     )
     _tolerance = checked_tolerance(params.get("tolerance", TOLERANCE))
-    _tiny = float(np.finfo(_dtype).tiny)
     _values = dict(y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype, COMPLEX)
+    # the real dtype of the inputs: the parameters may hold no array to give it
+    _tiny = float(np.finfo(_prepared[0].real.dtype).tiny)
     _columns = [np.ascontiguousarray(_value.reshape(_batch, -1).T) for _value in _prepared]
     _states = network(_layers, _tolerance, _tiny, *_arrays, *_columns)
     _results = {

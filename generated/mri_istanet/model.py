@@ -665,7 +665,7 @@ class MriIstanet(nn.Module):
             [
                 Conv2dNet(
                     (2,),
-                    hidden=16,
+                    hidden=8,
                     depth=3,
                     kernel=3,
                     activation="relu",
@@ -679,7 +679,7 @@ class MriIstanet(nn.Module):
             [
                 Conv2dNet(
                     (2,),
-                    hidden=16,
+                    hidden=8,
                     depth=3,
                     kernel=3,
                     activation="relu",

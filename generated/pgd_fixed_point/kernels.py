@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_e2a44f9ba2d23470"
+_CACHE_MODULE = "_unfoldgen_kernels_140fbb76e425bec1"
 
 
 def _kernel(**options):
@@ -401,9 +401,10 @@ def run(params: dict, H, y, layers: int | None = None):
         {"layers": ITERATIONS, **params}, PARAMETERS, NETS, _sizes, COMPLEX
     )
     _tolerance = checked_tolerance(params.get("tolerance", TOLERANCE))
-    _tiny = float(np.finfo(_dtype).tiny)
     _values = dict(H=H, y=y)
     _prepared, _batch = checked_inputs(_values, INPUTS, _sizes, _dtype, COMPLEX)
+    # the real dtype of the inputs: the parameters may hold no array to give it
+    _tiny = float(np.finfo(_prepared[0].real.dtype).tiny)
     _samples = [_value.reshape(_batch, *(_value.shape[1:] + (1, 1))[:2]) for _value in _prepared]
     _states = network(_layers, _tolerance, _tiny, *_arrays, *_samples)
     _results = dict(zip(("x",), _states, strict=True))
