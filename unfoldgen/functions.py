@@ -765,7 +765,7 @@ FUNCTIONS: dict[str, Function] = {
             "elementwise",
             _same,
             "conj({0})",
-            torch="torch.conj({0})",
+            torch="torch.conj_physical({0})",  # not a lazy view: outputs convert to numpy
             numba="np.conj({0})",
             desugar=lambda args, shape: ir.conj(args[0]),
             on_complex="follow",

@@ -234,7 +234,8 @@ class Launch:
     data: str | None = setting(
         None,
         "sparse:m=20,n=40,p=0.1,snr=40 | rpca:m=20,n=20,rank=2,outliers=0.05,noise=0.01 | "
-        "detection:m=16,n=8,modulation=bpsk,snr=10 | FILE.npz (arrays named after the spec)",
+        "detection:m=16,n=8,modulation=bpsk|4pam|qpsk|16qam,snr=10|5:20,channel=rayleigh|kronecker | "
+        "image:size=64,noise=0.01 | mri:size=128,acceleration=4,noise=0.01 | FILE.npz (arrays named after the spec)",
         metavar="SOURCE",
     )
     layers: int | None = setting(None, "override the spec's number of layers K", parse=int, check=at_least(1))
