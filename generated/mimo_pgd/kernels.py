@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_5b42c1a3bf2d367f"
+_CACHE_MODULE = "_unfoldgen_kernels_4df0c324fcaa67ee"
 
 
 def _kernel(**options):
@@ -82,7 +82,10 @@ def lipschitz_x(H, n):
     _hessian = np.empty((2 * _count, 2 * _count), _dtype)
     for _j in range(2 * _count):
         _basis = np.zeros(_count, _complex)
-        _basis[_j % _count] = 1.0 if _j < _count else 1j
+        if _j < _count:
+            _basis.real[_j] = 1
+        else:
+            _basis.imag[_j - _count] = 1
         x = _basis.reshape(n, 1)
         _column = np.ascontiguousarray(np.dot(np.conj(H.T), np.dot(H, x))).reshape(-1)
         _hessian[:_count, _j] = _column.real
