@@ -44,7 +44,15 @@ def numel(shape: ir.Shape) -> sympy.Expr:
     """Number of entries of ``shape``, as an expression in the dims."""
     if shape == ():
         return sympy.Integer(1)
-    return sympy.Mul(*(sympy.Symbol(d) if isinstance(d, str) else sympy.Integer(d) for d in shape))
+    return sympy.Mul(*(_dim_size(d) for d in shape))
+
+
+def _dim_size(dim: ir.Dim) -> sympy.Expr:
+    """A dim as an expression in its base dim: ``2*n`` (a complex vector's real view) is 2·n."""
+    if isinstance(dim, int):
+        return sympy.Integer(dim)
+    name, factor = ir.dim_factor(dim)
+    return sympy.Rational(factor.numerator, factor.denominator) * sympy.Symbol(name)
 
 
 def _any_args(shapes: list[ir.Shape]) -> str | None:

@@ -183,7 +183,7 @@ def coupled_weight_condition(value: Tensor, lipschitz: float | None) -> tuple[bo
     """M = WᵀA (ALISTA, Liu et al. 2019) or W A (LISTA-CP, Chen et al. 2018) normalised, diag(M) = 1
     (to 1e-3), with generalized mutual coherence μ̃ = max_{i≠j} |M_ij| < 1: the weight lies in the set
     the theorems need; supports of size s < (1 + 1/μ̃)/2 are within their scope."""
-    matrix = value.detach().double()
+    matrix = value.detach().to(torch.complex128 if value.is_complex() else torch.float64)
     diagonal = torch.diagonal(matrix)
     off_diagonal = matrix - torch.diag_embed(diagonal)
     deviation = float((diagonal - 1).abs().max())
@@ -528,10 +528,16 @@ def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     """Prox of t*||.||_1: ``prox(v)_i = sgn(v_i) max(|v_i| - t, 0)``, sgn(v) = v / |v| (0 at 0).
 
     Complex v: |v_i| is the modulus, so the modulus shrinks by t and the phase stays,
-    ``v_i max(0, 1 - t / |v_i|)``. torch.sgn is torch.sign on real tensors (the same bits), and its
-    gradient at v = 0 is 0, so gradients stay finite there.
+    ``v_i max(0, 1 - t / |v_i|)``, computed as v times a real factor that is 0 for |v_i| ≤ t, so
+    gradients stay finite at v = 0 (and inductor can differentiate it: a complex sgn times a real
+    tensor hits a stride error in torch.compile's backward). Real v: ``sign(v) relu(|v| - t)``.
     """
-    return torch.sgn(v) * torch.relu(v.abs() - t)
+    if v.is_complex():
+        modulus = v.abs()
+        return v * (
+            torch.relu(modulus - t) / torch.clamp_min(modulus, torch.finfo(modulus.dtype).tiny)
+        )
+    return torch.sign(v) * torch.relu(v.abs() - t)
 
 
 class AlistaSafe(nn.Module):

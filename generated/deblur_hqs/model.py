@@ -185,7 +185,7 @@ def coupled_weight_condition(value: Tensor, lipschitz: float | None) -> tuple[bo
     """M = WᵀA (ALISTA, Liu et al. 2019) or W A (LISTA-CP, Chen et al. 2018) normalised, diag(M) = 1
     (to 1e-3), with generalized mutual coherence μ̃ = max_{i≠j} |M_ij| < 1: the weight lies in the set
     the theorems need; supports of size s < (1 + 1/μ̃)/2 are within their scope."""
-    matrix = value.detach().double()
+    matrix = value.detach().to(torch.complex128 if value.is_complex() else torch.float64)
     diagonal = torch.diagonal(matrix)
     off_diagonal = matrix - torch.diag_embed(diagonal)
     deviation = float((diagonal - 1).abs().max())
