@@ -254,3 +254,29 @@ unfold gd from p {
     model = cls(torch.eye(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="declare it complex"):
         model(torch.ones(1, 3, dtype=torch.complex128))
+
+
+def test_real_matrix_solved_against_complex_values_and_imaginary_literals():
+    """solve(M, b) of a real M and a complex b (torch.linalg.solve takes one dtype), 0.5j in a rule."""
+    cls = load_class(
+        """
+problem p {
+    dim n
+    data  M : real[n, n]
+    input b : complex[n]
+    var   x : complex[n] = solve(M, b)
+    minimize 0.5 * sumsq(M @ x - b)
+}
+unfold s from p {
+    layers 1
+    iterate { x = x - 0.01 * grad(x) + 0.5j * solve(M, b) }
+}
+"""
+    )
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(4, 4)) + 4 * np.eye(4)
+    b = _random_complex(rng, 4)
+    out = cls(torch.tensor(M), dtype=torch.float64)(torch.tensor(b)[None])[0].detach().numpy()
+    x = np.linalg.solve(M, b)
+    x = x - 0.01 * M.T @ (M @ x - b) + 0.5j * np.linalg.solve(M, b)
+    np.testing.assert_allclose(out, x, atol=1e-12)

@@ -319,7 +319,7 @@ def foreign_tokens(source: str, declared: set[str], allowed: frozenset[str]) -> 
             found.append(f"line {tok.start[0]}: name {tok.string!r}")
         elif tok.type == tokenize.NUMBER:
             try:
-                float(tok.string.replace("_", ""))
+                complex(tok.string.replace("_", ""))  # 2j is a number too
             except ValueError:
                 found.append(f"line {tok.start[0]}: number {tok.string!r}")
     return found

@@ -106,6 +106,10 @@ class TorchPrinter(_PythonPrinter):
         match expr:
             case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
                 return self._mixed_matmul(left, right), ATOM
+            case ir.Apply(func="solve", args=(matrix, rhs)) if ir.is_complex(matrix) != ir.is_complex(rhs):
+                self._use("as_complex")  # torch.linalg.solve takes one dtype
+                texts = [self(side) if ir.is_complex(side) else f"as_complex({self(side)})" for side in (matrix, rhs)]
+                return f"torch.linalg.solve({texts[0]}, {texts[1]})", ATOM
             case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
                 if "shared_matmul" not in self.helpers:
                     self.helpers.append("shared_matmul")
