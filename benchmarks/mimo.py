@@ -536,13 +536,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
     columns = min(3, len(cases))
     rows = math.ceil(len(cases) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.8 * rows), squeeze=False)
+    # one colour per detector in every panel (ML appears only in the 4×4 ones)
+    keys = list(dict.fromkeys(key for case in cases.values() for key in case["detectors"]))
+    colours = dict(zip(keys, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2, strict=False))
+    labels: dict[str, Any] = {}
     for axis, case in zip(axes.flat, cases.values(), strict=False):
         floor = 0.5 / case["symbols_per_point"]
-        for entry in case["detectors"].values():
+        for key, entry in case["detectors"].items():
             style = "-" if entry["kind"] == "unfolded" else "--"
-            axis.semilogy(
-                case["snr_db"], np.maximum(entry["ser"], floor), style, marker="o", markersize=3, label=entry["label"]
+            (line,) = axis.semilogy(
+                case["snr_db"], np.maximum(entry["ser"], floor), style, marker="o", markersize=3, color=colours[key]
             )
+            labels.setdefault(entry["label"], line)
         axis.set_ylim(floor, 1)
         axis.set_title(f"{case['m']}×{case['n']} (receive × transmit), {case['modulation'].upper()}")
         axis.set_xlabel("SNR (dB)")
@@ -550,8 +555,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axis.grid(alpha=0.3, which="both")
     for axis in list(axes.flat)[len(cases) :]:
         axis.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    figure.tight_layout()
+    figure.legend(list(labels.values()), list(labels), loc="lower center", ncol=4, fontsize=8)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
