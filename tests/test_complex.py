@@ -280,3 +280,46 @@ unfold s from p {
     x = np.linalg.solve(M, b)
     x = x - 0.01 * M.T @ (M @ x - b) + 0.5j * np.linalg.solve(M, b)
     np.testing.assert_allclose(out, x, atol=1e-12)
+
+
+MRI = (SPECS / "mri.unf").read_text()
+
+
+def _complex_soft(v: np.ndarray, threshold: float) -> np.ndarray:
+    return _shrink(v, threshold)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mri_networks_untrained_equal_numpy_ista(seed: int):
+    """ISTA on k-space with an ℓ1-Haar prior: x ← Wᴴ soft(W(x − μ Fᴴ M(M F x − y)), μλ), pywt's Haar
+    and numpy's FFT; the ISTA-Net-style network starts as the same iteration (zero corrections)."""
+    from tests import imaging_reference as reference
+
+    rng = np.random.default_rng(seed)
+    size, levels = 16, 3
+    mask = (rng.uniform(size=(size, size)) < 0.4).astype(float)
+    mask[0] = 1.0
+    image = _random_complex(rng, size, size)
+    y = mask * (np.fft.fft2(image, norm="ortho") + 0.01 * _random_complex(rng, size, size))
+    ista = load_class(MRI, "mri_ista")(torch.tensor(mask), layers=4, dtype=torch.float64)
+    net = load_class(MRI, "mri_istanet")(torch.tensor(mask), layers=4, dtype=torch.float64)
+    step, threshold = float(ista.mu[0]), float(ista.theta[0])
+    assert 1.0 <= 1 / step <= 1.1  # ‖M F‖ = 1: the power iteration's margin keeps 1/μ just above it
+    x = np.zeros((size, size), complex)
+    for _ in range(4):
+        v = x - step * np.fft.ifft2(mask * (mask * np.fft.fft2(x, norm="ortho") - y), norm="ortho")
+        x = reference.ihaar(_complex_soft(reference.haar(v, levels), threshold), levels, v.shape)
+    batch = torch.tensor(y)[None]
+    np.testing.assert_allclose(ista(batch)[0].detach().numpy(), x, atol=1e-10)
+    np.testing.assert_allclose(net(batch)[0].detach().numpy(), x, atol=1e-10)
+
+
+def test_mimo_corrected_untrained_is_projected_gradient():
+    rng = np.random.default_rng(5)
+    H = _random_complex(rng, 2, 8, 4) / np.sqrt(8)
+    y = _random_complex(rng, 2, 8)
+    sigma2 = np.array([0.05, 0.2])
+    inputs = [torch.tensor(v) for v in (H, y, sigma2)]
+    plain = load_class(MIMO, "mimo_pgd")(dtype=torch.float64)
+    corrected = load_class(MIMO, "mimo_pgd_corrected")(n=4, dtype=torch.float64)  # n sizes the net
+    torch.testing.assert_close(corrected(*inputs), plain(*inputs), atol=1e-12, rtol=0)
