@@ -263,6 +263,7 @@ class Function:
     numba_column: str | None = None
     curvature: str | None = None
     on_complex: str = "refuse"
+    one_dtype: bool = False  # its backends take arguments of one dtype: a real one beside a complex one is promoted
 
     @property
     def over_samples(self) -> bool:
@@ -926,7 +927,7 @@ FUNCTIONS: dict[str, Function] = {
             _matrix,
             "‖{0}‖₂",
             torch="torch.linalg.vector_norm({0}, dim=(-2, -1), keepdim=True)",
-            numba="np.sqrt(colsum({0} * {0}))",
+            numba="np.sqrt(colsum(np.square(np.abs({0}))))",  # |v|² = v² bit for bit on reals
             smooth=False,
             numba_helpers=("colsum",),
             on_complex="real",
@@ -950,7 +951,7 @@ FUNCTIONS: dict[str, Function] = {
             _matrix,
             "‖{0}‖₀",
             torch="({0} != 0).to({0}.dtype).sum(dim=(-2, -1), keepdim=True)",
-            numba="colsum((np.abs({0}) > 0) * np.ones_like({0}))",
+            numba="colsum((np.abs({0}) > 0).astype(_dtype))",  # a real count for complex v too
             smooth=False,
             numba_helpers=("colsum",),
             on_complex="real",
@@ -1001,6 +1002,7 @@ FUNCTIONS: dict[str, Function] = {
             numba="np.linalg.solve({0}, {1})",
             smooth=False,
             on_complex="follow",
+            one_dtype=True,
         ),
         *_OPERATORS,
         # Lipschitz constants of operator problems (unfoldgen.spectral), never written in specs

@@ -21,6 +21,11 @@ __all__ = ["ATOM", "MathPrinter", "NumbaPrinter", "TorchPrinter", "dims_code", "
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
+def _mixed(args: tuple[ir.Expr, ...]) -> bool:
+    """Real and complex arguments together."""
+    return len({ir.is_complex(arg) for arg in args}) > 1
+
+
 def image_layout(shape: ir.Shape) -> str:
     """How a value is laid out for a net: "vector" (n, 1), "image" (h, w) or "channels" (c, h, w)."""
     if ir.is_stack(shape):
@@ -106,10 +111,10 @@ class TorchPrinter(_PythonPrinter):
         match expr:
             case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
                 return self._mixed_matmul(left, right), ATOM
-            case ir.Apply(func="solve", args=(matrix, rhs)) if ir.is_complex(matrix) != ir.is_complex(rhs):
-                self._use("as_complex")  # torch.linalg.solve takes one dtype
-                texts = [self(side) if ir.is_complex(side) else f"as_complex({self(side)})" for side in (matrix, rhs)]
-                return f"torch.linalg.solve({texts[0]}, {texts[1]})", ATOM
+            case ir.Apply(func=func, args=args) if FUNCTIONS[func].one_dtype and _mixed(args):
+                self._use("as_complex")  # e.g. torch.linalg.solve takes one dtype
+                promoted = [self(arg) if ir.is_complex(arg) else f"as_complex({self(arg)})" for arg in args]
+                return _PLACEHOLDER.sub(lambda m: promoted[int(m.group(1))], FUNCTIONS[func].torch), ATOM
             case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
                 if "shared_matmul" not in self.helpers:
                     self.helpers.append("shared_matmul")
@@ -217,12 +222,6 @@ class NumbaUnsupportedError(Exception):
 
 # numba forms for complex arguments where the table's form is real-only: ‖v‖₂ sums |v|², not v²;
 # ‖v‖₀ counts in the real dtype (ones_like of a complex v would make the count complex)
-_COMPLEX_NUMBA = {
-    "norm2": "np.sqrt(colsum(np.square(np.abs({0}))))",
-    "norm0": "colsum((np.abs({0}) > 0).astype(_dtype))",
-}
-# numba forms that take arguments of one dtype: real ones are made complex beside a complex one
-_ONE_DTYPE = frozenset({"solve"})
 
 
 class NumbaPrinter(_PythonPrinter):
@@ -290,13 +289,13 @@ class NumbaPrinter(_PythonPrinter):
                 if not entry.per_column and any(self.varies(arg) for arg in args):
                     raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
                 complex_args = any(ir.is_complex(arg) for arg in args)
-                template = _COMPLEX_NUMBA.get(func, entry.numba) if complex_args else entry.numba
+                template = entry.numba
                 if entry.over_samples and not ir.is_vector(args[0].shape):
                     if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
                         raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
-                if func in _ONE_DTYPE and complex_args:
+                if entry.one_dtype and complex_args:
                     return _PLACEHOLDER.sub(lambda m: self._as_complex(args[int(m.group(1))]), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
