@@ -237,7 +237,8 @@ def run_numba(expr: ir.Expr, args: list, batched: bool) -> np.ndarray:
     namespace = dict(numba_helpers(helpers))
     params = ", ".join(f"a{i}" for i in range(len(args)))
     first = next(f"a{i}" for i, value in enumerate(args) if isinstance(value, np.ndarray))
-    source = f"def kernel({params}):\n    dtype = {first}.dtype\n    F = dtype.type\n    return {code}\n"
+    # the names the emitted kernels give the real dtype and its scalar type
+    source = f"def kernel({params}):\n    _dtype = {first}.dtype\n    _F = _dtype.type\n    return {code}\n"
     exec(source, namespace)
     kernel = numba.njit(namespace["kernel"])
     if batched:
