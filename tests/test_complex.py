@@ -282,6 +282,59 @@ unfold s from p {
     np.testing.assert_allclose(out, x, atol=1e-12)
 
 
+# (left shape, right shape, which side is complex): a shared matrix with a batch of vectors and of
+# matrices, a per-sample matrix, a shared pair, a complex left side
+MIXED_PRODUCTS = [
+    ((6, 4), (3, 4, 1), "right"),
+    ((6, 4), (3, 4, 5), "right"),
+    ((3, 6, 4), (3, 4, 1), "right"),
+    ((6, 4), (4, 2), "right"),
+    ((3, 2, 6), (6, 4), "left"),
+    ((2, 6), (6, 4), "left"),
+]
+
+
+@pytest.mark.parametrize("left_shape, right_shape, complex_side", MIXED_PRODUCTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_real_times_complex_by_parts_equals_the_promoted_product(left_shape, right_shape, complex_side, dtype):
+    """mixed_matmul (torch) and mixed_dot (numba) multiply a real and a complex array by parts,
+    never promoting the real one: equal to numpy's complex product, and (torch) the gradients
+    equal autograd's through the promoted product."""
+    from numba import njit
+
+    from unfoldgen.ops_numba import mixed_dot
+    from unfoldgen.runtime_torch import mixed_matmul
+
+    rng = np.random.default_rng(len(left_shape) + len(right_shape))
+    left = _random_complex(rng, *left_shape) if complex_side == "left" else rng.normal(size=left_shape)
+    right = _random_complex(rng, *right_shape) if complex_side == "right" else rng.normal(size=right_shape)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    tensors = [
+        torch.tensor(value, dtype=complex_dtype if np.iscomplexobj(value) else dtype, requires_grad=True)
+        for value in (left, right)
+    ]
+    ours = mixed_matmul(*tensors)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert ours.dtype == complex_dtype
+    np.testing.assert_allclose(ours.detach().numpy(), left @ right, atol=tolerance)
+    seed = torch.tensor(_random_complex(rng, *ours.shape), dtype=complex_dtype)
+    grads = torch.autograd.grad((ours * seed.conj()).real.sum(), tensors)
+    promoted = [t.detach().to(complex_dtype).requires_grad_() for t in tensors]
+    reference = torch.autograd.grad(((promoted[0] @ promoted[1]) * seed.conj()).real.sum(), promoted)
+    for grad, expected, tensor in zip(grads, reference, tensors, strict=True):
+        expected = expected if tensor.is_complex() else expected.real  # a real leaf's gradient is real
+        np.testing.assert_allclose(grad.numpy(), expected.numpy(), atol=tolerance)
+    if len(left_shape) == 2 and len(right_shape) == 2:  # numba's kernels: 2-D arrays, one dtype pair
+        numpy_dtypes = {torch.float64: (np.float64, np.complex128), torch.float32: (np.float32, np.complex64)}
+        real, complex_ = numpy_dtypes[dtype]
+        arrays = [np.ascontiguousarray(v, complex_ if np.iscomplexobj(v) else real) for v in (left, right)]
+        product = njit(mixed_dot)(*arrays)
+        assert product.dtype == complex_
+        np.testing.assert_allclose(product, left @ right, atol=tolerance)
+        column = njit(mixed_dot)(arrays[0], np.ascontiguousarray(arrays[1][:, 0]))  # a 1-D right side
+        np.testing.assert_allclose(column, left @ right[:, 0], atol=tolerance)
+
+
 MRI = (SPECS / "mri.unf").read_text()
 
 

@@ -36,6 +36,22 @@ def total(v):
     return np.sum(v)
 
 
+def mixed_dot(a, b):
+    """np.dot of a real and a complex array (either order) by parts: two real products, the real
+    side never copied to complex (np.dot takes one dtype)."""
+    if isinstance(a.dtype.type(0), (complex, np.complex64)):
+        real = np.dot(np.ascontiguousarray(a.real), b)
+        imag = np.dot(np.ascontiguousarray(a.imag), b)
+        out = np.empty(real.shape, a.dtype)
+    else:
+        real = np.dot(a, np.ascontiguousarray(b.real))
+        imag = np.dot(a, np.ascontiguousarray(b.imag))
+        out = np.empty(real.shape, b.dtype)
+    out.real[...] = real
+    out.imag[...] = imag
+    return out
+
+
 def sigmoid(v):
     """σ(v) = 1 / (1 + e^-v), without overflow for large |v|."""
     one = v.dtype.type(1)

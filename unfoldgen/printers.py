@@ -49,6 +49,11 @@ class _PythonPrinter:
     """What the torch and numba printers share: names, arithmetic, powers, the operator table."""
 
     per_sample: frozenset[str] = frozenset()  # names of quantities that vary by sample
+    helpers: list[str]  # the runtime helpers the printed code calls, in first-use order
+
+    def _use(self, helper: str) -> None:
+        if helper not in self.helpers:
+            self.helpers.append(helper)
 
     def varies(self, expr: ir.Expr) -> bool:
         return ir.depends_on(expr, self.per_sample)
@@ -116,8 +121,7 @@ class TorchPrinter(_PythonPrinter):
                 promoted = [self(arg) if ir.is_complex(arg) else f"as_complex({self(arg)})" for arg in args]
                 return _PLACEHOLDER.sub(lambda m: promoted[int(m.group(1))], FUNCTIONS[func].torch), ATOM
             case ir.Binary(op="@", left=left, right=right) if self.varies(right) and not self.varies(left):
-                if "shared_matmul" not in self.helpers:
-                    self.helpers.append("shared_matmul")
+                self._use("shared_matmul")
                 return f"shared_matmul({self(left)}, {self(right)})", ATOM
             case ir.Const(value=value):
                 text = format_float(value)
@@ -164,26 +168,17 @@ class TorchPrinter(_PythonPrinter):
         return entry.torch
 
     def _mixed_matmul(self, left: ir.Expr, right: ir.Expr) -> str:
-        """A real matrix times a complex one: torch multiplies matrices of one dtype only, so the real
-        side is made complex (``as_complex``)."""
-        self._use("as_complex")
-        texts = [f"as_complex({self(side)})" if not ir.is_complex(side) else self(side) for side in (left, right)]
-        if self.varies(right) and not self.varies(left):
-            self._use("shared_matmul")
-            return f"shared_matmul({texts[0]}, {texts[1]})"
-        return f"{self.wrap(left, PRODUCT) if ir.is_complex(left) else texts[0]} @ " + (
-            self.wrap(right, PRODUCT + 1) if ir.is_complex(right) else texts[1]
-        )
-
-    def _use(self, helper: str) -> None:
-        if helper not in self.helpers:
-            self.helpers.append(helper)
+        """A real matrix times a complex one: by parts (``mixed_matmul``), since torch multiplies
+        matrices of one dtype only and a promoted copy of the real side would cost a copy and
+        twice the flops."""
+        self._use("mixed_matmul")
+        self._use("shared_matmul")  # mixed_matmul calls it
+        return f"mixed_matmul({self(left)}, {self(right)})"
 
     def _on_stack(self, operator: str, arg: ir.Expr, params: tuple[ir.Expr, ...]) -> str:
         """A prox or projection of matrices on a stack (B, c, h, w), run as (B, c, h·w): groups over
         the first axis (norm21, ball21) are then the pixels."""
-        if "flat_stack" not in self.helpers:
-            self.helpers.append("flat_stack")
+        self._use("flat_stack")
         return f"flat_stack({operator}, {', '.join(self(a) for a in (arg, *params))})"
 
     def _per_sample_scalar_on_stack(self, left: ir.Expr, right: ir.Expr) -> bool:
@@ -220,10 +215,6 @@ class NumbaUnsupportedError(Exception):
     """A construct with no numba form yet; the message says which."""
 
 
-# numba forms for complex arguments where the table's form is real-only: ‖v‖₂ sums |v|², not v²;
-# ‖v‖₀ counts in the real dtype (ones_like of a complex v would make the count complex)
-
-
 class NumbaPrinter(_PythonPrinter):
     """IR → numpy code for numba kernels.
 
@@ -240,6 +231,7 @@ class NumbaPrinter(_PythonPrinter):
     ):
         self.per_sample = per_sample if batched else frozenset()
         self.net_call = net_call  # (net, its input columns) → the call running the net
+        self.helpers: list[str] = []
 
     def print(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
@@ -260,7 +252,8 @@ class NumbaPrinter(_PythonPrinter):
             ):
                 return f"colsum(np.conj({self(row)}) * {self.wrap(right, PRODUCT + 1)})", ATOM
             case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
-                return f"np.dot({self._as_complex(left)}, {self._as_complex(right)})", ATOM
+                self._use("mixed_dot")  # by parts: no complex copy of the real side
+                return f"mixed_dot({self(left)}, {self(right)})", ATOM
             case ir.Binary(op="@", left=left, right=right):
                 return f"np.dot({self(left)}, {self(right)})", ATOM
             case ir.Transpose(operand=operand):

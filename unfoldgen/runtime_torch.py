@@ -166,6 +166,18 @@ def as_complex(value: Tensor) -> Tensor:
     return value if value.is_complex() else torch.complex(value, torch.zeros_like(value))
 
 
+def mixed_matmul(left: Tensor, right: Tensor) -> Tensor:
+    """``left @ right`` where one side is real and the other complex, as real products: the real
+    side is never copied to complex, and the product costs two real multiplications, not the four
+    of a complex one. A complex right side's real and imaginary parts enter as the columns of one
+    real matrix (``view_as_real``, no copy), through ``shared_matmul`` (one GEMM for a batch)."""
+    if right.is_complex():
+        parts = torch.view_as_real(right).flatten(-2)  # (..., n, 2c): re, im of each column side by side
+        product = shared_matmul(left, parts)
+        return torch.view_as_complex(product.unflatten(-1, (-1, 2)).contiguous())
+    return torch.complex(left.real @ right, left.imag @ right)
+
+
 def complex_net(net, layouts: tuple[str, ...], *args: Tensor) -> Tensor:
     """A real net on complex values. Each complex argument enters as its real and imaginary parts:
     a vector (B, n, 1) as (B, 2n, 1) (real parts, then imaginary parts), an image (B, h, w) as two

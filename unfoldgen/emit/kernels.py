@@ -245,7 +245,7 @@ def kernels_context(low: LoweredUnfold, spec_path: str) -> dict:
         "output_exprs": [_output_expr(low, name) for name in low.unfold.outputs],
         "lipschitz_functions": lipschitz_functions,
         "param_axes": {key: _param_axes(low, key) for key in array_args},
-        "helper_sources": _helpers(low, lipschitz_functions),
+        "helper_sources": _helpers(low, lipschitz_functions, printer.helpers),
         "runtime_sources": helper_sources(
             "runtime_numba",
             ["collect_params", "checked_params", "checked_inputs"]
@@ -365,7 +365,9 @@ def _print_dynamic(expr: ir.Expr, printer: NumbaPrinter, low: LoweredUnfold) -> 
                 return lipschitz[node.variables], 100
             return super().print(node)
 
-    return _DynamicPrinter(printer.per_sample, batched=False)(expr)
+    dynamic = _DynamicPrinter(printer.per_sample, batched=False)
+    dynamic.helpers = printer.helpers  # its helpers are the kernels' too
+    return dynamic(expr)
 
 
 def _lipschitz_args(low: LoweredUnfold, variables: tuple[str, ...]) -> list[str]:
@@ -437,8 +439,10 @@ def _lipschitz_function(low: LoweredUnfold, variables: tuple[str, ...], printer:
     return {**common, "terms": terms, "blocks": blocks, "count": offset, "typing": typing([repr(terms)])}
 
 
-def _helpers(low: LoweredUnfold, lipschitz_functions: list) -> list[str]:
-    names = ["colsum"]
+def _helpers(low: LoweredUnfold, lipschitz_functions: list, printed: list[str]) -> list[str]:
+    """The ops_numba and linops_numba sources the kernels call: the table entries' own, and
+    ``printed``, the helpers the printer chose."""
+    names = ["colsum", *printed]
     operators: list[str] = []
     for rule in low.rules:
         for node in ir.walk(rule.value):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from unfoldgen import ir
 from unfoldgen.bounds import bound_form
@@ -98,7 +99,7 @@ class _MethodWriter:
         self.lines: list[str] = []
         self.dtype_bound = False
 
-    def bind_for(self, exprs: list[ir.Expr], reference: str | None = None) -> None:
+    def bind_for(self, exprs: list[ir.Expr], reference: DtypeReference | None = None) -> None:
         names, tensors = referenced_names(exprs)
         low = self.context.lowered
         if any(low.plan[name].storage == "layer" for name in names if name not in self.bound):
@@ -116,10 +117,9 @@ class _MethodWriter:
         if tensors:
             self._bind_dtype(reference)
 
-    def _bind_dtype(self, reference: str | None) -> None:
+    def _bind_dtype(self, reference: DtypeReference | None) -> None:
         if not self.dtype_bound:
-            ref = reference or self._reference()
-            self.lines.append(f"_dtype, _device = {_real_dtype(ref, self.context.lowered)}, {ref}.device")
+            self.lines.append((reference or self._reference()).binding)
             self.dtype_bound = True
 
     def _bind(self, name: str) -> None:
@@ -128,15 +128,15 @@ class _MethodWriter:
         if binding is not None:
             self.lines.append(f"{name} = {binding}")
 
-    def _reference(self) -> str:
+    def _reference(self) -> DtypeReference:
         low = self.context.lowered
         tensors = low.problem.of_role("data") + low.problem.of_role("param")
         if tensors:
-            return f"self.{low.plan[tensors[0].name].attribute}"
+            return DtypeReference(f"self.{low.plan[tensors[0].name].attribute}", tensors[0].complex)
         if self.context.without_inputs:
-            return f"self.{DTYPE_ANCHOR}"
-        first_input = low.problem.of_role("input")[0].name
-        return f'inputs["{first_input}"]'
+            return DtypeReference(f"self.{DTYPE_ANCHOR}", False)
+        first_input = low.problem.of_role("input")[0]
+        return DtypeReference(f'inputs["{first_input.name}"]', first_input.complex)
 
     def assign(self, name: str, expr: ir.Expr) -> None:
         self.bind_for([expr])
@@ -148,12 +148,17 @@ class _MethodWriter:
 # ------------------------------------------------------------ the model context
 
 
-def _real_dtype(reference: str, low: LoweredUnfold) -> str:
-    """The model's real dtype read from a tensor: ``.real.dtype`` of a complex one (complex128 → float64)."""
-    match = re.fullmatch(r'self\.(\w+)|inputs\["(\w+)"\]|(\w+)', reference)
-    name = next((group for group in match.groups() if group), "") if match else ""
-    entry = next((e for e in low.plan.names.values() if name in (e.name, e.attribute)), None)
-    return f"{reference}.real.dtype" if entry is not None and entry.complex else f"{reference}.dtype"
+class DtypeReference(NamedTuple):
+    """The tensor a method reads the model's dtype and device from, and whether it is complex."""
+
+    text: str
+    complex: bool
+
+    @property
+    def binding(self) -> str:
+        """``_dtype`` (real: ``.real.dtype`` of a complex tensor, complex128 → float64) and ``_device``."""
+        dtype = f"{self.text}.real.dtype" if self.complex else f"{self.text}.dtype"
+        return f"_dtype, _device = {dtype}, {self.text}.device"
 
 
 def _complex_flag(symbol: Symbol) -> str:
@@ -379,8 +384,7 @@ class _ModelEmitter:
         first = self.inputs[0].name
         writer = _MethodWriter(_Context("problem", self.low), self.printer)
         writer.lines.append(f'_batch = inputs["{first}"].shape[0]')
-        reference = f'inputs["{first}"]'
-        writer.lines.append(f"_dtype, _device = {_real_dtype(reference, self.low)}, {reference}.device")
+        writer.lines.append(DtypeReference(f'inputs["{first}"]', self.low.symbol(first).complex).binding)
         writer.dtype_bound = True
         for symbol in self.carried:
             writer.bind_for([symbol.init])
@@ -614,7 +618,9 @@ class _ModelEmitter:
         for dim in (name for name in names if low.symbol(name).role == "dim"):
             writer.lines.append(f'{dim} = size_of("{dim}", _sizes)')
             writer.bound.append(dim)
-        writer.bind_for(models, reference=arguments[0].name if arguments else None)
+        writer.bind_for(
+            models, reference=DtypeReference(arguments[0].name, arguments[0].complex) if arguments else None
+        )
         values = ", ".join(
             f'"{name}": {_user_layout(self.printer.wrap(model, ATOM), low.symbol(name))}'
             if not ir.is_matrix(model.shape)
@@ -808,16 +814,16 @@ def _user_layout(value: str, symbol: Symbol) -> str:
 
 
 def _dtype_source(low: LoweredUnfold) -> str:
+    """The model's real dtype, read from its first data or param tensor, else its first learned one."""
     plan = low.plan
     tensors = [s for s in low.problem.symbols if s.role in ("data", "param")]
     if tensors:
-        return _real_dtype(f"self.{plan[tensors[0].name].attribute}", low)
+        return f"self.{plan[tensors[0].name].attribute}" + (".real.dtype" if tensors[0].complex else ".dtype")
     learned = plan.learned()
     if learned and learned[0].role != "net":
         first = learned[0]
-        if first.per_layer:
-            return f"self.{first.name}[0].dtype"
-        return f"self.{first.name}.value().dtype" if first.bounds is not None else f"self.{first.name}.dtype"
+        tensor = f"self.{first.name}" + ("[0]" if first.per_layer else ".value()" if first.bounds is not None else "")
+        return tensor + (".real.dtype" if first.complex else ".dtype")
     return "None"
 
 
