@@ -250,6 +250,21 @@ def test_npz_misshaped_arrays(tmp_path, arrays, message):
         bind(npz_source(path), problem_slots(LASSO))
 
 
+def test_npz_complex_arrays_fill_complex_declarations_only(tmp_path):
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(6, 9)) + 1j * rng.normal(size=(6, 9))
+    y = rng.normal(size=(5, 6)) + 1j * rng.normal(size=(5, 6))
+    x = rng.normal(size=(5, 9))  # a real array for a complex variable: its imaginary part is 0
+    source = npz_source(write_npz(tmp_path, A=A, y=y, x=x))
+    bind(source, problem_slots(ROOT / "specs" / "complex_lasso.unf"))
+    assert source.fixed["A"].dtype == np.complex128
+    np.testing.assert_array_equal(source.fixed["A"], A)
+    drawn = source.draw(3, [0])
+    assert np.iscomplexobj(drawn["y"])
+    with pytest.raises(DataError, match=r"'A' is complex \(complex128\), but `data A : real\[m, n\]` is real"):
+        bind(npz_source(write_npz(tmp_path, A=A, y=y.real, x=x)), problem_slots(LASSO))
+
+
 def test_npz_unreadable(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"not a zip file")

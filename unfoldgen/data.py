@@ -1099,8 +1099,14 @@ def _bind_npz(source: NpzSource, slots: Sequence[Slot], require_targets: bool) -
         if slot.name not in arrays:
             continue
         value = arrays[slot.name]
-        if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
-            raise DataError(f"{source.path}: array {slot.name!r} has dtype {value.dtype}; expected real numbers")
+        if not np.issubdtype(value.dtype, np.number):
+            expected = "complex or real numbers" if slot.complex else "real numbers"
+            raise DataError(f"{source.path}: array {slot.name!r} has dtype {value.dtype}; expected {expected}")
+        if np.iscomplexobj(value) and not slot.complex:  # its imaginary part would be dropped
+            raise DataError(
+                f"{source.path}: array {slot.name!r} is complex ({value.dtype}), but `{slot.describe()}` is real; "
+                f"expected `{replace(slot, complex=True).describe()}` or a real array"
+            )
         finite = np.isfinite(value)
         if not finite.all():
             where = np.argwhere(~finite)[0]
@@ -1122,7 +1128,7 @@ def _bind_npz(source: NpzSource, slots: Sequence[Slot], require_targets: bool) -
             count = value.shape[0]
             roles[slot.name] = "input" if slot.role == "input" else "target"
         else:
-            source.fixed[slot.name] = value.astype(np.float64)
+            source.fixed[slot.name] = value.astype(np.complex128 if slot.complex else np.float64)
     source.roles = roles
     if count is None:
         raise DataError(f"{source.path}: the spec declares no per-sample inputs")
