@@ -524,7 +524,7 @@ def test_cli_train_from_a_complex_npz(tmp_path, capsys):
     x = complex_normal(count, n) * (rng.random((count, n)) < 0.15)
     y = x @ A.T + 0.01 * complex_normal(count, m)
     np.savez(tmp_path / "complex.npz", A=A, y=y, x=x)
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         capsys, "train", SPECS / "complex_lasso.unf", "--unfold", "complex_ista", "--data", tmp_path / "complex.npz",
         "--layers", 4, "--steps", 30, "--batch", 32, "--no-progress", "-o", tmp_path / "run",
     )  # fmt: skip
