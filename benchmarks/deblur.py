@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from unfoldgen import images  # noqa: E402
 from unfoldgen.compiler import compile_text  # noqa: E402
 from unfoldgen.data import bind, image_source, slots_from_problem  # noqa: E402
-from unfoldgen.training import Config, TrainingDivergedError, fit, load_spec  # noqa: E402
+from unfoldgen.training import Config, fit_restarting, load_spec  # noqa: E402
 
 SPEC = ROOT / "specs" / "deblur.unf"
 TEST_STREAM = 3  # the data sources use 0 (fixed), 1 (training) and 2 (validation)
@@ -407,48 +407,42 @@ def step_seconds(model: nn.Module, setup: Setup, study: Study, repeats: int = 3)
 def train(setup: Setup, network: Network, tuned: Mapping[str, Any], study: Study, runs: Path) -> dict[str, Any]:
     """Build from the spec, buy ``study.minutes`` of Adam steps at the measured step time (90 %
     of the budget: validation and data take the rest) and train with ``fit``; on a divergence start
-    again at a third of the learning rate."""
+    again from the initial state at a third of the learning rate (``fit_restarting``)."""
     overrides = overrides_for(network, tuned)
     seconds = step_seconds(setup.build(network.unfold, overrides), setup, study)
     steps = max(1, min(study.max_steps, int(0.9 * study.minutes * 60 / seconds)))
-    lr, attempts = network.lr, []
-    for attempt in range(3):
-        model = setup.build(network.unfold, overrides)
-        try:
-            result = fit(
-                model,
-                setup.binding(network.unfold),
-                Config(
-                    scheme="supervised",
-                    loss="mse",
-                    steps=steps,
-                    batch=study.batch,
-                    lr=lr,
-                    val_size=study.val_size,
-                    val_every=study.val_every,
-                    checkpoint_every=steps,
-                    seed=setup.seed + attempt,
-                ),
-                out=runs / network.unfold,
-                progress=False,
-            )
-        except TrainingDivergedError as err:
-            attempts.append({"lr": lr, "diverged_at_step": err.step})
-            lr /= 3
-            continue
-        attempts.append({"lr": lr, "steps": result.steps, "stopped": result.stopped})
-        losses = result.metrics["loss"]
-        quarter = max(1, len(losses) // 4)
-        return {
-            "model": model,
-            "seconds": result.metrics["seconds"],
-            "steps": result.steps,
-            "step_seconds_probe": seconds,
-            "attempts": attempts,
-            "loss_first_quarter": statistics.fmean(losses[:quarter]),
-            "loss_last_quarter": statistics.fmean(losses[-quarter:]),
-        }
-    raise RuntimeError(f"{network.unfold}: training diverged three times: {attempts}")
+    model = setup.build(network.unfold, overrides)
+    result = fit_restarting(
+        model,
+        setup.binding(network.unfold),
+        Config(
+            scheme="supervised",
+            loss="mse",
+            steps=steps,
+            batch=study.batch,
+            lr=network.lr,
+            val_size=study.val_size,
+            val_every=study.val_every,
+            checkpoint_every=steps,
+            seed=setup.seed,
+        ),
+        out=runs / network.unfold,
+        progress=False,
+    )
+    losses = result.metrics["loss"]
+    quarter = max(1, len(losses) // 4)
+    return {
+        "model": model,
+        "seconds": result.metrics["seconds"],
+        "steps": result.steps,
+        "step_seconds_probe": seconds,
+        "attempts": [
+            *result.restarts,
+            {"lr": result.metrics["config"]["lr"], "steps": result.steps, "stopped": result.stopped},
+        ],
+        "loss_first_quarter": statistics.fmean(losses[:quarter]),
+        "loss_last_quarter": statistics.fmean(losses[-quarter:]),
+    }
 
 
 def learned_count(model: nn.Module) -> int:

@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from unfoldgen import images, kspace  # noqa: E402
 from unfoldgen.data import bind, mri_source, slots_from_problem  # noqa: E402
-from unfoldgen.training import Config, TrainingDivergedError, fit, load_spec  # noqa: E402
+from unfoldgen.training import Config, fit_restarting, load_spec  # noqa: E402
 
 SPEC = ROOT / "specs" / "mri.unf"
 TUNE_STREAM = 4  # the data sources use 0 (fixed), 1 (training), 2 (validation) and 3 (measurement noise)
@@ -422,48 +422,40 @@ def train(setup: Setup, network: Network, model: nn.Module, study: Study, runs: 
     """Train ``model`` (the compiled ``network.unfold``, built at its initial values) in place
     with ``fit``, supervised by the MSE to the complex image, for ``study.steps`` Adam steps or else
     the steps ``study.minutes`` buy at the measured step time (90 % of the budget: validation and
-    data take the rest); on a divergence start again from a copy of the initial state at a third
-    of the learning rate."""
-    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    data take the rest); on a divergence start again from the initial state at a third of the
+    learning rate (``fit_restarting``)."""
     seconds = step_seconds(model, setup, study)
     steps = study.steps or max(1, min(study.max_steps, int(0.9 * study.minutes * 60 / seconds)))
-    lr, attempts = network.lr, []
-    for attempt in range(3):
-        model.load_state_dict(initial)
-        try:
-            result = fit(
-                model,
-                setup.binding(network.unfold),
-                Config(
-                    scheme="supervised",
-                    loss="mse",
-                    steps=steps,
-                    batch=study.batch,
-                    lr=lr,
-                    val_size=study.val_size,
-                    val_every=study.val_every,
-                    checkpoint_every=steps,
-                    seed=setup.seed + attempt,
-                ),
-                out=runs / network.unfold,
-                progress=False,
-            )
-        except TrainingDivergedError as err:
-            attempts.append({"lr": lr, "diverged_at_step": err.step})
-            lr /= 3
-            continue
-        attempts.append({"lr": lr, "steps": result.steps, "stopped": result.stopped})
-        losses = result.metrics["loss"]
-        quarter = max(1, len(losses) // 4)
-        return {
-            "seconds": result.metrics["seconds"],
-            "steps": result.steps,
-            "step_seconds_probe": seconds,
-            "attempts": attempts,
-            "loss_first_quarter": statistics.fmean(losses[:quarter]),
-            "loss_last_quarter": statistics.fmean(losses[-quarter:]),
-        }
-    raise RuntimeError(f"{network.unfold}: training diverged three times: {attempts}")
+    result = fit_restarting(
+        model,
+        setup.binding(network.unfold),
+        Config(
+            scheme="supervised",
+            loss="mse",
+            steps=steps,
+            batch=study.batch,
+            lr=network.lr,
+            val_size=study.val_size,
+            val_every=study.val_every,
+            checkpoint_every=steps,
+            seed=setup.seed,
+        ),
+        out=runs / network.unfold,
+        progress=False,
+    )
+    losses = result.metrics["loss"]
+    quarter = max(1, len(losses) // 4)
+    return {
+        "seconds": result.metrics["seconds"],
+        "steps": result.steps,
+        "step_seconds_probe": seconds,
+        "attempts": [
+            *result.restarts,
+            {"lr": result.metrics["config"]["lr"], "steps": result.steps, "stopped": result.stopped},
+        ],
+        "loss_first_quarter": statistics.fmean(losses[:quarter]),
+        "loss_last_quarter": statistics.fmean(losses[-quarter:]),
+    }
 
 
 def learned_count(model: nn.Module) -> int:

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from unfoldgen.data import bind, rpca_source, slots_from_problem  # noqa: E402
-from unfoldgen.training import Config, TrainingDivergedError, build_model, fit, load_spec  # noqa: E402
+from unfoldgen.training import Config, build_model, fit_restarting, load_spec  # noqa: E402
 
 SPECS = ROOT / "specs"
 TEST_STREAM = 3  # the data sources use 0 (fixed), 1 (training) and 2 (validation)
@@ -388,41 +388,35 @@ def overrides_for(network: Network, classical: Mapping[str, float]) -> dict[str,
 
 def train(specs: Specs, network: Network, classical: Mapping[str, float], study: Study, runs: Path) -> dict[str, Any]:
     """Build from the spec and train with ``unfoldgen.training.fit``; on a NaN (SVD gradients are
-    undefined at repeated singular values) start again at a third of the learning rate."""
+    undefined at repeated singular values) start again at a third of the learning rate
+    (``fit_restarting``)."""
     overrides = overrides_for(network, classical)
-    lr = network.lr
-    attempts = []
-    for attempt in range(3):
-        model = specs.build(network.spec, network.unfold, overrides)
-        try:
-            result = fit(
-                model,
-                specs.bindings[network.spec],
-                Config(
-                    scheme=network.scheme,
-                    steps=network.steps,
-                    batch=study.batch,
-                    lr=lr,
-                    val_size=study.val_size,
-                    val_every=study.val_every,
-                    seed=specs.seed + attempt,
-                ),
-                out=runs / network.unfold,
-                progress=False,
-            )
-        except TrainingDivergedError as err:
-            attempts.append({"lr": lr, "diverged_at_step": err.step})
-            lr /= 3
-            continue
-        attempts.append({"lr": lr, "steps": result.steps, "stopped": result.stopped})
-        return {
-            "model": model,
-            "seconds": result.metrics["seconds"],
-            "attempts": attempts,
-            "validation_nmse_db": result.nmse_db,
-            "best_step": _best_step(result.history),
-        }
-    raise RuntimeError(f"{network.unfold}: training diverged three times: {attempts}")
+    model = specs.build(network.spec, network.unfold, overrides)
+    result = fit_restarting(
+        model,
+        specs.bindings[network.spec],
+        Config(
+            scheme=network.scheme,
+            steps=network.steps,
+            batch=study.batch,
+            lr=network.lr,
+            val_size=study.val_size,
+            val_every=study.val_every,
+            seed=specs.seed,
+        ),
+        out=runs / network.unfold,
+        progress=False,
+    )
+    return {
+        "model": model,
+        "seconds": result.metrics["seconds"],
+        "attempts": [
+            *result.restarts,
+            {"lr": result.metrics["config"]["lr"], "steps": result.steps, "stopped": result.stopped},
+        ],
+        "validation_nmse_db": result.nmse_db,
+        "best_step": _best_step(result.history),
+    }
 
 
 def _best_step(history: Sequence[Mapping[str, Any]]) -> int | None:

@@ -25,10 +25,12 @@ from unfoldgen.training import (
     CHECKPOINT,
     MODEL_FILE,
     Config,
+    ConfigError,
     TrainingDivergedError,
     atomic_save,
     describe,
     fit,
+    fit_restarting,
     load_checkpoint,
     load_spec,
     load_trained,
@@ -578,6 +580,27 @@ def test_a_diverged_run_resumes_from_its_last_finite_state_with_a_lower_lr(tmp_p
     assert all(math.isfinite(v) for v in metrics["loss"]) and math.isfinite(
         metrics["validation"]["trained"]["nmse_db"][-1]
     )
+
+
+def test_fit_restarting_starts_again_from_the_initial_state_at_a_lower_lr():
+    """LISTA-CP at lr 10 without clipping diverges; the restart at lr 10 · 1e-3 is the run a fresh
+    model makes at that rate and the next seed, bit for bit."""
+    config = Config(steps=12, lr=10.0, clip=0, val_size=50, val_every=6)
+    prepared = build("lasso.unf", "lista_cp", layers=5)
+    result = fit_restarting(prepared.model, prepared.binding, config, lr_factor=1e-3, progress=False)
+    assert [restart["lr"] for restart in result.restarts] == [10.0]
+    assert result.restarts[0]["diverged_at_step"] < 12 and result.steps == 12
+    fresh = build("lasso.unf", "lista_cp", layers=5)
+    direct = fit(fresh.model, fresh.binding, dataclasses.replace(config, lr=1e-2, seed=1), progress=False)
+    assert state_equal(prepared.model.state_dict(), fresh.model.state_dict())
+    assert result.metrics["loss"] == direct.metrics["loss"]
+
+    again = build("lasso.unf", "lista_cp", layers=5)
+    with pytest.raises(TrainingDivergedError, match=r"every one of 2 runs diverged, down to lr 9.9\b"):
+        fit_restarting(again.model, again.binding, config, attempts=2, lr_factor=0.99, progress=False)
+    for wrong, message in (({"attempts": 0}, "attempts=0"), ({"lr_factor": 1.0}, r"lr_factor=1.0: expected")):
+        with pytest.raises(ConfigError, match=message):
+            fit_restarting(again.model, again.binding, config, progress=False, **wrong)
 
 
 # ---------------------------------------------------------------------- data parallel

@@ -50,6 +50,7 @@ _HOMES = {
     "FitResult": "run",
     "TrainingDivergedError": "run",
     "fit": "run",
+    "fit_restarting": "run",
     "plan": "run",
     "learned_values": "report",
     "summary": "report",

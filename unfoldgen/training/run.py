@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,7 @@ class FitResult:
     out: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     signal: int | None = None  # the signal (SIGINT, SIGTERM) that interrupted the run
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # fit_restarting: the runs that diverged
 
     @property
     def nmse_db(self) -> list[float]:
@@ -417,6 +418,42 @@ def fit(
 
 WRITES = (CHECKPOINT, MODEL_FILE, METRICS, *PLOTS)
 LOWER_LR = "Try a lower learning rate (--lr; --resume takes a new one) or gradient clipping (--clip)"
+
+
+def fit_restarting(
+    model: nn.Module,
+    data: Source | Binding,
+    config: Config | None = None,
+    *,
+    attempts: int = 3,
+    lr_factor: float = 1 / 3,
+    **options: Any,
+) -> FitResult:
+    """``fit``, started again from the model's initial state each time the run diverges (a NaN/Inf
+    loss or gradient), at ``lr_factor`` times the last learning rate and the next seed, at most
+    ``attempts`` runs in all; ``options`` go to ``fit``. The result's ``restarts`` lists each
+    diverged run's learning rate and step; when every run diverges, the last error is raised."""
+    if attempts < 1:
+        raise ConfigError(f"attempts={attempts}: expected at least 1")
+    if not 0 < lr_factor < 1:
+        raise ConfigError(f"lr_factor={lr_factor}: expected a number in (0, 1) (each restart lowers the rate)")
+    config = config if config is not None else Config()
+    initial = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    restarts: list[dict[str, Any]] = []
+    while True:
+        trial = replace(config, lr=config.lr * lr_factor ** len(restarts), seed=config.seed + len(restarts))
+        try:
+            result = fit(model, data, trial, **options)
+        except TrainingDivergedError as err:
+            restarts.append({"lr": trial.lr, "diverged_at_step": err.step})
+            if len(restarts) == attempts:
+                raise TrainingDivergedError(
+                    f"{err} (every one of {attempts} runs diverged, down to lr {trial.lr:g})", err.step, err.checkpoint
+                ) from err
+            model.load_state_dict(initial)
+            continue
+        result.restarts = restarts
+        return result
 
 
 def _blame(inputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> str:
