@@ -165,6 +165,7 @@ EXAMPLES = {
     "complex_fista": ("ComplexFista", "lasso"),
     "complex_lista_cp": ("ComplexListaCp", "lasso"),
     "mimo_pgd": ("MimoPgd", "mimo"),
+    "mimo_pgd_corrected": ("MimoPgdCorrected", "mimo"),
     "mri_ista": ("MriIsta", "mri"),
 }
 
@@ -192,14 +193,18 @@ def _example(package: str, dtype: torch.dtype, seed: int, batch: int):
         "y": torch.tensor(received, dtype=COMPLEX_OF[dtype]),
         "sigma2": torch.tensor(rng.uniform(0.005, 0.05, batch), dtype=dtype),  # the LMMSE start's noise variance
     }
-    return cls(dtype=dtype), kernels, inputs
+    return cls(m=m, n=n, dtype=dtype), kernels, inputs  # the dims size the corrected detector's net
 
 
 def _perturb(model: torch.nn.Module, seed: int) -> None:
-    """Every learned value scaled by a factor in [0.8, 1.2], complex ones by a complex factor."""
+    """Every learned value scaled by a factor in [0.8, 1.2], complex ones by a complex factor; a
+    net's zero-initialised layer drawn at random (else the net would stay zero)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
+            if not parameter.any():
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+                continue
             real = parameter.real.dtype
             factor = 0.8 + 0.4 * torch.rand(parameter.shape, generator=generator, dtype=real)
             if parameter.is_complex():
@@ -302,12 +307,34 @@ def test_a_real_matrix_solved_against_a_complex_vector():
     np.testing.assert_allclose(got, np.linalg.solve(matrices, vectors[..., None])[..., 0], rtol=0, atol=1e-12)
 
 
-def test_nets_on_complex_values_stay_torch_only():
+def test_a_net_on_complex_vectors_equals_torch_and_on_complex_images_stays_torch_only(tmp_path):
+    """The net sees real parts, then imaginary parts, in both backends (batched layout here; the
+    per-sample one in mimo_pgd_corrected above); an MLP on a complex image has no kernel."""
     text = MIXED.replace(
         "x = x - mu * g + (0.01j * (g.H @ x) + 0.001 * norm2(x)) * x\n    }\n    learn mu per layer",
-        "x = x - mu * g + c(x)\n    }\n    net c : mlp(hidden 8, depth 1)\n    learn mu per layer",
+        "x = x - mu * g + c(x, g)\n    }\n    net c : mlp(hidden 8, depth 2)\n    learn mu per layer",
         1,
     )
-    compiled = compile_text(text, "nets.unf")
-    assert "mixed_steps/kernels.py" not in compiled.files
-    assert any("mixed_steps" in note and "nets on complex values" in note for note in compiled.notes), compiled.notes
+    package, kernels = _kernels(text, "mixed_steps")
+    assert "Layout: batched" in kernels.__doc__
+    rng = np.random.default_rng(4)
+    model = package.MixedSteps(torch.tensor(rng.normal(size=(6, 4)) / np.sqrt(6)))
+    _perturb(model, 4)
+    got, expected = _run_both(model, kernels, {"y": torch.tensor(_random_complex(rng, 5, 6))}, tmp_path)
+    _assert_close(got, expected, torch.float64)
+    matrix = """
+problem images {
+    dim h, w
+    input Y : complex[h, w]
+    var   X : complex[h, w] = 0
+    minimize 0.5 * sumsq(X - Y)
+}
+unfold corrected_images from images {
+    layers 2
+    net c : mlp(hidden 8, depth 1)
+    iterate { X = X - 0.5 * grad(X) + c(X) }
+}
+"""
+    compiled = compile_text(matrix, "images.unf")
+    assert "corrected_images/kernels.py" not in compiled.files
+    assert any("a net on a complex image" in note for note in compiled.notes), compiled.notes

@@ -52,6 +52,21 @@ def mixed_dot(a, b):
     return out
 
 
+def complex_parts(v):
+    """A complex vector (n, B) as a net sees it: its real parts, then its imaginary parts (2n, B)."""
+    return np.concatenate((np.ascontiguousarray(v.real), np.ascontiguousarray(v.imag)), axis=0)
+
+
+def from_complex_parts(parts, dtype):
+    """The complex vector (n, B) of ``dtype`` whose real and imaginary parts are the first and the
+    second half of the rows of ``parts`` (2n, B), a net's output on complex values."""
+    half = parts.shape[0] // 2
+    out = np.empty((half, parts.shape[1]), dtype)
+    out.real[...] = parts[:half]
+    out.imag[...] = parts[half:]
+    return out
+
+
 def sigmoid(v):
     """σ(v) = 1 / (1 + e^-v), without overflow for large |v|."""
     one = v.dtype.type(1)

@@ -294,12 +294,15 @@ class NumbaPrinter(_PythonPrinter):
             case ir.NetCall(net=net, args=args):
                 if self.net_call is None:
                     raise NumbaUnsupportedError("nets in numba kernels")
-                if any(ir.is_complex(arg) for arg in args):
-                    raise NumbaUnsupportedError("nets on complex values in numba kernels (torch only)")
-                columns = ", ".join(self(a) if ir.is_vector(a.shape) else f"as_column({self(a)})" for a in args)
+                if any(ir.is_complex(arg) and not ir.is_vector(arg.shape) for arg in args):
+                    raise NumbaUnsupportedError("a net on a complex image in a kernel (torch only)")
+                columns = ", ".join(self._net_column(a) for a in args)
                 stacked = f"np.concatenate(({columns}), axis=0)" if len(args) > 1 else columns
                 call = self.net_call(net, stacked)
                 first = args[0]
+                if ir.is_complex(first):  # the output's rows: real parts, then imaginary parts
+                    self._use("from_complex_parts")
+                    return f"from_complex_parts({call}, _complex)", ATOM
                 if not ir.is_vector(first.shape):
                     return f"{call}.reshape({dims_code(first.shape)})", ATOM
                 return call, ATOM
@@ -313,6 +316,14 @@ class NumbaPrinter(_PythonPrinter):
         if entry.numba is None:
             raise NumbaUnsupportedError(f"{entry.key} has no numba implementation")
         return entry.numba
+
+    def _net_column(self, arg: ir.Expr) -> str:
+        """A net argument as the rows it feeds: a vector as it is, a matrix as one column, a
+        complex vector as its real parts, then its imaginary parts (as torch's ``complex_net``)."""
+        if ir.is_complex(arg):
+            self._use("complex_parts")
+            return f"complex_parts({self(arg)})"
+        return self(arg) if ir.is_vector(arg.shape) else f"as_column({self(arg)})"
 
     def _as_complex(self, expr: ir.Expr) -> str:
         """``expr`` in the kernel's complex dtype: np.dot and np.linalg.solve take one dtype, so the
