@@ -62,9 +62,10 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.study_training import train_supervised  # noqa: E402
 from unfoldgen import images, kspace  # noqa: E402
 from unfoldgen.data import bind, mri_source, slots_from_problem  # noqa: E402
-from unfoldgen.training import Config, fit_restarting, load_spec  # noqa: E402
+from unfoldgen.training import load_spec  # noqa: E402
 
 SPEC = ROOT / "specs" / "mri.unf"
 TUNE_STREAM = 4  # the data sources use 0 (fixed), 1 (training), 2 (validation) and 3 (measurement noise)
@@ -426,36 +427,18 @@ def train(setup: Setup, network: Network, model: nn.Module, study: Study, runs: 
     learning rate (``fit_restarting``)."""
     seconds = step_seconds(model, setup, study)
     steps = study.steps or max(1, min(study.max_steps, int(0.9 * study.minutes * 60 / seconds)))
-    result = fit_restarting(
+    summary = train_supervised(
         model,
         setup.binding(network.unfold),
-        Config(
-            scheme="supervised",
-            loss="mse",
-            steps=steps,
-            batch=study.batch,
-            lr=network.lr,
-            val_size=study.val_size,
-            val_every=study.val_every,
-            checkpoint_every=steps,
-            seed=setup.seed,
-        ),
+        steps=steps,
+        batch=study.batch,
+        lr=network.lr,
+        val_size=study.val_size,
+        val_every=study.val_every,
+        seed=setup.seed,
         out=runs / network.unfold,
-        progress=False,
     )
-    losses = result.metrics["loss"]
-    quarter = max(1, len(losses) // 4)
-    return {
-        "seconds": result.metrics["seconds"],
-        "steps": result.steps,
-        "step_seconds_probe": seconds,
-        "attempts": [
-            *result.restarts,
-            {"lr": result.metrics["config"]["lr"], "steps": result.steps, "stopped": result.stopped},
-        ],
-        "loss_first_quarter": statistics.fmean(losses[:quarter]),
-        "loss_last_quarter": statistics.fmean(losses[-quarter:]),
-    }
+    return {**summary, "step_seconds_probe": seconds}
 
 
 def learned_count(model: nn.Module) -> int:
