@@ -413,16 +413,9 @@ def train(setup: Setup, network: Network, tuned: Mapping[str, Any], study: Study
     seconds = step_seconds(setup.build(network.unfold, overrides), setup, study)
     steps = max(1, min(study.max_steps, int(0.9 * study.minutes * 60 / seconds)))
     model = setup.build(network.unfold, overrides)
+    binding = setup.binding(network.unfold)
     summary = train_supervised(
-        model,
-        setup.binding(network.unfold),
-        steps=steps,
-        batch=study.batch,
-        lr=network.lr,
-        val_size=study.val_size,
-        val_every=study.val_every,
-        seed=setup.seed,
-        out=runs / network.unfold,
+        model, binding, study, steps=steps, lr=network.lr, seed=setup.seed, out=runs / network.unfold
     )
     return {"model": model, **summary, "step_seconds_probe": seconds}
 

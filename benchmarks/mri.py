@@ -427,16 +427,9 @@ def train(setup: Setup, network: Network, model: nn.Module, study: Study, runs: 
     learning rate (``fit_restarting``)."""
     seconds = step_seconds(model, setup, study)
     steps = study.steps or max(1, min(study.max_steps, int(0.9 * study.minutes * 60 / seconds)))
+    binding = setup.binding(network.unfold)
     summary = train_supervised(
-        model,
-        setup.binding(network.unfold),
-        steps=steps,
-        batch=study.batch,
-        lr=network.lr,
-        val_size=study.val_size,
-        val_every=study.val_every,
-        seed=setup.seed,
-        out=runs / network.unfold,
+        model, binding, study, steps=steps, lr=network.lr, seed=setup.seed, out=runs / network.unfold
     )
     return {**summary, "step_seconds_probe": seconds}
 

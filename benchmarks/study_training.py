@@ -15,18 +15,18 @@ from unfoldgen.training import Config, fit_restarting
 
 
 def train_supervised(
-    model: nn.Module, binding: Binding, *, steps: int, batch: int, lr: float, val_size: int, val_every: int, seed: int,
-    out: Path,
-) -> dict[str, Any]:  # fmt: skip
-    """Train ``model`` in place; the summary of the run."""
+    model: nn.Module, binding: Binding, study: Any, *, steps: int, lr: float, seed: int, out: Path
+) -> dict[str, Any]:
+    """Train ``model`` in place at the study's ``batch``, ``val_size`` and ``val_every``; the
+    summary of the run."""
     config = Config(
         scheme="supervised",
         loss="mse",
         steps=steps,
-        batch=batch,
+        batch=study.batch,
         lr=lr,
-        val_size=val_size,
-        val_every=val_every,
+        val_size=study.val_size,
+        val_every=study.val_every,
         checkpoint_every=steps,
         seed=seed,
     )
