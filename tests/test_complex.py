@@ -317,6 +317,8 @@ def test_real_times_complex_by_parts_equals_the_promoted_product(left_shape, rig
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     assert ours.dtype == complex_dtype
     np.testing.assert_allclose(ours.detach().numpy(), left @ right, atol=tolerance)
+    conjugated = mixed_matmul(*(t.conj() for t in tensors))  # a lazy conjugate (torch's conj bit), as .mH gives
+    np.testing.assert_allclose(conjugated.detach().numpy(), np.conj(left) @ np.conj(right), atol=tolerance)
     seed = torch.tensor(_random_complex(rng, *ours.shape), dtype=complex_dtype)
     grads = torch.autograd.grad((ours * seed.conj()).real.sum(), tensors)
     promoted = [t.detach().to(complex_dtype).requires_grad_() for t in tensors]

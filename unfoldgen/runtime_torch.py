@@ -172,7 +172,8 @@ def mixed_matmul(left: Tensor, right: Tensor) -> Tensor:
     of a complex one. A complex right side's real and imaginary parts enter as the columns of one
     real matrix (``view_as_real``, no copy), through ``shared_matmul`` (one GEMM for a batch)."""
     if right.is_complex():
-        parts = torch.view_as_real(right).flatten(-2)  # (..., n, 2c): re, im of each column side by side
+        # (..., n, 2c): re, im of each column side by side (a lazy conjugate, e.g. of .mH, resolved first)
+        parts = torch.view_as_real(right.resolve_conj()).flatten(-2)
         product = shared_matmul(left, parts)
         return torch.view_as_complex(product.unflatten(-1, (-1, 2)).contiguous())
     return torch.complex(left.real @ right, left.imag @ right)
