@@ -251,6 +251,11 @@ class NumbaPrinter(_PythonPrinter):
                 ir.is_scalar(expr.shape) and self.varies(row) and self.varies(right)
             ):
                 return f"colsum(np.conj({self(row)}) * {self.wrap(right, PRODUCT + 1)})", ATOM
+            case ir.Binary(op="@", left=ir.Apply(func="conj", args=(ir.Transpose(operand=matrix),)), right=right) if (
+                ir.is_complex(matrix) and ir.is_complex(right) and not self.varies(matrix)
+            ):
+                # Aᴴr = conj(Aᵀ conj(r)): conjugates the vectors, not a copy of the matrix per layer
+                return f"np.conj(np.dot({self.wrap(matrix, ATOM)}.T, np.conj({self(right)})))", ATOM
             case ir.Binary(op="@", left=left, right=right) if ir.is_complex(left) != ir.is_complex(right):
                 self._use("mixed_dot")  # by parts: no complex copy of the real side
                 return f"mixed_dot({self(left)}, {self(right)})", ATOM

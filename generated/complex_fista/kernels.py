@@ -23,7 +23,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_c355b51738c4c60f"
+_CACHE_MODULE = "_unfoldgen_kernels_e63f63b1c8c684e0"
 
 
 def _kernel(**options):
@@ -68,7 +68,7 @@ def layer(mu, lam, A, y, x, z, t):
     """One iteration of the update rules on a batch (samples are columns)."""
     _dtype = x.real.dtype
     _F = _dtype.type
-    x_new = soft_threshold(z - mu * np.dot(np.conj(A.T), np.dot(A, z) - y), mu * lam)
+    x_new = soft_threshold(z - mu * np.conj(np.dot(A.T, np.conj(np.dot(A, z) - y))), mu * lam)
     t_new = (_F(1.0) + np.sqrt(_F(1.0) + _F(4.0) * t**2)) / _F(2.0)
     z = x_new + (t - _F(1.0)) / t_new * (x_new - x)
     x = x_new

@@ -23,7 +23,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_aa322529dca3874c"
+_CACHE_MODULE = "_unfoldgen_kernels_b56947bc40770eaa"
 
 
 def _kernel(**options):
@@ -66,7 +66,7 @@ def soft_threshold(v, t):
 @_kernel()
 def layer(mu, lam, A, y, x):
     """One iteration of the update rules on a batch (samples are columns)."""
-    x = soft_threshold(x - mu * np.dot(np.conj(A.T), np.dot(A, x) - y), mu * lam)
+    x = soft_threshold(x - mu * np.conj(np.dot(A.T, np.conj(np.dot(A, x) - y))), mu * lam)
     return (x,)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 # reads an entry back: a copy of this file loaded by path under another name would leave entries
 # that the package's own import cannot read. Every load files its kernels under this one name,
 # registered at the end of this file, before any kernel runs.
-_CACHE_MODULE = "_unfoldgen_kernels_4df0c324fcaa67ee"
+_CACHE_MODULE = "_unfoldgen_kernels_3472349c58e823a7"
 
 
 def _kernel(**options):
@@ -87,7 +87,7 @@ def lipschitz_x(H, n):
         else:
             _basis.imag[_j - _count] = 1
         x = _basis.reshape(n, 1)
-        _column = np.ascontiguousarray(np.dot(np.conj(H.T), np.dot(H, x))).reshape(-1)
+        _column = np.ascontiguousarray(np.conj(np.dot(H.T, np.conj(np.dot(H, x))))).reshape(-1)
         _hessian[:_count, _j] = _column.real
         _hessian[_count:, _j] = _column.imag
     return largest_abs_eigenvalue(_hessian)
@@ -96,7 +96,7 @@ def lipschitz_x(H, n):
 @_kernel()
 def layer(a, mu, H, y, x):
     """One iteration of the update rules on one sample."""
-    x = proj_box(x - mu * np.dot(np.conj(H.T), np.dot(H, x) - y), -a, a)
+    x = proj_box(x - mu * np.conj(np.dot(H.T, np.conj(np.dot(H, x) - y))), -a, a)
     return (x,)
 
 
@@ -117,7 +117,8 @@ def network(_layers, a, mu, _H_batch, _y_batch, _sigma2_batch):
         sigma2 = _sigma2_batch[_b, 0, 0]
         _sample_mu = _F(1.0) / lipschitz_x(H, n)
         x = np.linalg.solve(
-            np.dot(np.conj(H.T), H) + sigma2 * np.eye(n, dtype=_dtype), np.dot(np.conj(H.T), y)
+            np.conj(np.dot(H.T, np.conj(H))) + sigma2 * np.eye(n, dtype=_dtype),
+            np.conj(np.dot(H.T, np.conj(y))),
         ) + np.zeros((n, 1), _complex)
         for _k in range(_layers):
             _stored_k = min(_k, _stored_layers - 1)
