@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m ruff check unfoldgen tests benchmarks
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
-# the edit loop (about a minute on 2 cores): ruff, and the suite without the tests marked slow
+# the edit loop (about 6 minutes on 2 cores, a third of the whole suite): ruff, and the suite without the tests marked slow
 # (tests/conftest.py names them: trainings, studies, exports, long hypothesis runs)
 test-fast: setup
 	$(PY) -m ruff check unfoldgen tests benchmarks

@@ -1,10 +1,10 @@
 """The tests marked ``slow``, which ``make test-fast`` leaves out (``-m "not slow"``) so the edit loop
-takes about a minute on 2 cores; ``make test`` and CI run every test. Slow: trainings that must beat
-the classical solver, the studies, the exports (torch.compile, ONNX, torch.export, drawings), DDP,
-the long generator runs, the tests that numba-compile a fresh spec's kernels (no cache can serve
-them), and the tests that share a costly module fixture (named like a test: every
-test using it is slow). Named here, in one place; ``tests/test_slow_marks.py`` checks every name
-still exists."""
+takes about 6 minutes on 2 cores (a third of the whole suite); ``make test`` and CI run every test.
+Slow: trainings that must beat the classical solver, the studies, the exports (torch.compile, ONNX,
+torch.export, drawings), DDP, the long generator runs, the tests that numba-compile a fresh spec's
+kernels (no cache can serve them), and the tests that share a costly module fixture (named like a
+test: every test using it is slow). Named here, in one place; ``tests/test_slow_marks.py`` checks
+every name still exists."""
 
 from __future__ import annotations
 
