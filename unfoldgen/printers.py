@@ -286,14 +286,13 @@ class NumbaPrinter(_PythonPrinter):
                     raise NumbaUnsupportedError(f"{func}() of a stack of images in a kernel")
                 if not entry.per_column and any(self.varies(arg) for arg in args):
                     raise NumbaUnsupportedError(f"{func}() of a per-sample quantity in the batched layout")
-                complex_args = any(ir.is_complex(arg) for arg in args)
                 template = entry.numba
                 if entry.over_samples and not ir.is_vector(args[0].shape):
                     if not ir.is_scalar(expr.shape):  # its numba form would act on each column alone
                         raise NumbaUnsupportedError(f"{func}() of a matrix")
                     args = (ir.Apply("as_column", (args[0],), (args[0].shape[0], 1)), *args[1:])
                     return _PLACEHOLDER.sub(lambda m: self._as_column(args, int(m.group(1))), template), ATOM
-                if entry.one_dtype and complex_args:
+                if entry.one_dtype and _mixed(args):
                     return _PLACEHOLDER.sub(lambda m: self._as_complex(args[int(m.group(1))]), template), ATOM
                 return _PLACEHOLDER.sub(lambda m: self(args[int(m.group(1))]), template), ATOM
             case ir.NetCall(net=net, args=args):
@@ -331,8 +330,8 @@ class NumbaPrinter(_PythonPrinter):
         return self(arg) if ir.is_vector(arg.shape) else f"as_column({self(arg)})"
 
     def _as_complex(self, expr: ir.Expr) -> str:
-        """``expr`` in the kernel's complex dtype: np.dot and np.linalg.solve take one dtype, so the
-        real side of a real-complex product is made complex."""
+        """``expr`` in the kernel's complex dtype, for the entries that take arguments of one dtype
+        (``one_dtype``: np.linalg.solve); products go by parts instead (``mixed_dot``)."""
         return self(expr) if ir.is_complex(expr) else f"{self.wrap(expr, ATOM)}.astype(_complex)"
 
     def _as_column(self, args: tuple[ir.Expr, ...], index: int) -> str:

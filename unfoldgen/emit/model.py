@@ -155,10 +155,13 @@ class DtypeReference(NamedTuple):
     complex: bool
 
     @property
+    def dtype(self) -> str:
+        """The model's real dtype: ``.real.dtype`` of a complex tensor (complex128 → float64)."""
+        return f"{self.text}.real.dtype" if self.complex else f"{self.text}.dtype"
+
+    @property
     def binding(self) -> str:
-        """``_dtype`` (real: ``.real.dtype`` of a complex tensor, complex128 → float64) and ``_device``."""
-        dtype = f"{self.text}.real.dtype" if self.complex else f"{self.text}.dtype"
-        return f"_dtype, _device = {dtype}, {self.text}.device"
+        return f"_dtype, _device = {self.dtype}, {self.text}.device"
 
 
 def _complex_flag(symbol: Symbol) -> str:
@@ -818,12 +821,12 @@ def _dtype_source(low: LoweredUnfold) -> str:
     plan = low.plan
     tensors = [s for s in low.problem.symbols if s.role in ("data", "param")]
     if tensors:
-        return f"self.{plan[tensors[0].name].attribute}" + (".real.dtype" if tensors[0].complex else ".dtype")
+        return DtypeReference(f"self.{plan[tensors[0].name].attribute}", tensors[0].complex).dtype
     learned = plan.learned()
     if learned and learned[0].role != "net":
         first = learned[0]
         tensor = f"self.{first.name}" + ("[0]" if first.per_layer else ".value()" if first.bounds is not None else "")
-        return tensor + (".real.dtype" if first.complex else ".dtype")
+        return DtypeReference(tensor, first.complex).dtype
     return "None"
 
 
