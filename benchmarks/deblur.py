@@ -458,7 +458,7 @@ def memory_probe(unfold: str, size: int, batch: int, checkpoint_layers: int, lay
     """One training step (forward, MSE loss, backward) of ``unfold`` at size × size and ``batch``,
     in this (fresh) process. Peak memory: the kernel's high-water mark of the resident set
     (VmHWM), reset through /proc/self/clear_refs just before the step, minus the resident set
-    before it (model, inputs and libraries already loaded). Run it with ``PROBE_ENVIRONMENT``."""
+    right after the reset (model, inputs and libraries already loaded). Run it with ``PROBE_ENVIRONMENT``."""
     torch.set_num_threads(1)
     loaded = load_spec(SPEC)
     cls = loaded.model_class(unfold)
@@ -474,8 +474,8 @@ def memory_probe(unfold: str, size: int, batch: int, checkpoint_layers: int, lay
     loss.backward()
     model.zero_grad(set_to_none=True)
     del loss
-    before = _status_kib("VmRSS")
     reset = _reset_peak()
+    before = _status_kib("VmRSS")  # after the reset: the high-water mark restarts at this resident set
     started = time.perf_counter()
     loss = ((model(y) - x) ** 2).mean()
     loss.backward()
